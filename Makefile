@@ -1,0 +1,124 @@
+# GPT-2 training for optimizer and pruning research, configured like a kernel.
+#
+#   make                       train what .config describes (CPU default if none)
+#   make test                  the test suite
+#   make defconfig-<name>      load defconfigs/<name> strictly (make list-defconfigs)
+#   make menuconfig            change anything, then make
+#   make help                  everything else
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Optional torch requirement installed before the rest, e.g. TORCH=torch==2.13.0 (CI's CPU build).
+TORCH ?=
+DEFAULT_DEFCONFIG := gpt2-tiny-cpu
+KCONFIG_FILES := Kconfig $(wildcard gpt2/Kconfig.* lib/Kconfig.* lib/*/Kconfig)
+DEFCONFIGS := $(notdir $(wildcard defconfigs/*))
+# A local copy of Tiny Shakespeare for offline use (else it is downloaded).
+SHAKESPEARE_SOURCE ?=
+# Extra flags for gpt2/train.py, e.g. TRAIN_ARGS="--max-iters 100"; RESUME=1 continues the latest run.
+TRAIN_ARGS ?=
+RESUME ?=
+PYTEST_ARGS ?=
+STAMP := $(VENV)/.installed
+
+export KCONFIG_CONFIG := .config
+
+.DEFAULT_GOAL := all
+.PHONY: all train data test lint menuconfig savedefconfig olddefconfig listnewconfig \
+	list-defconfigs help clean distclean venv $(addprefix defconfig-,$(DEFCONFIGS))
+
+all: train
+
+# --- environment ----------------------------------------------------------------------------
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || { echo "Creating $(VENV) (once)"; $(PYTHON) -m venv $(VENV); }
+	$(if $(TORCH),$(PY) -m pip install -q "$(TORCH)")
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $@
+
+# --- configuration --------------------------------------------------------------------------
+
+.config: | $(STAMP)
+	@echo "No .config yet: loading the CPU default, defconfigs/$(DEFAULT_DEFCONFIG)."
+	@echo "(make list-defconfigs shows the others; make menuconfig changes anything.)"
+	$(PY) scripts/kconfig.py defconfig $(DEFAULT_DEFCONFIG)
+
+config.py: .config $(KCONFIG_FILES) | $(STAMP)
+	$(PY) scripts/kconfig.py genconfig
+
+$(addprefix defconfig-,$(DEFCONFIGS)): defconfig-%: | $(STAMP)
+	$(PY) scripts/kconfig.py defconfig defconfigs/$*
+
+menuconfig: | $(STAMP)
+	$(VENV)/bin/menuconfig Kconfig
+	$(PY) scripts/kconfig.py genconfig
+
+# Writes a minimal defconfig (only what differs from the defaults): DEFCONFIG=defconfigs/<new-name>.
+DEFCONFIG ?= defconfig
+savedefconfig: .config | $(STAMP)
+	$(VENV)/bin/savedefconfig --kconfig Kconfig --out $(DEFCONFIG)
+	@echo "Wrote $(DEFCONFIG). Add a first comment line saying what the experiment is."
+
+olddefconfig: .config | $(STAMP)
+	$(VENV)/bin/olddefconfig Kconfig
+	$(PY) scripts/kconfig.py genconfig
+
+listnewconfig: .config | $(STAMP)
+	$(VENV)/bin/listnewconfig Kconfig
+
+list-defconfigs: | $(STAMP)
+	@$(PY) scripts/kconfig.py list
+
+# --- work -----------------------------------------------------------------------------------
+
+data: config.py
+	$(PY) gpt2/prepare_data.py $(if $(SHAKESPEARE_SOURCE),--source "$(SHAKESPEARE_SOURCE)")
+
+train: data
+	$(PY) gpt2/train.py $(if $(RESUME),--resume) $(TRAIN_ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+# --- housekeeping ---------------------------------------------------------------------------
+
+clean:
+	rm -rf config.py .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -not -path "./$(VENV)/*" -prune -exec rm -rf {} +
+
+# Also forgets the configuration, the environment and the prepared data; runs/ is kept.
+distclean: clean
+	rm -rf .config .config.old $(VENV) data
+
+help:
+	@echo "Set-up is automatic: the first target that needs it creates $(VENV) from pyproject.toml."
+	@echo ""
+	@echo "Running"
+	@echo "  make                     prepare data if missing, then train what .config describes"
+	@echo "                           (no .config: the CPU default, $(DEFAULT_DEFCONFIG))"
+	@echo "  make RESUME=1            continue the latest run of this configuration"
+	@echo "  make TRAIN_ARGS='...'    extra gpt2/train.py flags, e.g. --max-iters 100"
+	@echo "  make data                prepare the dataset .config names (SHAKESPEARE_SOURCE=file: offline copy)"
+	@echo ""
+	@echo "Configuring"
+	@echo "  make list-defconfigs     the named experiments in defconfigs/"
+	@echo "  make defconfig-<name>    load one strictly: every line must take effect"
+	@echo "  make menuconfig          browse and change every option"
+	@echo "  make savedefconfig       write a minimal defconfig (DEFCONFIG=defconfigs/<name>)"
+	@echo "  make olddefconfig        update .config after Kconfig changed (new options get defaults)"
+	@echo "  make listnewconfig       list options .config does not set yet"
+	@echo ""
+	@echo "Checking"
+	@echo "  make test                the pytest suite (PYTEST_ARGS='-k model' to select)"
+	@echo "  make lint                ruff lint and format check"
+	@echo ""
+	@echo "Cleaning"
+	@echo "  make clean               generated config.py and caches"
+	@echo "  make distclean           also .config, $(VENV) and data/ (runs/ is kept)"

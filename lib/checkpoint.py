@@ -1,0 +1,36 @@
+"""Checkpoints: one file per run, written atomically, read without executing anything."""
+
+from pathlib import Path
+
+import torch
+
+from lib.io import atomic_write
+
+CHECKPOINT_FILE = "ckpt.pt"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read; the message says what to do."""
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """torch.save `state` to `path` through a temp file: a crash leaves the old checkpoint intact."""
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load a checkpoint onto the CPU with weights_only=True (tensors and plain data only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}; nothing to resume")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:200]}). "
+            "It may be truncated or from another program; start a new run, or restore a copy."
+        ) from None
+    missing = {"iter_num", "model", "optimizer", "settings"} - set(state)
+    if missing:
+        raise CheckpointError(f"{path} lacks {', '.join(sorted(missing))}; it is not from gpt2/train.py")
+    return state

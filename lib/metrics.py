@@ -1,0 +1,63 @@
+"""Throughput, MFU and memory figures, and the per-run metrics.jsonl stream."""
+
+import json
+import resource
+import sys
+from pathlib import Path
+
+import torch
+
+# Dense (not sparsity-doubled) tensor-core peaks in FLOP/s by autocast dtype, from
+# vendor datasheets; matched against torch.cuda.get_device_name() substrings.
+PEAK_FLOPS = {
+    "H200": {torch.bfloat16: 989e12, torch.float16: 989e12, None: 494e12},
+    "H100": {torch.bfloat16: 989e12, torch.float16: 989e12, None: 494e12},
+    "A100": {torch.bfloat16: 312e12, torch.float16: 312e12, None: 156e12},
+    "L4": {torch.bfloat16: 121e12, torch.float16: 121e12, None: 60e12},
+    "W7900": {torch.bfloat16: 122e12, torch.float16: 122e12, None: 61e12},
+    "MI300X": {torch.bfloat16: 1307e12, torch.float16: 1307e12, None: 654e12},
+}
+
+
+def peak_flops(device: torch.device, dtype: torch.dtype | None) -> float | None:
+    """The device's datasheet peak for `dtype` (None: fp32/TF32), or None when unknown."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, peaks in PEAK_FLOPS.items():
+        if key in name:
+            return peaks[dtype]
+    return None
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak memory of the run: allocated GPU memory on CUDA, else the process's peak RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    if device.type == "mps":
+        return torch.mps.driver_allocated_memory()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss if sys.platform == "darwin" else rss * 1024
+
+
+class MetricsWriter:
+    """Append-only JSON lines, one object per event ({"kind": "train"|"eval", "iter": ...})."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def truncate_after(self, iter_num: int) -> None:
+        """Drop records past `iter_num` (a resumed run redoes those steps)."""
+        if not self.path.is_file():
+            return
+        keep = [line for line in self.path.read_text().splitlines() if json.loads(line)["iter"] <= iter_num]
+        self.path.write_text("".join(line + "\n" for line in keep))
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """All records of a metrics.jsonl file."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line]

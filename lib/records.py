@@ -1,0 +1,99 @@
+"""What a run leaves behind: its folder, environment, summary and loss plot."""
+
+import platform
+import shutil
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from lib.metrics import read_metrics
+
+PACKAGES = ("torch", "numpy", "tiktoken", "kconfiglib", "datasets", "tqdm", "matplotlib")
+
+
+def new_run_dir(output_dir: str, name: str) -> Path:
+    """output_dir/name-YYYYmmdd-HHMMSS, never an existing folder."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path(output_dir) / f"{name}-{stamp}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = Path(output_dir) / f"{name}-{stamp}-{n}"
+    return path
+
+
+def latest_run_dir(output_dir: str, name: str) -> Path | None:
+    """The newest output_dir/name-* folder that holds a checkpoint."""
+    candidates = [p for p in Path(output_dir).glob(f"{name}-*") if (p / "ckpt.pt").is_file()]
+    return max(candidates, key=lambda p: (p / "ckpt.pt").stat().st_mtime, default=None)
+
+
+def environment(device: torch.device) -> dict:
+    """Versions, host and device: what a reader needs to reproduce the run."""
+    versions = {}
+    for pkg in PACKAGES:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    env = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "host": platform.node(),
+        "packages": versions,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "cuda": torch.version.cuda,
+        "hip": torch.version.hip,
+        "num_threads": torch.get_num_threads(),
+    }
+    try:
+        root = Path(__file__).resolve().parent.parent
+        env["git_commit"] = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+            or None
+        )
+    except (OSError, subprocess.SubprocessError):
+        env["git_commit"] = None
+    return env
+
+
+def copy_config(config_py: Path, run_dir: Path) -> None:
+    """Keep the exact configuration beside the run: config.py and the .config beside it."""
+    shutil.copy2(config_py, run_dir / "config.py")
+    dot_config = config_py.parent / ".config"
+    if dot_config.is_file():
+        shutil.copy2(dot_config, run_dir / ".config")
+
+
+def plot_losses(metrics_path: Path, out: Path, title: str) -> None:
+    """Train loss per logged step and train/val loss per evaluation, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(metrics_path)
+    train = [(r["iter"], r["loss"]) for r in records if r["kind"] == "train"]
+    evals = [r for r in records if r["kind"] == "eval"]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    if train:
+        ax.plot(*zip(*train, strict=True), lw=0.8, alpha=0.6, label="train (logged steps)")
+    if evals:
+        ax.plot([r["iter"] for r in evals], [r["train_loss"] for r in evals], "o-", label="train (eval)")
+        ax.plot([r["iter"] for r in evals], [r["val_loss"] for r in evals], "s-", label="val (eval)")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy loss (nats/token)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,104 @@
+"""Device, precision and seeding: the run's execution environment."""
+
+import contextlib
+import ctypes
+import ctypes.util
+import random
+import sys
+
+import numpy as np
+import torch
+
+AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> the first CUDA/ROCm GPU, else MPS, else CPU; explicit names are checked."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"DEVICE={name!r} but PyTorch sees no CUDA/ROCm GPU (torch {torch.__version__}). "
+            "Use --device cpu, or install a GPU build of PyTorch."
+        )
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise RuntimeError(f"DEVICE={name!r} but only {torch.cuda.device_count()} GPU(s) are visible")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError(f"DEVICE={name!r} but MPS is not available on this machine")
+    return device
+
+
+def amp_dtype(device: torch.device, mixed_precision: bool, name: str) -> torch.dtype | None:
+    """The autocast dtype for this device, or None for plain fp32 (always on CPU)."""
+    if not mixed_precision or device.type == "cpu":
+        return None
+    if name == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise RuntimeError(
+            "GPT2_AMP_DTYPE=bfloat16 but this GPU has no bf16 support; use float16 (--dtype fp16)"
+        )
+    return AMP_DTYPES[name]
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """An autocast context for `dtype`, or a no-op for fp32."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def keep_freed_memory() -> bool:
+    """Stop glibc from unmapping large freed blocks (returns True if applied).
+
+    By default every tensor over 32 MiB (a 16 x 128 x 50304 fp32 logits tensor is
+    400 MB) is mmap'ed on allocation and unmapped on free, so each training step
+    page-faults and zeroes it afresh: on 2 CPU cores that doubled the step time
+    (1455 -> 796 ms, docs/benchmarks.md). Raising the thresholds keeps freed
+    memory in the heap for reuse.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, (1 << 31) - 1))
+    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
+        return False
+
+
+def configure(device: torch.device, tf32: bool, seed: int) -> None:
+    """Seed every generator, set the matmul precision policy, tune the CPU allocator."""
+    if device.type == "cpu":
+        keep_freed_memory()
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+
+
+def rng_state(device: torch.device) -> dict:
+    """Generator states that dropout and sampling consume (for exact resume)."""
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(device: torch.device, state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued device work (only at logging points: it stalls the pipeline)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()

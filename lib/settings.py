@@ -1,0 +1,314 @@
+"""One typed, validated Settings object per run, read from the generated config.py.
+
+Each field names its Kconfig symbol (and CLI flag, if any) in its metadata:
+one symbol <-> one field <-> one place that uses it. Values are checked once,
+in __post_init__; errors name the field, the value seen, what is allowed and
+the symbol or flag that sets it. Nothing else reads config.py.
+"""
+
+import argparse
+import ast
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from lib.optim import OPTIMIZERS, OptimizerSettings
+from lib.pruning import PRUNERS, PruningSettings
+from lib.validate import SettingsError, check, kc
+
+MODEL_NAMES = ("gpt2-tiny", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+DATASETS = ("shakespeare", "finewebedu", "openwebtext", "tinystories", "custom")
+DTYPES = {"bf16": (True, "bfloat16"), "fp16": (True, "float16"), "fp32": (False, "bfloat16")}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ModelSettings:
+    """The network's shape (gpt2/model.py)."""
+
+    name: str = field(default="gpt2-tiny", metadata=kc("GPT2_MODEL_NAME", "--model"))
+    """One of MODEL_NAMES."""
+    block_size: int = field(default=1024, metadata=kc("GPT2_BLOCK_SIZE", "--block-size"))
+    """Tokens per sequence."""
+    dropout: float = field(default=0.0, metadata=kc("GPT2_DROPOUT"))
+    bias: bool = field(default=True, metadata=kc("GPT2_BIAS"))
+    weight_tying: bool = field(default=True, metadata=kc("GPT2_WEIGHT_TYING"))
+    flash_attention: bool = field(default=True, metadata=kc("GPT2_FLASH_ATTENTION"))
+    pad_vocab: bool = field(default=True, metadata=kc("GPT2_PAD_VOCAB"))
+
+    def __post_init__(self) -> None:
+        check(self, "name", self.name in MODEL_NAMES, f"one of {', '.join(MODEL_NAMES)}")
+        check(self, "block_size", 8 <= self.block_size <= 8192, "8..8192")
+        check(self, "dropout", 0.0 <= self.dropout < 1.0, "a number in [0, 1)")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GenerationSettings:
+    """The sample printed after training."""
+
+    max_tokens: int = field(default=100, metadata=kc("GPT2_GENERATION_MAX_TOKENS"))
+    temperature: float = field(default=0.8, metadata=kc("GPT2_GENERATION_TEMPERATURE"))
+    top_k: int = field(default=200, metadata=kc("GPT2_GENERATION_TOP_K"))
+    prompt: str = field(default="", metadata=kc("GPT2_GENERATION_PROMPT"))
+
+    def __post_init__(self) -> None:
+        check(self, "max_tokens", 0 <= self.max_tokens <= 4096, "0..4096")
+        check(self, "temperature", 0.0 < self.temperature <= 10.0, "a number in (0, 10]")
+        check(self, "top_k", self.top_k >= 0, "0 (all tokens) or more")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DataSettings:
+    """Which token files to train on (gpt2/prepare_data.py makes them)."""
+
+    dataset: str = field(default="shakespeare", metadata=kc("GPT2_DATASET_NAME", "--dataset"))
+    """One of DATASETS."""
+    custom_path: str = field(default="", metadata=kc("GPT2_CUSTOM_DATASET_PATH"))
+    max_tokens_millions: int = field(default=1000, metadata=kc("GPT2_DATASET_MAX_TOKENS"))
+    """Token cap for streamed corpora, in millions."""
+    val_fraction: float = field(default=0.1, metadata=kc("GPT2_VAL_FRACTION"))
+    data_dir: str = field(default="data", metadata=kc("DATA_DIR", "--data-dir"))
+
+    def __post_init__(self) -> None:
+        check(self, "dataset", self.dataset in DATASETS, f"one of {', '.join(DATASETS)}")
+        check(self, "max_tokens_millions", self.max_tokens_millions >= 1, "1 or more")
+        check(self, "val_fraction", 0.0 < self.val_fraction <= 0.5, "a number in (0, 0.5]")
+        check(self, "data_dir", self.data_dir != "", "a non-empty path")
+        if self.dataset == "custom":
+            check(self, "custom_path", self.custom_path != "", "a file or folder path")
+
+    @property
+    def token_dir(self) -> Path:
+        """Folder of train.bin / val.bin / meta.json."""
+        return Path(self.data_dir) / self.dataset
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TrainingSettings:
+    """Batching, length, learning-rate schedule, evaluation and checkpoints."""
+
+    batch_size: int = field(default=12, metadata=kc("BATCH_SIZE", "--batch-size"))
+    """Sequences per micro-batch, per device."""
+    gradient_accumulation: int = field(
+        default=1, metadata=kc("GPT2_GRADIENT_ACCUMULATION", "--gradient-accumulation")
+    )
+    max_iters: int = field(default=10000, metadata=kc("GPT2_MAX_ITERS", "--max-iters"))
+    """Optimizer steps; 0 leaves the length to num_epochs."""
+    num_epochs: int = field(default=0, metadata=kc("NUM_EPOCHS", "--num-epochs"))
+    max_time_minutes: int = field(default=0, metadata=kc("GPT2_MAX_TIME", "--max-time"))
+    learning_rate: float = field(default=6e-4, metadata=kc("LEARNING_RATE", "--learning-rate"))
+    warmup_steps: int = field(default=2000, metadata=kc("GPT2_WARMUP_STEPS", "--warmup-steps"))
+    decay_lr: bool = field(default=True, metadata=kc("GPT2_DECAY_LR"))
+    min_lr: float = field(default=6e-5, metadata=kc("GPT2_MIN_LR", "--min-lr"))
+    grad_clip: float = field(default=1.0, metadata=kc("GPT2_GRAD_CLIP"))
+    """Global gradient-norm bound; 0 turns clipping off."""
+    eval_interval: int = field(default=500, metadata=kc("GPT2_EVAL_INTERVAL", "--eval-interval"))
+    eval_samples: int = field(default=200, metadata=kc("GPT2_EVAL_SAMPLES", "--eval-samples"))
+    """Micro-batches averaged per loss estimate."""
+    log_interval: int = field(default=10, metadata=kc("GPT2_LOG_INTERVAL", "--log-interval"))
+    save_checkpoint: bool = field(default=True, metadata=kc("GPT2_SAVE_CHECKPOINT"))
+
+    def __post_init__(self) -> None:
+        check(self, "batch_size", self.batch_size >= 1, "1 or more")
+        check(self, "gradient_accumulation", self.gradient_accumulation >= 1, "1 or more")
+        check(self, "max_iters", self.max_iters >= 0, "0 or more")
+        check(self, "num_epochs", self.num_epochs >= 0, "0 or more")
+        check(
+            self,
+            "max_iters",
+            self.max_iters > 0 or self.num_epochs > 0,
+            "more than 0 unless NUM_EPOCHS (--num-epochs) sets the length",
+        )
+        check(self, "max_time_minutes", self.max_time_minutes >= 0, "0 (no limit) or more")
+        check(self, "learning_rate", 0.0 < self.learning_rate < 1.0, "a number in (0, 1)")
+        check(self, "warmup_steps", self.warmup_steps >= 0, "0 or more")
+        check(
+            self,
+            "min_lr",
+            0.0 <= self.min_lr <= self.learning_rate,
+            f"a number in [0, LEARNING_RATE = {self.learning_rate:g}]",
+        )
+        check(self, "grad_clip", self.grad_clip >= 0.0, "0 (off) or a positive number")
+        check(self, "eval_interval", self.eval_interval >= 1, "1 or more")
+        check(self, "eval_samples", self.eval_samples >= 1, "1 or more")
+        check(self, "log_interval", self.log_interval >= 1, "1 or more")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RuntimeSettings:
+    """Device, precision, compilation, seed and where records go."""
+
+    device: str = field(default="auto", metadata=kc("DEVICE", "--device"))
+    mixed_precision: bool = field(default=True, metadata=kc("MIXED_PRECISION"))
+    amp_dtype: str = field(default="bfloat16", metadata=kc("GPT2_AMP_DTYPE"))
+    tf32: bool = field(default=True, metadata=kc("GPT2_TF32_ALLOWED"))
+    compile: bool = field(default=True, metadata=kc("GPT2_COMPILE", "--compile"))
+    seed: int = field(default=1337, metadata=kc("SEED", "--seed"))
+    output_dir: str = field(default="runs", metadata=kc("OUTPUT_DIR"))
+    run_name: str = field(default="", metadata=kc("GPT2_RUN_NAME", "--run-name"))
+
+    def __post_init__(self) -> None:
+        ok = self.device in ("auto", "cpu", "cuda", "mps") or (
+            self.device.startswith("cuda:") and self.device[5:].isdigit()
+        )
+        check(self, "device", ok, "auto, cpu, cuda, cuda:N or mps")
+        check(self, "amp_dtype", self.amp_dtype in ("bfloat16", "float16"), "bfloat16 or float16")
+        check(self, "seed", 0 <= self.seed < 2**31, "0..2147483647")
+        check(self, "output_dir", self.output_dir != "", "a non-empty path")
+        check(
+            self,
+            "run_name",
+            "/" not in self.run_name and self.run_name not in (".", ".."),
+            "a folder name without '/'",
+        )
+
+    @property
+    def dtype(self) -> str:
+        """The autocast dtype name, or 'float32' without mixed precision."""
+        return self.amp_dtype if self.mixed_precision else "float32"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Settings:
+    """Everything one training run needs, validated."""
+
+    model: ModelSettings = field(default_factory=ModelSettings)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
+    pruning: PruningSettings = field(default_factory=PruningSettings)
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain nested dict (JSON-ready) of every field."""
+        return dataclasses.asdict(self)
+
+    def replace(self, overrides: Mapping[str, Any]) -> "Settings":
+        """A copy with dotted-path overrides applied ({"training.batch_size": 8}), re-validated."""
+        sections: dict[str, dict[str, Any]] = {}
+        for path, value in overrides.items():
+            section, _, name = path.partition(".")
+            if section not in _SECTIONS or name not in _field_map(_SECTIONS[section]):
+                raise SettingsError(f"unknown setting {path!r}")
+            sections.setdefault(section, {})[name] = value
+        return dataclasses.replace(
+            self,
+            **{s: dataclasses.replace(getattr(self, s), **kv) for s, kv in sections.items()},
+        )
+
+
+_SECTIONS = {f.name: f.default_factory for f in fields(Settings)}
+
+
+def _field_map(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in fields(cls)}
+
+
+def _convert(value: Any, typ: Any, where: str) -> Any:
+    """Turn a config.py value into the field's type; Kconfig floats arrive as strings."""
+    if typ in (float, "float"):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise SettingsError(f"{where} = {value!r} is not a number")
+        try:
+            out = float(value)
+        except ValueError:
+            raise SettingsError(f'{where} = "{value}" is not a number (write e.g. "6e-4")') from None
+        if not math.isfinite(out):
+            raise SettingsError(f'{where} = "{value}" is not a finite number')
+        return out
+    expected = {"int": int, "bool": bool, "str": str}.get(typ, typ)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise SettingsError(f"{where} = {value!r} is not a {expected.__name__}")
+    return value
+
+
+def settings_from_config(config: Mapping[str, Any]) -> Settings:
+    """Build Settings from config.py's CONFIG dict; symbols that are absent keep their defaults."""
+    sections = {}
+    for section, cls in _SECTIONS.items():
+        kwargs = {}
+        for f in fields(cls):
+            symbol = f.metadata["kconfig"]
+            if symbol in config:
+                kwargs[f.name] = _convert(config[symbol], f.type, f"CONFIG_{symbol}")
+        sections[section] = cls(**kwargs)
+    return Settings(**sections)
+
+
+def read_config_py(path: str | Path) -> dict[str, Any]:
+    """Read config.py as data: one `CONFIG = {...}` literal, evaluated by ast.literal_eval."""
+    path = Path(path)
+    if not path.is_file():
+        raise SettingsError(
+            f"{path} does not exist. Generate it with `make defconfig-<name>` "
+            "(see `make list-defconfigs`) or `make menuconfig`, then `make`."
+        )
+    bad = f"{path} is not a generated config file; regenerate it with `make {path.name}`"
+    try:
+        tree = ast.parse(path.read_text(), filename=str(path))
+    except SyntaxError as e:
+        raise SettingsError(f"{bad} ({e.msg}, line {e.lineno})") from None
+    body = tree.body
+    if (
+        len(body) != 1
+        or not isinstance(body[0], ast.Assign)
+        or [getattr(t, "id", None) for t in body[0].targets] != ["CONFIG"]
+    ):
+        raise SettingsError(f"{bad} (expected exactly one `CONFIG = {{...}}` assignment)")
+    try:
+        config = ast.literal_eval(body[0].value)
+    except ValueError:
+        raise SettingsError(f"{bad} (CONFIG holds something other than literals)") from None
+    if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
+        raise SettingsError(f"{bad} (CONFIG is not a dict of symbol names)")
+    return config
+
+
+def load_settings(
+    config_py: str | Path = "config.py", overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Settings from config.py, then CLI-style dotted-path overrides, validated once."""
+    settings = settings_from_config(read_config_py(config_py))
+    return settings.replace(overrides) if overrides else settings
+
+
+def add_override_flags(parser: argparse.ArgumentParser) -> None:
+    """Add one CLI flag per field that names a flag in its metadata, plus --dtype."""
+    for section, cls in _SECTIONS.items():
+        for f in fields(cls):
+            flag = f.metadata.get("flag")
+            if flag is None:
+                continue
+            dest = f"{section}.{f.name}"
+            help_ = f"overrides CONFIG_{f.metadata['kconfig']}"
+            if f.type in (bool, "bool"):
+                parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, help=help_)
+            else:
+                typ: Callable = {"int": int, "float": float, "str": str}.get(f.type, f.type)
+                choices = _FLAG_CHOICES.get(dest)
+                parser.add_argument(flag, dest=dest, type=typ, choices=choices, help=help_)
+    parser.add_argument(
+        "--dtype",
+        dest="runtime.dtype",
+        choices=sorted(DTYPES),
+        help="overrides CONFIG_MIXED_PRECISION and CONFIG_GPT2_AMP_DTYPE",
+    )
+
+
+_FLAG_CHOICES = {
+    "model.name": MODEL_NAMES,
+    "data.dataset": DATASETS,
+    "optimizer.name": tuple(OPTIMIZERS),
+    "pruning.method": tuple(PRUNERS),
+}
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The dotted-path overrides the user actually passed (flags left unset are skipped)."""
+    out = {k: v for k, v in vars(args).items() if "." in k and v is not None}
+    if (dtype := out.pop("runtime.dtype", None)) is not None:
+        out["runtime.mixed_precision"], out["runtime.amp_dtype"] = DTYPES[dtype]
+    return out

@@ -1,0 +1,345 @@
+"""The training loop: accumulate, step, log, evaluate, checkpoint, resume.
+
+The loop reads nothing from the device except on logging and evaluation steps:
+losses and gradient norms stay tensors until then. It knows nothing about any
+particular optimizer; `gpt2/train.py` builds the parts and hands them over.
+"""
+
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from lib.checkpoint import CHECKPOINT_FILE, save_checkpoint
+from lib.data import TokenData
+from lib.metrics import MetricsWriter, peak_flops, peak_memory_bytes
+from lib.runtime import autocast, rng_state, set_rng_state, synchronize
+from lib.schedule import lr_at
+from lib.settings import Settings
+
+log = logging.getLogger("train")
+
+# Settings a resumed run may change: how long it runs and how it reports, not what it computes.
+RESUMABLE_CHANGES = {
+    "training.max_iters",
+    "training.num_epochs",
+    "training.max_time_minutes",
+    "training.eval_interval",
+    "training.log_interval",
+    "training.save_checkpoint",
+    "runtime.compile",
+    "runtime.run_name",
+    "runtime.output_dir",
+    "generation.max_tokens",
+    "generation.temperature",
+    "generation.top_k",
+    "generation.prompt",
+}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def planned_iters(settings: Settings, train_tokens: int) -> int:
+    """Optimizer steps the schedule spans: GPT2_MAX_ITERS or NUM_EPOCHS, whichever is shorter."""
+    t = settings.training
+    tokens_per_iter = t.batch_size * t.gradient_accumulation * settings.model.block_size
+    limits = [t.max_iters] if t.max_iters else []
+    if t.num_epochs:
+        limits.append(math.ceil(t.num_epochs * train_tokens / tokens_per_iter))
+    return min(limits)
+
+
+def settings_changes(saved: dict, current: dict) -> list[str]:
+    """Dotted names of the settings that differ between two Settings.to_dict() results."""
+    return sorted(
+        f"{section}.{name}"
+        for section, values in current.items()
+        for name, value in values.items()
+        if saved.get(section, {}).get(name) != value
+    )
+
+
+@dataclass
+class TrainState:
+    """Progress that a checkpoint carries besides the model and optimizer."""
+
+    iter_num: int = 0
+    train_seconds: float = 0.0
+    best_val_loss: float = math.inf
+    # (interval seconds, steps) of each logged interval after the first (which holds compilation).
+    intervals: list = field(default_factory=list)
+
+
+class Trainer:
+    """One run: the model, its optimizer and data, driven for `total_iters` steps."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        run_dir: Path,
+        device: torch.device,
+        model: nn.Module,
+        train_model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        data: TokenData,
+        amp: torch.dtype | None,
+    ):
+        self.s = settings
+        self.run_dir = run_dir
+        self.device = device
+        self.model = model  # the nn.Module whose state is saved
+        self.train_model = train_model  # the same, possibly compiled
+        self.optimizer = optimizer
+        self.data = data
+        self.amp = amp
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
+        self.total_iters = planned_iters(settings, data.num_tokens("train"))
+        t = settings.training
+        self.tokens_per_iter = t.batch_size * t.gradient_accumulation * settings.model.block_size
+        self.state = TrainState()
+        self.metrics = MetricsWriter(run_dir / "metrics.jsonl")
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.peak = peak_flops(device, amp if device.type == "cuda" else None)
+        self._stop_signal: str | None = None
+        self.last_eval: dict | None = None
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def checkpoint_state(self) -> dict:
+        return {
+            "iter_num": self.state.iter_num,
+            "train_seconds": self.state.train_seconds,
+            "best_val_loss": self.state.best_val_loss,
+            "intervals": self.state.intervals,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "data": self.data.state_dict(),
+            "rng": rng_state(self.device),
+            "settings": self.s.to_dict(),
+        }
+
+    def save(self) -> None:
+        if self.s.training.save_checkpoint:
+            save_checkpoint(self.run_dir / CHECKPOINT_FILE, self.checkpoint_state())
+
+    def restore(self, state: dict) -> None:
+        """Continue from a checkpoint of this run; refuse one whose computation differed."""
+        changed = [
+            c for c in settings_changes(state["settings"], self.s.to_dict()) if c not in RESUMABLE_CHANGES
+        ]
+        if changed:
+            raise ValueError(
+                "the checkpoint was made with different settings: "
+                + ", ".join(changed)
+                + ". Resume with the run's own configuration (its config.py), or start a new run."
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.data.load_state_dict(state["data"])
+        set_rng_state(self.device, state["rng"])
+        self.state = TrainState(
+            iter_num=state["iter_num"],
+            train_seconds=state["train_seconds"],
+            best_val_loss=state["best_val_loss"],
+            intervals=[tuple(i) for i in state["intervals"]],
+        )
+        self.metrics.truncate_after(self.state.iter_num)
+        log.info("resumed at iter %d of %d", self.state.iter_num, self.total_iters)
+
+    # -- evaluation --------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Mean loss over GPT2_EVAL_SAMPLES batches of each split; the same batches every time."""
+        t = self.s.training
+        self.train_model.eval()
+        out = {}
+        for i, split in enumerate(("train", "val")):
+            gen = torch.Generator().manual_seed(self.s.runtime.seed + 1 + i)
+            losses = torch.zeros(t.eval_samples, device=self.device)
+            for k in range(t.eval_samples):
+                x, y = self.data.batch(split, t.batch_size, self.s.model.block_size, self.device, gen)
+                with autocast(self.device, self.amp):
+                    _, loss = self.train_model(x, y)
+                losses[k] = loss
+            out[f"{split}_loss"] = losses.mean().item()
+        self.train_model.train()
+        out["val_ppl"] = math.exp(min(out["val_loss"], 700.0))
+        return out
+
+    def _record_eval(self) -> dict:
+        result = self.evaluate()
+        if not all(math.isfinite(result[k]) for k in ("train_loss", "val_loss")):
+            raise TrainingDiverged(
+                f"evaluation at iter {self.state.iter_num} gave train loss {result['train_loss']} "
+                f"and val loss {result['val_loss']}"
+            )
+        self.state.best_val_loss = min(self.state.best_val_loss, result["val_loss"])
+        self.last_eval = result
+        self.metrics.write({"kind": "eval", "iter": self.state.iter_num, **result})
+        log.info(
+            "eval iter %d | train loss %.4f | val loss %.4f | val ppl %.2f",
+            self.state.iter_num,
+            result["train_loss"],
+            result["val_loss"],
+            result["val_ppl"],
+        )
+        return result
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _lr(self, step: int) -> float:
+        t = self.s.training
+        return lr_at(
+            step,
+            peak=t.learning_rate,
+            min_lr=t.min_lr,
+            warmup_steps=t.warmup_steps,
+            total_steps=self.total_iters,
+            decay=t.decay_lr,
+        )
+
+    def _step(self, lr: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One optimizer step over GPT2_GRADIENT_ACCUMULATION micro-batches; returns device tensors."""
+        t = self.s.training
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = torch.zeros((), device=self.device)
+        for _ in range(t.gradient_accumulation):
+            x, y = self.data.batch("train", t.batch_size, self.s.model.block_size, self.device)
+            with autocast(self.device, self.amp):
+                _, loss = self.train_model(x, y)
+                loss = loss / t.gradient_accumulation
+            self.scaler.scale(loss).backward()
+            loss_sum += loss.detach()
+        grad_norm = None
+        if t.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, t.grad_clip, foreach=True)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_sum, grad_norm
+
+    def _on_signal(self, signum: int, _frame) -> None:
+        self._stop_signal = signal.Signals(signum).name
+        log.warning("%s received: stopping after this step with a checkpoint", self._stop_signal)
+
+    def fit(self) -> dict:
+        """Train to the planned step count (or the time budget, or a signal); returns the outcome."""
+        t = self.s.training
+        st = self.state
+        budget = t.max_time_minutes * 60 or math.inf
+        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        status = "completed"
+        try:
+            if st.iter_num == 0:
+                self._record_eval()
+            self.train_model.train()
+            interval_start, interval_steps, first_interval = time.perf_counter(), 0, True
+            loss_acc = torch.zeros((), device=self.device)
+            bar = tqdm(
+                total=self.total_iters, initial=st.iter_num, unit="it", dynamic_ncols=True, disable=None
+            )
+            while st.iter_num < self.total_iters:
+                lr = self._lr(st.iter_num)
+                loss_sum, grad_norm = self._step(lr)
+                loss_acc += loss_sum
+                st.iter_num += 1
+                interval_steps += 1
+                bar.update(1)
+                last = st.iter_num == self.total_iters
+                if st.iter_num % t.log_interval == 0 or last:
+                    synchronize(self.device)
+                    seconds = time.perf_counter() - interval_start
+                    st.train_seconds += seconds
+                    self._log_train(
+                        loss_acc / interval_steps, grad_norm, lr, seconds, interval_steps, first_interval, bar
+                    )
+                    if not first_interval:
+                        st.intervals.append((seconds, interval_steps))
+                    first_interval = False
+                    loss_acc.zero_()
+                    interval_start, interval_steps = time.perf_counter(), 0
+                stop = self._stop_signal or (st.train_seconds >= budget and "time budget")
+                if st.iter_num % t.eval_interval == 0 or last or stop:
+                    if interval_steps:  # time spent since the last log line counts as training
+                        synchronize(self.device)
+                        st.train_seconds += time.perf_counter() - interval_start
+                    self._record_eval()
+                    self.save()
+                    interval_start, interval_steps = time.perf_counter(), 0
+                if stop:
+                    status = "interrupted" if self._stop_signal else "time_budget"
+                    log.warning("stopped at iter %d of %d (%s)", st.iter_num, self.total_iters, stop)
+                    break
+            bar.close()
+        except TrainingDiverged as e:
+            log.error(
+                "%s. Training diverged; the last good checkpoint (if any) is kept in %s. "
+                "Lower LEARNING_RATE or raise GPT2_WARMUP_STEPS, then start a new run.",
+                e,
+                self.run_dir,
+            )
+            status = "diverged"
+        finally:
+            for s, h in handlers.items():
+                signal.signal(s, h)
+        return {"status": status, **self.throughput()}
+
+    def _log_train(self, loss_t, grad_norm, lr, seconds, steps, first_interval, bar) -> None:
+        loss = loss_t.item()
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"training loss is {loss} at iter {self.state.iter_num}")
+        ms_per_iter = 1000 * seconds / steps
+        tok_s = self.tokens_per_iter * steps / seconds
+        mfu = self._mfu(tok_s)
+        mem = peak_memory_bytes(self.device)
+        record = {
+            "kind": "train",
+            "iter": self.state.iter_num,
+            "loss": loss,
+            "lr": lr,
+            "grad_norm": None if grad_norm is None else grad_norm.item(),
+            "ms_per_iter": ms_per_iter,
+            "tokens_per_sec": tok_s,
+            "mfu": mfu,
+            "peak_memory_bytes": mem,
+            "includes_compile": first_interval,
+        }
+        self.metrics.write(record)
+        bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+        log.info(
+            "iter %d | loss %.4f | lr %.2e | %.1f ms/iter | %s tok/s%s | mem %.2f GiB",
+            self.state.iter_num,
+            loss,
+            lr,
+            ms_per_iter,
+            f"{tok_s:,.0f}",
+            "" if mfu is None else f" | MFU {100 * mfu:.1f}%",
+            mem / 2**30,
+        )
+
+    def _mfu(self, tokens_per_sec: float) -> float | None:
+        if self.peak is None:
+            return None
+        return self.model.flops_per_token() * tokens_per_sec / self.peak
+
+    def throughput(self) -> dict:
+        """Steady-state speed: logged intervals after the first (which holds compilation)."""
+        seconds = sum(s for s, _ in self.state.intervals)
+        steps = sum(n for _, n in self.state.intervals)
+        if steps == 0:
+            return {"ms_per_iter": None, "tokens_per_sec": None, "mfu": None}
+        tok_s = self.tokens_per_iter * steps / seconds
+        return {"ms_per_iter": 1000 * seconds / steps, "tokens_per_sec": tok_s, "mfu": self._mfu(tok_s)}

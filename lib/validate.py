@@ -1,0 +1,36 @@
+"""Field metadata and checks shared by every settings dataclass.
+
+A settings field says which Kconfig symbol (and CLI flag) sets it; a failed
+check names the field, the value, what is allowed and that symbol or flag.
+"""
+
+from dataclasses import fields
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A setting outside what is allowed; the message says how to fix it."""
+
+
+def kc(symbol: str, flag: str | None = None) -> dict[str, str]:
+    """Field metadata: the Kconfig symbol (without CONFIG_) and the optional CLI flag."""
+    return {"kconfig": symbol} if flag is None else {"kconfig": symbol, "flag": flag}
+
+
+def section_of(obj: Any) -> str:
+    """'training' for a TrainingSettings instance."""
+    return type(obj).__name__.removesuffix("Settings").lower()
+
+
+def check(obj: Any, name: str, ok: bool, allowed: str) -> None:
+    """Raise SettingsError for field `name` of `obj` unless `ok`."""
+    if ok:
+        return
+    meta = {f.name: f.metadata for f in fields(obj)}[name]
+    how = f"CONFIG_{meta['kconfig']} (make menuconfig)"
+    if "flag" in meta:
+        how += f" or {meta['flag']} on the command line"
+    value = getattr(obj, name)
+    raise SettingsError(
+        f"{section_of(obj)}.{name} = {value!r} is not allowed; expected {allowed}. Set by {how}."
+    )

@@ -1,0 +1,81 @@
+"""Shared fixtures: real Shakespeare tokens, a generated config.py, a tiny-run helper.
+
+Offline data comes in through the environment (.ci/run sets both):
+  SHAKESPEARE_SOURCE   a local Tiny Shakespeare input.txt (else it is downloaded)
+  TIKTOKEN_CACHE_DIR   tiktoken's cache holding the GPT-2 BPE files (else downloaded)
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from gpt2.prepare_data import prepare
+from lib.kconfig import apply_config, load_kconfig, write_outputs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def kconf():
+    """The project's parsed Kconfig tree (re-used; tests call unset_values via apply_config)."""
+    return load_kconfig(ROOT / "Kconfig")
+
+
+@pytest.fixture(scope="session")
+def shakespeare_source() -> str | None:
+    return os.environ.get("SHAKESPEARE_SOURCE") or None
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory, shakespeare_source) -> Path:
+    """A data/ folder with Tiny Shakespeare prepared (once per test session)."""
+    root = tmp_path_factory.mktemp("data")
+    prepare("shakespeare", root, source=shakespeare_source)
+    return root
+
+
+def make_config(tmp: Path, lines: str, kconf) -> Path:
+    """Write a defconfig with `lines`, load it strictly, and generate tmp/config.py."""
+    defconfig = tmp / "test-defconfig"
+    defconfig.write_text(lines)
+    apply_config(kconf, defconfig)
+    write_outputs(kconf, tmp / ".config", tmp / "config.py")
+    return tmp / "config.py"
+
+
+@pytest.fixture
+def tiny_config(tmp_path, kconf, data_dir) -> Path:
+    """config.py for a fast CPU run: tiny model, 32-token windows, 4 sequences per step."""
+    return make_config(
+        tmp_path,
+        f"""CONFIG_GPT2_BLOCK_SIZE=32
+CONFIG_BATCH_SIZE=4
+CONFIG_GPT2_MAX_ITERS=30
+CONFIG_LEARNING_RATE="2e-3"
+CONFIG_GPT2_WARMUP_STEPS=5
+CONFIG_GPT2_MIN_LR="2e-4"
+CONFIG_GPT2_EVAL_INTERVAL=10
+CONFIG_GPT2_EVAL_SAMPLES=4
+CONFIG_GPT2_LOG_INTERVAL=1
+CONFIG_GPT2_GENERATION_MAX_TOKENS=8
+CONFIG_DEVICE="cpu"
+CONFIG_GPT2_COMPILE=n
+CONFIG_DATA_DIR="{data_dir}"
+CONFIG_OUTPUT_DIR="{tmp_path / "runs"}"
+""",
+        kconf,
+    )
+
+
+@pytest.fixture
+def defconfig_copy(tmp_path):
+    """Copy a named defconfig into tmp_path (for tests that edit one)."""
+
+    def copy(name: str) -> Path:
+        dst = tmp_path / name
+        shutil.copy(ROOT / "defconfigs" / name, dst)
+        return dst
+
+    return copy

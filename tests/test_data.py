@@ -1,0 +1,149 @@
+"""Token preparation (offline, checked, atomic) and batch sampling."""
+
+import functools
+import http.server
+import json
+import threading
+
+import numpy as np
+import pytest
+import tiktoken
+import torch
+
+from gpt2 import prepare_data
+from gpt2.prepare_data import SHAKESPEARE_SHA256, prepare
+from lib.data import DataError, TokenData
+
+
+def test_shakespeare_tokens_and_meta(data_dir):
+    meta = json.loads((data_dir / "shakespeare" / "meta.json").read_text())
+    # 338,025 tokens of text (the data README's count) plus one <|endoftext|>.
+    assert meta["train_tokens"] + meta["val_tokens"] == 338_026
+    assert meta["val_tokens"] == int(338_026 * 0.1)
+    assert meta["source_sha256"] == SHAKESPEARE_SHA256
+    train = np.fromfile(data_dir / "shakespeare" / "train.bin", dtype=np.uint16)
+    enc = tiktoken.get_encoding("gpt2")
+    assert enc.decode(train[:8].tolist()).startswith("First Citizen:\nBefore we proceed")
+    assert prepare_data.sha256_file(data_dir / "shakespeare" / "train.bin") == meta["train_sha256"]
+
+
+def test_a_wrong_source_file_is_refused(tmp_path):
+    bad = tmp_path / "input.txt"
+    bad.write_text("not shakespeare")
+    with pytest.raises(SystemExit, match="expected 86c4e6aa"):
+        prepare("shakespeare", tmp_path / "data", source=str(bad))
+    assert not (tmp_path / "data" / "shakespeare" / "meta.json").exists()
+
+
+@pytest.fixture
+def http_server(tmp_path, monkeypatch):
+    """A localhost HTTP server holding a small input.txt: the real download path, offline."""
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "input.txt").write_text("ROMEO:\nBut soft, what light through yonder window breaks?\n" * 20)
+    monkeypatch.setattr(prepare_data, "SHAKESPEARE_SHA256", prepare_data.sha256_file(served / "input.txt"))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/input.txt"
+    server.shutdown()
+
+
+def test_download_checks_and_keeps_the_file(tmp_path, http_server, monkeypatch):
+    monkeypatch.setattr(prepare_data, "SHAKESPEARE_URL", http_server)
+    out = prepare("shakespeare", tmp_path / "data")
+    assert (out / "input.txt").read_text().startswith("ROMEO:")
+    assert json.loads((out / "meta.json").read_text())["source"] == http_server
+    # A corrupted cached copy is caught on the next run, not trained on.
+    (out / "input.txt").write_text("tampered")
+    with pytest.raises(SystemExit, match="Delete it to download again"):
+        prepare("shakespeare", tmp_path / "data")
+
+
+def test_unreachable_download_says_how_to_work_offline(tmp_path, monkeypatch):
+    monkeypatch.setattr(prepare_data, "SHAKESPEARE_URL", "http://127.0.0.1:9/input.txt")
+    with pytest.raises(SystemExit, match="pass a local copy with --source PATH"):
+        prepare("shakespeare", tmp_path / "data")
+
+
+def test_a_crash_mid_preparation_keeps_the_previous_files(
+    tmp_path, data_dir, shakespeare_source, monkeypatch
+):
+    root = tmp_path / "data"
+    (root / "shakespeare").mkdir(parents=True)
+    for name in ("train.bin", "val.bin", "meta.json"):
+        (root / "shakespeare" / name).write_bytes((data_dir / "shakespeare" / name).read_bytes())
+    before = {p.name: p.read_bytes() for p in (root / "shakespeare").iterdir()}
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prepare_data, "split_and_write", crash)
+    with pytest.raises(KeyboardInterrupt):
+        prepare("shakespeare", root, source=shakespeare_source)
+    assert {p.name: p.read_bytes() for p in (root / "shakespeare").iterdir()} == before
+
+
+def test_custom_folder_of_txt_jsonl_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("Hello world")
+    (corpus / "b.jsonl").write_text(
+        json.dumps({"text": "one"}) + "\n" + json.dumps({"text": "two two"}) + "\n"
+    )
+    pq.write_table(pa.table({"text": ["three", "four four four"]}), corpus / "c.parquet")
+    out = prepare("custom", tmp_path / "data", path=str(corpus), val_fraction=0.2)
+    tokens = np.concatenate([np.fromfile(out / f"{s}.bin", dtype=np.uint16) for s in ("train", "val")])
+    enc = tiktoken.get_encoding("gpt2")
+    docs = ["Hello world", "one", "two two", "three", "four four four"]
+    assert tokens.tolist() == [t for d in docs for t in enc.encode_ordinary(d) + [enc.eot_token]]
+
+
+def test_token_cap_stops_mid_document(tmp_path):
+    n = prepare_data.encode_documents(["word " * 5000, "never reached"], tmp_path / "t.bin", 1234, "cap")
+    assert n == 1234 and (tmp_path / "t.bin").stat().st_size == 2 * 1234
+
+
+def test_custom_rows_without_text_are_refused(tmp_path):
+    (tmp_path / "x.jsonl").write_text(json.dumps({"body": "hi"}) + "\n")
+    with pytest.raises(SystemExit, match="rows need a 'text' field; found \\['body'\\]"):
+        prepare("custom", tmp_path / "data", path=str(tmp_path / "x.jsonl"))
+
+
+def test_batches_are_shifted_windows(data_dir):
+    data = TokenData(data_dir / "shakespeare", "shakespeare", str(data_dir), seed=0)
+    x, y = data.batch("train", 4, 32, torch.device("cpu"))
+    assert x.shape == y.shape == (4, 32) and x.dtype == torch.int64
+    assert torch.equal(x[:, 1:], y[:, :-1])
+
+
+def test_generator_state_replays_the_same_batches(data_dir):
+    data = TokenData(data_dir / "shakespeare", "shakespeare", str(data_dir), seed=0)
+    state = data.state_dict()
+    first = data.batch("train", 2, 8, torch.device("cpu"))
+    data.load_state_dict(state)
+    assert torch.equal(first[0], data.batch("train", 2, 8, torch.device("cpu"))[0])
+
+
+def test_missing_data_names_the_command(tmp_path):
+    with pytest.raises(DataError, match="python gpt2/prepare_data.py --dataset finewebedu"):
+        TokenData(tmp_path / "finewebedu", "finewebedu", str(tmp_path), seed=0)
+
+
+def test_truncated_token_file_is_detected(tmp_path, data_dir):
+    d = tmp_path / "shakespeare"
+    d.mkdir()
+    for name in ("train.bin", "val.bin", "meta.json"):
+        (d / name).write_bytes((data_dir / "shakespeare" / name).read_bytes())
+    (d / "val.bin").write_bytes((d / "val.bin").read_bytes()[:100])
+    with pytest.raises(DataError, match="does not hold the 33802 tokens"):
+        TokenData(d, "shakespeare", str(tmp_path), seed=0)
+
+
+def test_prepare_cli_reads_the_config_and_skips_done_work(tmp_path, data_dir, shakespeare_source, capsys):
+    args = ["--config", str(tmp_path / "none.py"), "--data-dir", str(data_dir)]
+    assert prepare_data.main(args) == 0
+    assert "already prepared" in capsys.readouterr().out

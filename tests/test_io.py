@@ -1,0 +1,58 @@
+"""Atomic writes and checkpoints that refuse to execute or half-load."""
+
+import pytest
+import torch
+
+from lib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from lib.io import atomic_write, atomic_write_text
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path):
+    path = tmp_path / "f.txt"
+    atomic_write_text(path, "old")
+
+    def boom(f):
+        f.write(b"half")
+        raise RuntimeError("crash mid-write")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, boom)
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_checkpoint_round_trip(tmp_path):
+    state = {"iter_num": 3, "model": {"w": torch.ones(2)}, "optimizer": {}, "settings": {"a": {"b": 1}}}
+    save_checkpoint(tmp_path / "ckpt.pt", state)
+    got = load_checkpoint(tmp_path / "ckpt.pt")
+    assert got["iter_num"] == 3 and torch.equal(got["model"]["w"], torch.ones(2))
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+    save_checkpoint(
+        tmp_path / "ckpt.pt",
+        {"iter_num": 1, "model": {"w": torch.ones(1000)}, "optimizer": {}, "settings": {}},
+    )
+    data = (tmp_path / "ckpt.pt").read_bytes()
+    (tmp_path / "ckpt.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "ckpt.pt")
+
+
+class Evil:
+    def __reduce__(self):
+        return (exec, ("open('PWNED', 'w').close()",))
+
+
+def test_checkpoints_never_execute_pickled_code(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.save({"iter_num": 1, "model": Evil(), "optimizer": {}, "settings": {}}, tmp_path / "ckpt.pt")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "ckpt.pt")
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_foreign_checkpoint_is_named(tmp_path):
+    torch.save({"weights": torch.ones(1)}, tmp_path / "ckpt.pt")
+    with pytest.raises(CheckpointError, match="lacks iter_num, model, optimizer, settings"):
+        load_checkpoint(tmp_path / "ckpt.pt")

@@ -1,0 +1,105 @@
+"""Settings: config.py values, CLI overrides, and errors that say what is allowed."""
+
+import argparse
+
+import pytest
+
+from lib.kconfig import render_config_py
+from lib.settings import (
+    Settings,
+    SettingsError,
+    add_override_flags,
+    load_settings,
+    overrides_from_args,
+    settings_from_config,
+)
+
+
+def parse(*argv: str) -> dict:
+    p = argparse.ArgumentParser()
+    add_override_flags(p)
+    return overrides_from_args(p.parse_args(list(argv)))
+
+
+def test_config_values_become_typed_fields(tmp_path):
+    path = tmp_path / "config.py"
+    path.write_text(
+        render_config_py(
+            {"BATCH_SIZE": 32, "LEARNING_RATE": "3e-4", "GPT2_COMPILE": False, "GPT2_MODEL_NAME": "gpt2"},
+            "x",
+            "0",
+        )
+    )
+    s = load_settings(path)
+    assert s.training.batch_size == 32
+    assert s.training.learning_rate == pytest.approx(3e-4)
+    assert s.runtime.compile is False
+    assert s.model.name == "gpt2"
+
+
+def test_cli_overrides_win_and_only_given_flags_apply(tmp_path):
+    path = tmp_path / "config.py"
+    path.write_text(render_config_py({"BATCH_SIZE": 32, "SEED": 7}, "x", "0"))
+    s = load_settings(path, parse("--batch-size", "8", "--no-compile", "--dtype", "fp32", "--device", "cpu"))
+    assert s.training.batch_size == 8
+    assert s.runtime.seed == 7
+    assert s.runtime.compile is False
+    assert s.runtime.dtype == "float32" and s.runtime.mixed_precision is False
+    assert s.runtime.device == "cpu"
+
+
+def test_seed_cli_flags_exist():
+    o = parse(
+        "--batch-size", "32", "--gradient-accumulation", "4", "--num-epochs", "2", "--max-iters", "9",
+        "--optimizer", "adamw", "--pruning-method", "none", "--dataset", "finewebedu", "--seed", "3",
+    )  # fmt: skip
+    assert o["training.gradient_accumulation"] == 4 and o["training.num_epochs"] == 2
+    assert o["data.dataset"] == "finewebedu" and o["pruning.method"] == "none"
+
+
+def test_unknown_choice_on_the_command_line_lists_the_valid_ones(capsys):
+    with pytest.raises(SystemExit):
+        parse("--optimizer", "sgd")
+    err = capsys.readouterr().err
+    assert "invalid choice: 'sgd'" in err and "adamw" in err
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        ({"LEARNING_RATE": "fast"}, 'CONFIG_LEARNING_RATE = "fast" is not a number'),
+        ({"LEARNING_RATE": "nan"}, "is not a finite number"),
+        (
+            {"GPT2_DROPOUT": "1.5"},
+            "model.dropout = 1.5 is not allowed; expected a number in [0, 1). Set by CONFIG_GPT2_DROPOUT",
+        ),
+        (
+            {"GPT2_MIN_LR": "1e-3"},
+            "training.min_lr = 0.001 is not allowed; expected a number in [0, LEARNING_RATE = 0.0006]",
+        ),
+        ({"GPT2_MAX_ITERS": 0}, "more than 0 unless NUM_EPOCHS (--num-epochs) sets the length"),
+        (
+            {"DEVICE": "tpu"},
+            "runtime.device = 'tpu' is not allowed; expected auto, cpu, cuda, cuda:N or mps. Set by CONFIG_DEVICE (make menuconfig) or --device",
+        ),
+        ({"GPT2_AMP_DTYPE": "fp8"}, "expected bfloat16 or float16"),
+        ({"GPT2_DATASET_NAME": "custom"}, "data.custom_path = '' is not allowed"),
+        ({"BATCH_SIZE": "32"}, "CONFIG_BATCH_SIZE = '32' is not a int"),
+    ],
+)
+def test_bad_values_name_the_symbol_and_what_is_allowed(config, expected):
+    with pytest.raises(SettingsError) as e:
+        settings_from_config(config)
+    assert expected in str(e.value)
+
+
+def test_bad_override_names_the_flag():
+    with pytest.raises(
+        SettingsError, match=r"training.batch_size = 0 .* or --batch-size on the command line"
+    ):
+        Settings().replace({"training.batch_size": 0})
+
+
+def test_missing_config_py_says_how_to_make_one(tmp_path):
+    with pytest.raises(SettingsError, match="make defconfig-<name>"):
+        load_settings(tmp_path / "config.py")

@@ -1,0 +1,169 @@
+"""End-to-end training on real Shakespeare tokens: learning, records, resume, failures."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from gpt2 import train
+from gpt2.model import GPT
+from lib.metrics import read_metrics
+
+from .conftest import ROOT, make_config
+
+
+def run(config: Path, out: Path, *flags: str) -> int:
+    return train.main(["--config", str(config), "--out-dir", str(out), *flags])
+
+
+def losses(run_dir: Path) -> dict:
+    return {
+        (r["kind"], r["iter"]): r.get("loss", r.get("val_loss"))
+        for r in read_metrics(run_dir / "metrics.jsonl")
+    }
+
+
+@pytest.mark.slow
+def test_cpu_default_lowers_validation_loss_and_records_the_run(tmp_path, kconf, data_dir):
+    text = (ROOT / "defconfigs" / "gpt2-tiny-cpu").read_text()
+    config = make_config(tmp_path, text + f'CONFIG_DATA_DIR="{data_dir}"\n', kconf)
+    out = tmp_path / "run"
+    assert run(config, out, "--max-iters", "30", "--eval-interval", "15") == 0
+    evals = [r for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "eval"]
+    assert [r["iter"] for r in evals] == [0, 15, 30]
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 2.0  # from ~10.8 nats
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["iters"] == 30
+    assert summary["final_val_ppl"] < evals[0]["val_ppl"] / 5
+    assert summary["tokens"] == 30 * 8 * 128 and summary["tokens_per_sec"] > 0
+    assert summary["peak_memory_bytes"] > 0 and summary["num_params"] > 7e6
+    for name in (
+        "config.py",
+        ".config",
+        "settings.json",
+        "environment.json",
+        "output.log",
+        "ckpt.pt",
+        "loss.png",
+        "sample.txt",
+    ):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "settings.json").read_text())["training"]["batch_size"] == 8
+    assert "ms/iter" in (out / "output.log").read_text()
+
+
+def test_tiny_run_learns(tiny_config, tmp_path):
+    out = tmp_path / "run"
+    assert run(tiny_config, out) == 0
+    evals = [r for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "eval"]
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 1.0
+
+
+def _start_in_subprocess(config: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "gpt2" / "train.py"), "--config", str(config), "--out-dir", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())},
+    )
+
+
+def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        assert proc.poll() is None, "training ended before it could be interrupted"
+        assert time.time() < deadline, "timed out waiting for the run"
+        time.sleep(0.05)
+
+
+def _last_iter(run_dir: Path) -> int:
+    path = run_dir / "metrics.jsonl"
+    return max((r["iter"] for r in read_metrics(path)), default=0) if path.is_file() else 0
+
+
+@pytest.mark.slow
+def test_kill_and_resume_reproduces_the_uninterrupted_losses(tiny_config, tmp_path):
+    config = tiny_config.read_text().replace("'GPT2_MAX_ITERS': 30", "'GPT2_MAX_ITERS': 120")
+    tiny_config.write_text(config)
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert run(tiny_config, straight) == 0
+
+    proc = _start_in_subprocess(tiny_config, killed)
+    _wait_for(lambda: _last_iter(killed) >= 25, proc)  # past the checkpoints at 10 and 20
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert _last_iter(killed) < 120
+    assert run(tiny_config, killed, "--resume") == 0
+    assert losses(killed) == losses(straight)  # every logged step and eval, exactly
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_then_resume_finishes(tiny_config, tmp_path):
+    tiny_config.write_text(tiny_config.read_text().replace("'GPT2_MAX_ITERS': 30", "'GPT2_MAX_ITERS': 400"))
+    out = tmp_path / "run"
+    proc = _start_in_subprocess(tiny_config, out)
+    _wait_for(lambda: _last_iter(out) >= 3, proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    summary = json.loads((out / "summary.json").read_text())
+    state = torch.load(out / "ckpt.pt", weights_only=True)
+    assert summary["status"] == "interrupted" and state["iter_num"] == summary["iters"] < 400
+    assert run(tiny_config, out, "--resume", "--max-iters", str(summary["iters"] + 5)) == 0
+    assert json.loads((out / "summary.json").read_text())["iters"] == summary["iters"] + 5
+
+
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path, monkeypatch):
+    forward = GPT.forward
+    calls = {"n": 0}
+
+    def poisoned(self, idx, targets=None):
+        logits, loss = forward(self, idx, targets)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] > 14:
+                loss = loss * float("nan")
+        return logits, loss
+
+    monkeypatch.setattr(GPT, "forward", poisoned)
+    out = tmp_path / "run"
+    assert run(tiny_config, out) == 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["iters"] == 15
+    assert torch.load(out / "ckpt.pt", weights_only=True)["iter_num"] == 10
+    assert "Training diverged; the last good checkpoint" in (out / "output.log").read_text()
+
+
+def test_resume_refuses_changed_settings(tiny_config, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(tiny_config, out, "--max-iters", "10") == 0
+    assert run(tiny_config, out, "--resume", "--batch-size", "8") == 2
+    assert "different settings: training.batch_size" in (out / "output.log").read_text()
+
+
+def test_existing_run_is_never_overwritten(tiny_config, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(tiny_config, out, "--max-iters", "2", "--eval-interval", "1") == 0
+    before = (out / "ckpt.pt").read_bytes()
+    assert run(tiny_config, out) == 2
+    assert "already holds a run. Continue it with --resume" in capsys.readouterr().err
+    assert (out / "ckpt.pt").read_bytes() == before
+
+
+def test_corrupt_checkpoint_is_refused_clearly(tiny_config, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "ckpt.pt").write_bytes(b"garbage")
+    assert run(tiny_config, out, "--resume") == 2
+    assert "not a readable checkpoint" in capsys.readouterr().err
+
+
+def test_missing_data_says_which_command_prepares_it(tmp_path, kconf, capsys):
+    config = make_config(tmp_path, f'CONFIG_DEVICE="cpu"\nCONFIG_DATA_DIR="{tmp_path / "empty"}"\n', kconf)
+    assert run(config, tmp_path / "run") == 2
+    assert "python gpt2/prepare_data.py --dataset shakespeare" in capsys.readouterr().out
