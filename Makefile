@@ -45,17 +45,17 @@ $(STAMP): pyproject.toml
 .config: | $(STAMP)
 	@echo "No .config yet: loading the CPU default, defconfigs/$(DEFAULT_DEFCONFIG)."
 	@echo "(make list-defconfigs shows the others; make menuconfig changes anything.)"
-	$(PY) scripts/kconfig.py defconfig $(DEFAULT_DEFCONFIG)
+	$(PY) -m scripts.kconfig defconfig $(DEFAULT_DEFCONFIG)
 
 config.py: .config $(KCONFIG_FILES) | $(STAMP)
-	$(PY) scripts/kconfig.py genconfig
+	$(PY) -m scripts.kconfig genconfig
 
 $(addprefix defconfig-,$(DEFCONFIGS)): defconfig-%: | $(STAMP)
-	$(PY) scripts/kconfig.py defconfig defconfigs/$*
+	$(PY) -m scripts.kconfig defconfig defconfigs/$*
 
 menuconfig: | $(STAMP)
 	$(VENV)/bin/menuconfig Kconfig
-	$(PY) scripts/kconfig.py genconfig
+	$(PY) -m scripts.kconfig genconfig
 
 # Writes a minimal defconfig (only what differs from the defaults): DEFCONFIG=defconfigs/<new-name>.
 DEFCONFIG ?= defconfig
@@ -65,13 +65,13 @@ savedefconfig: .config | $(STAMP)
 
 olddefconfig: .config | $(STAMP)
 	$(VENV)/bin/olddefconfig Kconfig
-	$(PY) scripts/kconfig.py genconfig
+	$(PY) -m scripts.kconfig genconfig
 
 listnewconfig: .config | $(STAMP)
 	$(VENV)/bin/listnewconfig Kconfig
 
 list-defconfigs: | $(STAMP)
-	@$(PY) scripts/kconfig.py list
+	@$(PY) -m scripts.kconfig list
 
 # --- work -----------------------------------------------------------------------------------
 

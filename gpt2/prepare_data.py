@@ -23,11 +23,14 @@ import urllib.request
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import numpy as np
-from tqdm import tqdm
+# Run as a script (python gpt2/prepare_data.py), the repository root is not on sys.path by itself.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib.data import META_FILE, TOKEN_DTYPE, load_meta
-from lib.io import atomic_write, atomic_write_json
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from lib.data import META_FILE, TOKEN_DTYPE, load_meta  # noqa: E402
+from lib.io import atomic_write, atomic_write_json  # noqa: E402
 
 log = logging.getLogger("prepare_data")
 

@@ -1,8 +1,8 @@
 """Kconfig glue for the Makefile: strict defconfig loading and config.py generation.
 
-    python scripts/kconfig.py defconfig defconfigs/gpt2-tiny-cpu   # -> .config + config.py
-    python scripts/kconfig.py genconfig                            # .config -> config.py
-    python scripts/kconfig.py list                                 # named defconfigs
+    python -m scripts.kconfig defconfig defconfigs/gpt2-tiny-cpu   # -> .config + config.py
+    python -m scripts.kconfig genconfig                            # .config -> config.py
+    python -m scripts.kconfig list                                 # named defconfigs
 
 menuconfig, savedefconfig, olddefconfig and listnewconfig are kconfiglib's own
 tools; the Makefile calls them directly.
