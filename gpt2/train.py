@@ -26,12 +26,14 @@ from gpt2.model import GPT, GPT2_VOCAB_SIZE, GPTConfig  # noqa: E402
 from lib.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint  # noqa: E402
 from lib.data import DataError, TokenData  # noqa: E402
 from lib.io import atomic_write_json, atomic_write_text  # noqa: E402
-from lib.metrics import peak_memory_bytes  # noqa: E402
+from lib.metrics import optimizer_state_bytes, peak_memory_bytes, tensor_bytes  # noqa: E402
 from lib.optim import build_optimizer  # noqa: E402
+from lib.pruning import build_pruner  # noqa: E402
+from lib.pruning.scores import bitter2_overrides  # noqa: E402
 from lib.records import copy_config, environment, latest_run_dir, new_run_dir, plot_losses  # noqa: E402
 from lib.runtime import amp_dtype, configure, resolve_device  # noqa: E402
 from lib.settings import Settings, SettingsError, add_override_flags, load_settings, overrides_from_args  # noqa: E402
-from lib.trainer import Trainer  # noqa: E402
+from lib.trainer import Trainer, planned_iters  # noqa: E402
 
 log = logging.getLogger("train")
 EXIT_CODES = {"completed": 0, "time_budget": 0, "interrupted": 130, "diverged": 3}
@@ -53,8 +55,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run_name(s: Settings) -> str:
-    """GPT2_RUN_NAME, or the matrix-style gpt2_<optimizer>_<pruning>."""
-    return s.runtime.run_name or f"gpt2_{s.optimizer.name}_{s.pruning.method}"
+    """GPT2_RUN_NAME, or the matrix-style gpt2_<optimizer>[_<variant>]_<pruning>[_<sparsity%>]."""
+    if s.runtime.run_name:
+        return s.runtime.run_name
+    parts = ["gpt2", s.optimizer.name]
+    if s.optimizer.name == "adamwprune":
+        parts.append(s.optimizer.adamwprune_variant)
+    parts.append(s.pruning.method)
+    if s.pruning.method != "none":
+        parts.append(f"{round(100 * s.pruning.target_sparsity)}")
+    return "_".join(parts)
 
 
 def choose_run_dir(args: argparse.Namespace, s: Settings) -> tuple[Path, dict | None]:
@@ -109,13 +119,41 @@ def sample(model: GPT, s: Settings, device: torch.device) -> str:
     return enc.decode(tokens)
 
 
+def bookkeeping(model: GPT, optimizer: torch.optim.Optimizer, pruner) -> dict:
+    """Measured sparsity and the bytes optimizer and pruner keep, next to the weights they serve."""
+    prunable = pruner.weights if pruner is not None else []
+    weight_bytes = tensor_bytes(prunable)
+    out = {
+        "optimizer_state_bytes": optimizer_state_bytes(optimizer),
+        "param_bytes": tensor_bytes(model.parameters()),
+    }
+    if pruner is not None:
+        measured = pruner.sparsity()
+        out.update(
+            sparsity=measured["prunable"],
+            prunable_weights=pruner.num_prunable,
+            prunable_weight_bytes=weight_bytes,
+            prunable_optimizer_state_bytes=optimizer_state_bytes(optimizer, prunable),
+            pruning_state_bytes=pruner.state_bytes(),
+            mask_bytes=0,
+            pruning_state_per_weight_byte=pruner.state_bytes() / weight_bytes,
+            training_bytes_per_weight_byte=(
+                weight_bytes + optimizer_state_bytes(optimizer, prunable) + pruner.state_bytes()
+            )
+            / weight_bytes,
+        )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         s = load_settings(args.config, overrides_from_args(args))
+        scale_overrides, scaling = bitter2_overrides(s)
+        s = s.replace(scale_overrides)
         device = resolve_device(s.runtime.device)
         run_dir, resume_state = choose_run_dir(args, s)
-    except (SettingsError, CheckpointError, RuntimeError) as e:
+    except (SettingsError, CheckpointError, RuntimeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -146,7 +184,21 @@ def main(argv: list[str] | None = None) -> int:
     amp = amp_dtype(device, s.runtime.mixed_precision, s.runtime.amp_dtype)
     compiled = s.runtime.compile and device.type == "cuda"
     train_model = torch.compile(model) if compiled else model
-    trainer = Trainer(s, run_dir, device, model, train_model, optimizer, data, amp)
+    try:
+        total_iters = planned_iters(s, data.num_tokens("train"))
+        pruner = build_pruner(model, optimizer, s.pruning, s.optimizer.adamwprune_variant, total_iters)
+    except ValueError as e:
+        log.error("error: %s", e)
+        return 2
+    trainer = Trainer(s, run_dir, device, model, train_model, optimizer, data, amp, pruner)
+    if scaling is not None:
+        log.info(
+            "bitter2 scaling: %s x%.2f, %s -> %s",
+            scaling["setting"],
+            scaling["factor"],
+            scaling["from"],
+            scaling["to"],
+        )
     if resume_state is not None:
         try:
             trainer.restore(resume_state)
@@ -187,19 +239,26 @@ def main(argv: list[str] | None = None) -> int:
         "final_train_loss": final.get("train_loss"),
         "final_val_loss": final.get("val_loss"),
         "final_val_ppl": final.get("val_ppl"),
+        "model_sparsity": final.get("model_sparsity"),
         "best_val_loss": trainer.state.best_val_loss if math.isfinite(trainer.state.best_val_loss) else None,
         "peak_memory_bytes": peak_memory_bytes(device),
+        **bookkeeping(model, optimizer, pruner),
+        "scaling": scaling,
         "num_params": model.num_params(),
         "model": s.model.name,
         "dataset": s.data.dataset,
         "optimizer": s.optimizer.name,
         "pruning_method": s.pruning.method,
+        "adamwprune_variant": s.optimizer.adamwprune_variant if s.optimizer.name == "adamwprune" else None,
+        "target_sparsity": s.pruning.target_sparsity if pruner is not None else None,
         "seed": s.runtime.seed,
         "device": str(device),
         "dtype": "float32" if amp is None else str(amp).removeprefix("torch."),
         "compiled": compiled,
     }
     atomic_write_json(run_dir / "summary.json", summary)
+    if pruner is not None:
+        atomic_write_json(run_dir / "sparsity.json", pruner.sparsity())
     plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png", f"{run_dir.name} ({s.model.name})")
     if outcome["status"] in ("completed", "time_budget") and s.generation.max_tokens > 0:
         text = sample(model, s, device)

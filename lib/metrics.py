@@ -30,6 +30,27 @@ def peak_flops(device: torch.device, dtype: torch.dtype | None) -> float | None:
     return None
 
 
+@torch.no_grad()
+def model_sparsity(model: torch.nn.Module) -> float:
+    """Fraction of all parameters (tied ones once) that are exactly zero (reads the device)."""
+    params = list(model.parameters())
+    zeros = torch.stack([(p == 0).sum() for p in params]).sum().item()
+    return zeros / sum(p.numel() for p in params)
+
+
+def tensor_bytes(tensors) -> int:
+    """Bytes held by an iterable of tensors."""
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer, params=None) -> int:
+    """Bytes of the optimizer's per-parameter state (for `params` only, if given)."""
+    keys = optimizer.state.keys() if params is None else params
+    return tensor_bytes(
+        t for p in keys for t in optimizer.state.get(p, {}).values() if isinstance(t, torch.Tensor)
+    )
+
+
 def peak_memory_bytes(device: torch.device) -> int:
     """Peak memory of the run: allocated GPU memory on CUDA, else the process's peak RSS."""
     if device.type == "cuda":

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from lib.optim import OPTIMIZERS, OptimizerSettings
-from lib.pruning import PRUNERS, PruningSettings
+from lib.pruning import PAIRINGS, PRUNERS, PruningSettings
+from lib.pruning.scores import ADAMWPRUNE_VARIANTS
 from lib.validate import SettingsError, check, kc
 
 MODEL_NAMES = ("gpt2-tiny", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
@@ -182,6 +183,21 @@ class Settings:
     pruning: PruningSettings = field(default_factory=PruningSettings)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
 
+    def __post_init__(self) -> None:
+        method, optimizer = self.pruning.method, self.optimizer.name
+        if optimizer not in PAIRINGS[method]:
+            allowed = " or ".join(PAIRINGS[method])
+            hint = (
+                "adamwprune prunes by its own states: use --pruning-method state"
+                if optimizer == "adamwprune"
+                else f"use --optimizer {allowed}"
+            )
+            raise SettingsError(
+                f"pruning method {method!r} does not pair with optimizer {optimizer!r}: {method} "
+                f"works with {allowed} ({hint}; CONFIG_PRUNING_METHOD and CONFIG_OPTIMIZER in "
+                "make menuconfig)"
+            )
+
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain nested dict (JSON-ready) of every field."""
         return dataclasses.asdict(self)
@@ -303,6 +319,7 @@ _FLAG_CHOICES = {
     "data.dataset": DATASETS,
     "optimizer.name": tuple(OPTIMIZERS),
     "pruning.method": tuple(PRUNERS),
+    "optimizer.adamwprune_variant": tuple(ADAMWPRUNE_VARIANTS),
 }
 
 

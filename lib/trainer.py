@@ -18,7 +18,8 @@ from tqdm import tqdm
 
 from lib.checkpoint import CHECKPOINT_FILE, save_checkpoint
 from lib.data import TokenData
-from lib.metrics import MetricsWriter, peak_flops, peak_memory_bytes
+from lib.metrics import MetricsWriter, model_sparsity, peak_flops, peak_memory_bytes
+from lib.pruning.pruner import Pruner
 from lib.runtime import autocast, rng_state, set_rng_state, synchronize
 from lib.schedule import lr_at
 from lib.settings import Settings
@@ -91,6 +92,7 @@ class Trainer:
         optimizer: torch.optim.Optimizer,
         data: TokenData,
         amp: torch.dtype | None,
+        pruner: Pruner | None = None,
     ):
         self.s = settings
         self.run_dir = run_dir
@@ -100,6 +102,7 @@ class Trainer:
         self.optimizer = optimizer
         self.data = data
         self.amp = amp
+        self.pruner = pruner
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
         self.total_iters = planned_iters(settings, data.num_tokens("train"))
         t = settings.training
@@ -123,6 +126,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "data": self.data.state_dict(),
+            "pruner": None if self.pruner is None else self.pruner.state_dict(),
             "rng": rng_state(self.device),
             "settings": self.s.to_dict(),
         }
@@ -146,6 +150,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.data.load_state_dict(state["data"])
+        if self.pruner is not None:
+            self.pruner.load_state_dict(state["pruner"])
         set_rng_state(self.device, state["rng"])
         self.state = TrainState(
             iter_num=state["iter_num"],
@@ -175,6 +181,9 @@ class Trainer:
             out[f"{split}_loss"] = losses.mean().item()
         self.train_model.train()
         out["val_ppl"] = math.exp(min(out["val_loss"], 700.0))
+        out["model_sparsity"] = model_sparsity(self.model)
+        if self.pruner is not None:
+            out["sparsity"] = self.pruner.sparsity()["prunable"]
         return out
 
     def _record_eval(self) -> dict:
@@ -188,11 +197,12 @@ class Trainer:
         self.last_eval = result
         self.metrics.write({"kind": "eval", "iter": self.state.iter_num, **result})
         log.info(
-            "eval iter %d | train loss %.4f | val loss %.4f | val ppl %.2f",
+            "eval iter %d | train loss %.4f | val loss %.4f | val ppl %.2f%s",
             self.state.iter_num,
             result["train_loss"],
             result["val_loss"],
             result["val_ppl"],
+            f" | sparsity {100 * result['sparsity']:.2f}%" if "sparsity" in result else "",
         )
         return result
 
@@ -222,13 +232,19 @@ class Trainer:
                 loss = loss / t.gradient_accumulation
             self.scaler.scale(loss).backward()
             loss_sum += loss.detach()
+        self.scaler.unscale_(self.optimizer)  # no-op without fp16 loss scaling
+        if self.pruner is not None:
+            self.pruner.before_step()
         grad_norm = None
         if t.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.params, t.grad_clip, foreach=True)
+            if hasattr(self.optimizer, "observe_grad_norm"):  # spike detection wants the unclipped norm
+                self.optimizer.observe_grad_norm(grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.pruner is not None:
+            self.pruner.after_step(self.state.iter_num + 1)
         return loss_sum, grad_norm
 
     def _on_signal(self, signum: int, _frame) -> None:
@@ -316,6 +332,7 @@ class Trainer:
             "mfu": mfu,
             "peak_memory_bytes": mem,
             "includes_compile": first_interval,
+            **(self.optimizer.log_stats() if hasattr(self.optimizer, "log_stats") else {}),
         }
         self.metrics.write(record)
         bar.set_postfix(loss=f"{loss:.3f}", refresh=False)

@@ -57,6 +57,27 @@ def test_seed_cli_flags_exist():
     assert o["data.dataset"] == "finewebedu" and o["pruning.method"] == "none"
 
 
+def test_seed_adamwprune_command_line():
+    """The seed README's `train.py --optimizer adamwprune --pruning-method state ...` works."""
+    o = parse(
+        "--optimizer",
+        "adamwprune",
+        "--pruning-method",
+        "state",
+        "--adamwprune-variant",
+        "bitter1",
+        "--target-sparsity",
+        "0.5",
+    )
+    s = Settings().replace(o)
+    assert (s.optimizer.name, s.pruning.method, s.optimizer.adamwprune_variant) == (
+        "adamwprune",
+        "state",
+        "bitter1",
+    )
+    assert s.pruning.target_sparsity == 0.5
+
+
 def test_unknown_choice_on_the_command_line_lists_the_valid_ones(capsys):
     with pytest.raises(SystemExit):
         parse("--optimizer", "sgd")

@@ -2,7 +2,8 @@
 
 Every builder takes the model's parameter groups (decayed matrices, undecayed
 vectors) and the OptimizerSettings, so runs that differ only in the optimizer
-differ in nothing else.
+differ in nothing else. AdamWPrune is AdamW whose states score the weights for
+state pruning (lib/pruning/scores.py holds its variants).
 """
 
 from collections.abc import Callable
@@ -11,6 +12,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from lib.optim.spam import AdamWSPAM, SpamConfig
+from lib.pruning.scores import ADAMWPRUNE_VARIANTS, BITTER2_SCALINGS
 from lib.validate import check, kc
 
 
@@ -18,12 +21,26 @@ from lib.validate import check, kc
 class OptimizerSettings:
     """The optimizer and its hyper-parameters (the learning rate lives in TrainingSettings)."""
 
-    name: str = field(default="adamw", metadata=kc("OPTIMIZER", "--optimizer"))
+    name: str = field(default="adamwspam", metadata=kc("OPTIMIZER", "--optimizer"))
     """A key of OPTIMIZERS."""
     beta1: float = field(default=0.9, metadata=kc("ADAMW_BETA1"))
     beta2: float = field(default=0.95, metadata=kc("ADAMW_BETA2"))
     eps: float = field(default=1e-8, metadata=kc("ADAMW_EPSILON"))
     weight_decay: float = field(default=0.1, metadata=kc("ADAMW_WEIGHT_DECAY", "--weight-decay"))
+    spam_clip: bool = field(default=True, metadata=kc("SPAM_ENABLE_CLIP"))
+    spam_theta: float = field(default=50.0, metadata=kc("SPAM_THETA"))
+    spam_spike_threshold: float = field(default=2.0, metadata=kc("SPAM_SPIKE_THRESHOLD"))
+    """z-score of the gradient norm above which a step is a spike; 0 turns detection off."""
+    spam_periodic_reset: bool = field(default=True, metadata=kc("SPAM_PERIODIC_RESET"))
+    spam_interval: int = field(default=1000, metadata=kc("SPAM_INTERVAL"))
+    spam_warmup: bool = field(default=True, metadata=kc("SPAM_WARMUP"))
+    spam_warmup_steps: int = field(default=100, metadata=kc("SPAM_WARMUP_STEPS"))
+    adamwprune_variant: str = field(
+        default="bitter0", metadata=kc("GPT2_ADAMWPRUNE_VARIANT", "--adamwprune-variant")
+    )
+    """A key of ADAMWPRUNE_VARIANTS."""
+    bitter2_scaling: str = field(default="iterations", metadata=kc("ADAMWPRUNE_BITTER2_SCALING"))
+    """How bitter2 spends what state pruning saves: a key of BITTER2_SCALINGS."""
 
     def __post_init__(self) -> None:
         check(self, "name", self.name in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}")
@@ -31,6 +48,33 @@ class OptimizerSettings:
         check(self, "beta2", 0.0 <= self.beta2 < 1.0, "a number in [0, 1)")
         check(self, "eps", 0.0 < self.eps < 1.0, "a number in (0, 1)")
         check(self, "weight_decay", self.weight_decay >= 0.0, "a number >= 0")
+        check(self, "spam_theta", self.spam_theta > 0.0, "a number > 0")
+        check(self, "spam_spike_threshold", self.spam_spike_threshold >= 0.0, "0 (off) or a positive z-score")
+        check(self, "spam_interval", self.spam_interval >= 1, "1 or more")
+        check(self, "spam_warmup_steps", self.spam_warmup_steps >= 1, "1 or more")
+        check(
+            self,
+            "adamwprune_variant",
+            self.adamwprune_variant in ADAMWPRUNE_VARIANTS,
+            f"one of {', '.join(ADAMWPRUNE_VARIANTS)}",
+        )
+        check(
+            self,
+            "bitter2_scaling",
+            self.bitter2_scaling in BITTER2_SCALINGS,
+            f"one of {', '.join(BITTER2_SCALINGS)}",
+        )
+
+    def spam_config(self) -> SpamConfig:
+        return SpamConfig(
+            clip=self.spam_clip,
+            theta=self.spam_theta,
+            spike_threshold=self.spam_spike_threshold,
+            periodic_reset=self.spam_periodic_reset,
+            reset_interval=self.spam_interval,
+            warmup=self.spam_warmup,
+            warmup_steps=self.spam_warmup_steps,
+        )
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -42,21 +86,28 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_adamw(groups: list[dict], s: OptimizerSettings, lr: float) -> torch.optim.Optimizer:
-    """torch.optim.AdamW, fused into one kernel when every parameter is on a CUDA device."""
+def _adamw_kwargs(groups: list[dict], s: OptimizerSettings, lr: float) -> dict:
+    """AdamW's arguments: fused into one kernel when every parameter is on a CUDA device."""
     on_cuda = all(p.is_cuda for g in groups for p in g["params"])
-    return torch.optim.AdamW(
-        groups,
-        lr=lr,
-        betas=(s.beta1, s.beta2),
-        eps=s.eps,
-        fused=on_cuda,
-        foreach=None if on_cuda else True,
-    )
+    return dict(lr=lr, betas=(s.beta1, s.beta2), eps=s.eps, fused=on_cuda, foreach=None if on_cuda else True)
 
 
+def build_adamw(groups: list[dict], s: OptimizerSettings, lr: float) -> torch.optim.Optimizer:
+    """torch.optim.AdamW."""
+    return torch.optim.AdamW(groups, **_adamw_kwargs(groups, s, lr))
+
+
+def build_adamwspam(groups: list[dict], s: OptimizerSettings, lr: float) -> torch.optim.Optimizer:
+    """AdamW with the SPAM features (lib/optim/spam.py)."""
+    return AdamWSPAM(groups, spam=s.spam_config(), **_adamw_kwargs(groups, s, lr))
+
+
+# AdamWPrune is AdamW plus state pruning: the pruner (lib/pruning) scores weights from
+# this optimizer's exp_avg / exp_avg_sq, so the optimizer itself is plain AdamW.
 OPTIMIZERS: dict[str, Callable[[list[dict], OptimizerSettings, float], torch.optim.Optimizer]] = {
     "adamw": build_adamw,
+    "adamwspam": build_adamwspam,
+    "adamwprune": build_adamw,
 }
 
 

@@ -1,0 +1,188 @@
+"""The pruning mechanism every method shares: prunable set, schedule, exact threshold, zeros kept.
+
+No mask is stored. A pruned weight is exactly zero, its Adam moments are zeroed
+when it is pruned, and from then on its gradient is multiplied by (w != 0)
+before every optimizer step: with zero gradient and zero moments, Adam's update
+is 0 / (0 + eps) = 0 and weight decay scales 0 to 0, so it stays zero without a
+mask tensor (0 bits of bookkeeping per weight). Methods differ only in the score.
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+
+from lib.pruning.schedule import is_update_step, sparsity_at
+from lib.pruning.scores import ScoreFn
+
+
+def prunable_parameters(
+    model: nn.Module, *, include_embeddings: bool = False, include_vectors: bool = False
+) -> list[tuple[str, nn.Parameter]]:
+    """Linear weights (not a head tied to an embedding); embeddings and 1-D vectors by option."""
+    embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    linear_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
+    chosen = []
+    for name, p in model.named_parameters():  # each tied tensor once
+        if id(p) in linear_ids and id(p) not in embedding_ids:
+            chosen.append((name, p))
+        elif id(p) in embedding_ids and include_embeddings:
+            chosen.append((name, p))
+        elif p.dim() < 2 and include_vectors:
+            chosen.append((name, p))
+    return chosen
+
+
+def lowest_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask of exactly k entries of the 1-D `scores` with the lowest values.
+
+    Ties at the k-th value are broken by position, so the count is exact whatever
+    the scores (all equal, many zeros). Runs on the scores' device without syncs.
+    """
+    n = scores.numel()
+    if k <= 0:
+        return torch.zeros(n, dtype=torch.bool, device=scores.device)
+    if k >= n:
+        return torch.ones(n, dtype=torch.bool, device=scores.device)
+    # On CUDA a radix sort beats kthvalue ~100x on GPT-2's 85M weights (docs/benchmarks.md);
+    # on the CPU kthvalue's linear-time selection is the faster.
+    kth = scores.sort().values[k - 1] if scores.is_cuda else torch.kthvalue(scores, k).values
+    below = scores < kth
+    ties = scores == kth
+    room = k - below.sum()
+    return below | (ties & (ties.cumsum(0) <= room))
+
+
+class Pruner:
+    """Prunes `params` to `target` sparsity along the schedule, scoring with `score_fn`."""
+
+    def __init__(
+        self,
+        params: list[tuple[str, nn.Parameter]],
+        score_fn: ScoreFn,
+        optimizer: torch.optim.Optimizer,
+        *,
+        target: float,
+        warmup: int,
+        frequency: int,
+        ramp_end: int,
+        ramp: str,
+        global_threshold: bool,
+        needs_state: bool,
+    ):
+        if not params:
+            raise ValueError("no prunable parameters in the model")
+        self.names = [n for n, _ in params]
+        self.weights = [p for _, p in params]
+        self.score_fn = score_fn
+        self.optimizer = optimizer
+        self.target = target
+        self.warmup, self.frequency, self.ramp_end, self.ramp = warmup, frequency, ramp_end, ramp
+        self.global_threshold = global_threshold
+        self.needs_state = needs_state
+        self.num_prunable = sum(w.numel() for w in self.weights)
+        self.active = False  # True once a mask update has zeroed weights
+
+    # -- the schedule's two hooks --------------------------------------------------------------
+
+    @torch.no_grad()
+    def before_step(self) -> None:
+        """After backward, before the optimizer: pruned weights get no gradient."""
+        if self.active:
+            grads = [w.grad for w in self.weights]
+            torch._foreach_mul_(grads, torch._foreach_sign(torch._foreach_abs(self.weights)))
+
+    @torch.no_grad()
+    def after_step(self, step: int) -> None:
+        """After optimizer step number `step` (1-based): update the masks when the schedule says so."""
+        if is_update_step(step, warmup=self.warmup, frequency=self.frequency, ramp_end=self.ramp_end):
+            sparsity = sparsity_at(
+                step, target=self.target, warmup=self.warmup, ramp_end=self.ramp_end, ramp=self.ramp
+            )
+            self.prune_to(sparsity)
+
+    # -- one mask update ------------------------------------------------------------------------
+
+    def scores(self) -> list[torch.Tensor]:
+        """Importance of each prunable weight (higher is kept)."""
+        out = []
+        for w in self.weights:
+            state = self.optimizer.state.get(w, {})
+            m, v = state.get("exp_avg"), state.get("exp_avg_sq")
+            if self.needs_state and m is None:  # before the first step: no moments yet
+                m, v = torch.zeros_like(w), torch.zeros_like(w)
+            out.append(self.score_fn(w.detach(), m, v))
+        return out
+
+    @torch.no_grad()
+    def prune_to(self, sparsity: float) -> None:
+        """Zero the lowest-scoring weights so that exactly round(sparsity * N) are zero (or per layer)."""
+        # Weights already pruned stay pruned: the ramp only grows.
+        scores = [
+            s.float().masked_fill(w == 0, -math.inf) for s, w in zip(self.scores(), self.weights, strict=True)
+        ]
+        if self.global_threshold:
+            flat = torch.cat([s.flatten() for s in scores])
+            masks = lowest_k_mask(flat, round(sparsity * flat.numel())).split([s.numel() for s in scores])
+        else:
+            masks = [lowest_k_mask(s.flatten(), round(sparsity * s.numel())) for s in scores]
+        for w, mask in zip(self.weights, masks, strict=True):
+            mask = mask.view_as(w)
+            w.masked_fill_(mask, 0.0)
+            for state_tensor in self.optimizer.state.get(w, {}).values():
+                if state_tensor.shape == w.shape:  # exp_avg, exp_avg_sq (not the step count)
+                    state_tensor.masked_fill_(mask, 0.0)
+        self.active = True
+
+    # -- measurement and state ----------------------------------------------------------------
+
+    @torch.no_grad()
+    def sparsity(self) -> dict:
+        """Measured zeros per prunable tensor and overall (reads the device)."""
+        zeros = torch.stack([(w == 0).sum() for w in self.weights]).tolist()
+        layers = {
+            n: {"zeros": z, "numel": w.numel()}
+            for n, z, w in zip(self.names, zeros, self.weights, strict=True)
+        }
+        return {"prunable": sum(zeros) / self.num_prunable, "layers": layers}
+
+    def extra_tensors(self) -> list[torch.Tensor]:
+        """Tensors the method keeps besides the weights and optimizer states (none here)."""
+        return []
+
+    def state_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.extra_tensors())
+
+    def state_dict(self) -> dict:
+        return {"active": self.active, "extra": [t.detach().cpu() for t in self.extra_tensors()]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.active = state["active"]
+        for t, saved in zip(self.extra_tensors(), state["extra"], strict=True):
+            t.copy_(saved)
+
+
+class MovementPruner(Pruner):
+    """Movement pruning (Sanh et al., 2020): the score accumulates -g * w over every step.
+
+    A weight moving away from zero (g and w of opposite signs) gains importance; one
+    being pulled toward zero loses it. The accumulated score is this method's only
+    extra state: one tensor the size of the prunable weights.
+    """
+
+    def __init__(self, params, optimizer, **kwargs):
+        super().__init__(params, lambda w, m, v: w, optimizer, needs_state=False, **kwargs)
+        self.movement = [torch.zeros_like(w) for w in self.weights]
+
+    @torch.no_grad()
+    def before_step(self) -> None:
+        grads = [w.grad for w in self.weights]
+        # S -= g * w, on unscaled gradients (the trainer unscales before this hook).
+        torch._foreach_add_(self.movement, torch._foreach_mul(grads, self.weights), alpha=-1.0)
+        super().before_step()
+
+    def scores(self) -> list[torch.Tensor]:
+        return self.movement
+
+    def extra_tensors(self) -> list[torch.Tensor]:
+        return self.movement

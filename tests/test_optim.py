@@ -1,0 +1,134 @@
+"""AdamWSPAM's features on crafted tensors, and its equality with AdamW when they are off."""
+
+import math
+
+import pytest
+import torch
+
+from lib.optim import OPTIMIZERS, OptimizerSettings, build_optimizer
+from lib.optim.spam import AdamWSPAM, SpamConfig, reset_warmup_scale, spike_clip_
+
+OFF = SpamConfig(clip=False, spike_threshold=0.0, periodic_reset=False, warmup=False)
+
+
+def tiny_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 4))
+
+
+def train(model, opt, steps=20):
+    torch.manual_seed(1)
+    for _ in range(steps):
+        x = torch.randn(32, 8)
+        loss = (model(x) ** 2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+
+def test_spam_with_every_feature_off_equals_adamw():
+    a, b = tiny_net(), tiny_net()
+    kw = dict(lr=1e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, foreach=True)
+    train(a, torch.optim.AdamW(a.parameters(), **kw))
+    train(b, AdamWSPAM(b.parameters(), spam=OFF, **kw))
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+
+
+def test_spike_clip_bounds_entries_and_spares_unset_ones():
+    g = [torch.tensor([10.0, 1.0, -10.0, 3.0, -0.5])]
+    v = [torch.tensor([1.0, 1.0, 1.0, 0.0, 0.01])]
+    spike_clip_(g, v, theta=4.0)  # bound sqrt(4 * v) = 2 where v = 1
+    torch.testing.assert_close(g[0], torch.tensor([2.0, 1.0, -2.0, 3.0, -0.2]))
+
+
+def one_param_spam(spam: SpamConfig, lr=0.1):
+    p = torch.nn.Parameter(torch.zeros(3))
+    return p, AdamWSPAM([p], spam=spam, lr=lr, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0, foreach=True)
+
+
+def step_with(p, opt, grad, norm=None):
+    p.grad = grad.clone()
+    if norm is not None:
+        opt.observe_grad_norm(torch.tensor(norm))
+    opt.step()
+
+
+def test_gradient_norm_spike_softly_resets_the_moments_and_is_counted():
+    p, opt = one_param_spam(SpamConfig(clip=False, spike_threshold=2.0, periodic_reset=False))
+    g = torch.tensor([1.0, -1.0, 0.5])
+    for i in range(12):  # a quiet history: norms 1.0 +- 0.01
+        step_with(p, opt, g, norm=1.0 + 0.01 * (-1) ** i)
+    m_before = opt.state[p]["exp_avg"].clone()
+    v_before = opt.state[p]["exp_avg_sq"].clone()
+    step_with(p, opt, g, norm=5.0)
+    assert opt.log_stats() == {"spam_spikes": 1}
+    torch.testing.assert_close(opt.state[p]["exp_avg"], 0.9 * 0.5 * m_before + 0.1 * g)
+    torch.testing.assert_close(opt.state[p]["exp_avg_sq"], 0.99 * 0.9 * v_before + 0.01 * g * g)
+    step_with(p, opt, g, norm=1.0)
+    assert opt.log_stats() == {"spam_spikes": 1}
+
+
+def test_no_spike_verdict_before_ten_steps():
+    p, opt = one_param_spam(SpamConfig(clip=False, spike_threshold=2.0, periodic_reset=False))
+    for norm in (1.0, 1.0, 100.0):
+        step_with(p, opt, torch.ones(3), norm=norm)
+    assert opt.log_stats() == {"spam_spikes": 0}
+
+
+def test_periodic_reset_zeroes_moments_and_restarts_bias_correction():
+    p, opt = one_param_spam(
+        SpamConfig(clip=False, spike_threshold=0.0, periodic_reset=True, reset_interval=3, warmup=False)
+    )
+    for _ in range(3):
+        step_with(p, opt, torch.ones(3))
+    assert opt.state[p]["step"].item() == 3
+    g = torch.tensor([2.0, -2.0, 1.0])
+    step_with(p, opt, g)  # the 4th step starts with a reset
+    assert opt.state[p]["step"].item() == 1
+    torch.testing.assert_close(opt.state[p]["exp_avg"], 0.1 * g)
+    torch.testing.assert_close(opt.state[p]["exp_avg_sq"], 0.01 * g * g)
+
+
+def test_warmup_after_reset_scales_the_step_and_restores_lr():
+    p, opt = one_param_spam(
+        SpamConfig(clip=False, spike_threshold=0.0, reset_interval=2, warmup=True, warmup_steps=4), lr=0.1
+    )
+    for _ in range(2):
+        step_with(p, opt, torch.ones(3))
+    before = p.detach().clone()
+    step_with(p, opt, torch.ones(3))  # first step after the reset: lr * scale(0)
+    # Adam's first step after a reset moves each entry by lr * scale (m_hat / sqrt(v_hat) = 1).
+    torch.testing.assert_close(
+        before - p.detach(), torch.full((3,), 0.1 * reset_warmup_scale(0, 4)), rtol=1e-4, atol=1e-7
+    )
+    assert opt.param_groups[0]["lr"] == 0.1
+
+
+def test_warmup_scale_is_a_cosine_ramp():
+    assert reset_warmup_scale(0, 100) == pytest.approx(0.5 * (1 - math.cos(math.pi / 101)))
+    assert reset_warmup_scale(49, 99) == pytest.approx(0.5)
+    assert reset_warmup_scale(100, 100) == 1.0
+
+
+def test_spam_state_survives_a_checkpoint():
+    p, opt = one_param_spam(SpamConfig(clip=True, spike_threshold=2.0, periodic_reset=True, reset_interval=5))
+    for i in range(7):
+        step_with(p, opt, torch.full((3,), 1.0 + i), norm=1.0 + i)
+    state = opt.state_dict()
+    p2, opt2 = one_param_spam(
+        SpamConfig(clip=True, spike_threshold=2.0, periodic_reset=True, reset_interval=5)
+    )
+    opt2.load_state_dict(state)
+    assert torch.equal(opt2.norm_stats, opt.norm_stats)
+    assert (opt2.num_steps, opt2.steps_since_reset) == (opt.num_steps, opt.steps_since_reset) == (7, 2)
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_every_optimizer_builds_and_decays_only_matrices(name):
+    model = tiny_net()
+    opt = build_optimizer(model, OptimizerSettings(name=name), lr=1e-3)
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.1 and all(p.dim() >= 2 for p in decay["params"])
+    assert no_decay["weight_decay"] == 0.0 and all(p.dim() == 1 for p in no_decay["params"])
+    train(model, opt, steps=2)

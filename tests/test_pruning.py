@@ -1,0 +1,243 @@
+"""Pruning: scores, exact thresholds, schedules, zeros that stay zero, and whole runs on CPU."""
+
+import json
+
+import pytest
+import torch
+
+from gpt2 import train
+from gpt2.model import GPT, GPTConfig
+from lib.optim import OptimizerSettings, build_optimizer
+from lib.pruning import PruningSettings, build_pruner
+from lib.pruning.pruner import lowest_k_mask, prunable_parameters
+from lib.pruning.schedule import is_update_step, sparsity_at
+from lib.pruning.scores import hybrid_momentum_stability_score, magnitude_score
+from lib.settings import Settings, SettingsError
+
+
+def test_magnitude_and_bitter0_scores_by_hand():
+    w = torch.tensor([2.0, -1.0, 0.5])
+    m = torch.tensor([0.5, 0.5, -2.0])
+    v = torch.tensor([4.0, 1.0, 0.25])
+    torch.testing.assert_close(magnitude_score(w), torch.tensor([2.0, 1.0, 0.5]))
+    # |w*m| * |w| / (sqrt(v) + eps): 1*2/2, 0.5*1/1, 1*0.5/0.5
+    torch.testing.assert_close(hybrid_momentum_stability_score(w, m, v), torch.tensor([1.0, 0.5, 1.0]))
+
+
+@pytest.mark.parametrize("k", [0, 1, 5, 9, 10])
+def test_lowest_k_is_exact_even_with_ties(k):
+    scores = torch.tensor([3.0, 1.0, 1.0, 1.0, 1.0, 2.0, 0.0, 0.0, 5.0, 1.0])
+    mask = lowest_k_mask(scores, k)
+    assert int(mask.sum()) == k
+    if 0 < k < 10:  # every selected score is <= every unselected one
+        assert scores[mask].max() <= scores[~mask].min()
+
+
+def test_all_equal_scores_still_give_an_exact_count():
+    assert int(lowest_k_mask(torch.ones(1001), 500).sum()) == 500
+
+
+@pytest.mark.parametrize(
+    "ramp, expected",
+    [("cubic", 0.5 * (1 - 0.5**3)), ("seed", 0.5 * 0.5**3), ("linear", 0.25)],
+)
+def test_ramps_halfway(ramp, expected):
+    kw = dict(target=0.5, warmup=100, ramp_end=300, ramp=ramp)
+    assert sparsity_at(100, **kw) == 0.0
+    assert sparsity_at(200, **kw) == pytest.approx(expected)
+    assert sparsity_at(300, **kw) == sparsity_at(10_000, **kw) == 0.5
+
+
+def test_update_steps():
+    kw = dict(warmup=10, frequency=5, ramp_end=27)
+    assert [s for s in range(40) if is_update_step(s, **kw)] == [15, 20, 25, 27]
+
+
+def tiny_model() -> GPT:
+    torch.manual_seed(0)
+    return GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16))
+
+
+def test_prunable_set_is_block_linears_unless_asked():
+    names = [n for n, _ in prunable_parameters(tiny_model())]
+    assert names == [
+        f"transformer.h.{i}.{m}.weight"
+        for i in (0, 1)
+        for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+    ]
+    more = [n for n, _ in prunable_parameters(tiny_model(), include_embeddings=True, include_vectors=True)]
+    assert (
+        "transformer.wte.weight" in more
+        and "lm_head.weight" not in more
+        and "transformer.ln_f.weight" in more
+    )
+
+
+@pytest.mark.parametrize(
+    "optimizer, method, variant",
+    [
+        ("adamw", "magnitude", "bitter0"),
+        ("adamwspam", "movement", "bitter0"),
+        ("adamwprune", "state", "bitter0"),
+        ("adamwprune", "state", "bitter1"),
+    ],
+)
+@pytest.mark.parametrize("global_threshold", [True, False])
+def test_pruned_weights_stay_zero_under_weight_decay(optimizer, method, variant, global_threshold):
+    model = tiny_model()
+    opt = build_optimizer(model, OptimizerSettings(name=optimizer, weight_decay=0.1), lr=1e-2)
+    s = PruningSettings(
+        method=method,
+        target_sparsity=0.6,
+        warmup_steps=2,
+        frequency=2,
+        ramp_end_step=8,
+        global_threshold=global_threshold,
+    )
+    pruner = build_pruner(model, opt, s, variant, total_iters=60)
+    torch.manual_seed(3)
+    zeros_at_end_of_ramp = None
+    for step in range(1, 61):
+        idx = torch.randint(0, 50257, (4, 16))
+        _, loss = model(idx, idx)
+        loss.backward()
+        pruner.before_step()
+        opt.step()
+        opt.zero_grad()
+        pruner.after_step(step)
+        if step == 8:
+            zeros_at_end_of_ramp = [w == 0 for w in pruner.weights]
+    assert pruner.sparsity()["prunable"] == pytest.approx(0.6, abs=1e-3)
+    assert all(t.grad_fn is None and not t.requires_grad for t in pruner.extra_tensors())  # no autograd history
+    for before, w in zip(zeros_at_end_of_ramp, pruner.weights, strict=True):
+        assert torch.equal(before, w == 0)  # 52 more steps with weight decay revived none
+    if not global_threshold:
+        for layer in pruner.sparsity()["layers"].values():
+            assert layer["zeros"] == round(0.6 * layer["numel"])
+
+
+def test_invalid_pairings_are_rejected_with_the_fix():
+    with pytest.raises(
+        SettingsError,
+        match="pruning method 'state' does not pair with optimizer 'adamw'.*use --optimizer adamwprune",
+    ):
+        Settings().replace({"pruning.method": "state", "optimizer.name": "adamw"})
+    with pytest.raises(
+        SettingsError, match="adamwprune prunes by its own states: use --pruning-method state"
+    ):
+        Settings().replace({"pruning.method": "magnitude", "optimizer.name": "adamwprune"})
+    with pytest.raises(SettingsError, match="does not pair"):
+        Settings().replace({"optimizer.name": "adamwprune"})
+
+
+def test_ramp_that_cannot_fit_the_run_is_refused():
+    with pytest.raises(
+        ValueError, match="must lie after PRUNING_WARMUP = 1000 and within the run's 100 steps"
+    ):
+        PruningSettings(method="magnitude").ramp_end(100)
+
+
+# --- whole runs on Shakespeare ---------------------------------------------------------------
+
+PRUNE = ["--target-sparsity", "0.7", "--pruning-warmup", "4"]
+
+
+def run(config, out, *flags):
+    return train.main(["--config", str(config), "--out-dir", str(out), *flags])
+
+
+@pytest.mark.parametrize(
+    "flags, state_ratio",
+    [
+        (["--optimizer", "adamwspam", "--pruning-method", "magnitude"], 0.0),
+        (["--optimizer", "adamw", "--pruning-method", "movement"], 1.0),
+        (["--optimizer", "adamwprune", "--pruning-method", "state", "--adamwprune-variant", "bitter0"], 0.0),
+        (["--optimizer", "adamwprune", "--pruning-method", "state", "--adamwprune-variant", "bitter1"], 0.0),
+    ],
+)
+def test_each_method_reaches_its_target_and_reports_measured_sparsity(
+    tiny_config, tmp_path, flags, state_ratio
+):
+    out = tmp_path / "run"
+    assert run(tiny_config, out, *flags, *PRUNE) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["sparsity"] == pytest.approx(0.7, abs=0.001)
+    assert summary["pruning_state_per_weight_byte"] == state_ratio
+    assert summary["training_bytes_per_weight_byte"] == pytest.approx(
+        3.0 + state_ratio, abs=1e-3
+    )  # + Adam's m, v
+    state = torch.load(out / "ckpt.pt", weights_only=True)["model"]
+    zeros = sum(
+        int((t == 0).sum())
+        for n, t in state.items()
+        if n.startswith("transformer.h.") and n.endswith(".weight") and t.dim() == 2
+    )
+    assert zeros == round(0.7 * summary["prunable_weights"])  # measured on the saved weights
+    evals = [
+        json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"eval"' in line
+    ]
+    assert evals[0]["sparsity"] == 0.0 and evals[-1]["sparsity"] == pytest.approx(0.7, abs=0.001)
+    layers = json.loads((out / "sparsity.json").read_text())["layers"]
+    assert sum(v["zeros"] for v in layers.values()) == zeros
+
+
+@pytest.mark.parametrize(
+    "scaling, setting, expected", [("iterations", "max_iters", 36), ("batch", "batch_size", 5)]
+)
+def test_bitter2_scaling_is_applied_and_recorded(tiny_config, tmp_path, scaling, setting, expected):
+    text = tiny_config.read_text().replace("}", f"    'ADAMWPRUNE_BITTER2_SCALING': '{scaling}',\n}}")
+    tiny_config.write_text(text)
+    out = tmp_path / "run"
+    assert (
+        run(
+            tiny_config,
+            out,
+            "--optimizer",
+            "adamwprune",
+            "--pruning-method",
+            "state",
+            "--adamwprune-variant",
+            "bitter2",
+            *PRUNE,
+        )
+        == 0
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["scaling"]["setting"] == f"training.{setting}" and summary["scaling"]["to"] == expected
+    assert json.loads((out / "settings.json").read_text())["training"][setting] == expected
+    assert summary["iters"] == (36 if scaling == "iterations" else 30)
+
+
+def test_resume_mid_ramp_keeps_masks_and_movement_scores(tiny_config, tmp_path, monkeypatch):
+    flags = ["--optimizer", "adamwspam", "--pruning-method", "movement", *PRUNE]
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert run(tiny_config, straight, *flags) == 0
+
+    step = train.Trainer._step
+
+    def stop_at_13(self, lr):  # as a SIGTERM arriving during step 13 would
+        out = step(self, lr)
+        if self.state.iter_num + 1 == 13:
+            self._stop_signal = "SIGTERM"
+        return out
+
+    monkeypatch.setattr(train.Trainer, "_step", stop_at_13)
+    assert run(tiny_config, stopped, *flags) == 130
+    monkeypatch.setattr(train.Trainer, "_step", step)
+    assert torch.load(stopped / "ckpt.pt", weights_only=True)["iter_num"] == 13
+    assert run(tiny_config, stopped, "--resume", *flags) == 0
+
+    def records(d):
+        return [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+
+    def losses(d):
+        return [(r["kind"], r["iter"], r.get("loss"), r.get("val_loss")) for r in records(d)]
+
+    # Identical, apart from the evaluation a stop adds at step 13.
+    assert [x for x in losses(stopped) if x[:2] != ("eval", 13)] == losses(straight)
+    a = torch.load(straight / "ckpt.pt", weights_only=True)
+    b = torch.load(stopped / "ckpt.pt", weights_only=True)
+    for x, y in zip(a["pruner"]["extra"], b["pruner"]["extra"], strict=True):
+        assert torch.equal(x, y)
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name])
