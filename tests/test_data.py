@@ -147,3 +147,22 @@ def test_prepare_cli_reads_the_config_and_skips_done_work(tmp_path, data_dir, sh
     args = ["--config", str(tmp_path / "none.py"), "--data-dir", str(data_dir)]
     assert prepare_data.main(args) == 0
     assert "already prepared" in capsys.readouterr().out
+
+
+def test_streamed_corpus_passes_repo_config_and_cap(tmp_path, monkeypatch):
+    """The hub path (finewebedu and friends) without the network: a stub stands in for the hub."""
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(repo, name=None, split=None, streaming=False):
+        calls.append((repo, name, split, streaming))
+        return ({"text": "lorem ipsum dolor sit amet " * 100, "id": i} for i in range(10**9))
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(prepare_data, "_ENCODE_BATCH", 4)
+    out = prepare("finewebedu", tmp_path / "data", max_tokens_millions=1)
+    meta = json.loads((out / "meta.json").read_text())
+    assert calls == [("HuggingFaceFW/fineweb-edu", "sample-10BT", "train", True)]
+    assert meta["train_tokens"] + meta["val_tokens"] == 1_000_000
+    assert meta["source"] == "hf://HuggingFaceFW/fineweb-edu" and meta["hf_config"] == "sample-10BT"
