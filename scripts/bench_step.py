@@ -60,7 +60,9 @@ def main() -> None:
     loss.backward()
     grads = [p.grad.clone() for p in model.parameters()]
 
-    print(f"{args.model} on {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, torch {torch.__version__}")
+    print(
+        f"{args.model} on {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, torch {torch.__version__}"
+    )
     print(f"{'optimizer step':<34} {'ms':>8} {'x adamw':>8}")
     base = None
     for name in ("adamw", "adamwspam", "adamwprune"):
@@ -76,12 +78,18 @@ def main() -> None:
         print(f"{name:<34} {ms:8.2f} {ms / base:8.3f}")
 
     print(f"{'mask update (score+threshold+apply)':<34} {'ms':>8}")
-    for method, optimizer, variant in (("magnitude", "adamw", "bitter0"), ("movement", "adamw", "bitter0"), ("state", "adamwprune", "bitter0")):
+    for method, optimizer, variant in (
+        ("magnitude", "adamw", "bitter0"),
+        ("movement", "adamw", "bitter0"),
+        ("state", "adamwprune", "bitter0"),
+    ):
         opt = build_optimizer(model, OptimizerSettings(name=optimizer), lr=1e-4)
         for p, g in zip(model.parameters(), grads, strict=True):
             p.grad = g
         opt.step()
-        pruner = build_pruner(model, opt, PruningSettings(method=method, warmup_steps=0), variant, total_iters=100)
+        pruner = build_pruner(
+            model, opt, PruningSettings(method=method, warmup_steps=0), variant, total_iters=100
+        )
         ms = timed(lambda pruner=pruner: pruner.prune_to(0.5), device, args.repeats)
         label = f"{method}" + (f" ({variant})" if method == "state" else "")
         print(f"{label:<34} {ms:8.2f}   ({pruner.num_prunable / 1e6:.1f}M prunable weights)")

@@ -108,7 +108,9 @@ def test_pruned_weights_stay_zero_under_weight_decay(optimizer, method, variant,
         if step == 8:
             zeros_at_end_of_ramp = [w == 0 for w in pruner.weights]
     assert pruner.sparsity()["prunable"] == pytest.approx(0.6, abs=1e-3)
-    assert all(t.grad_fn is None and not t.requires_grad for t in pruner.extra_tensors())  # no autograd history
+    assert all(
+        t.grad_fn is None and not t.requires_grad for t in pruner.extra_tensors()
+    )  # no autograd history
     for before, w in zip(zeros_at_end_of_ramp, pruner.weights, strict=True):
         assert torch.equal(before, w == 0)  # 52 more steps with weight decay revived none
     if not global_threshold:
