@@ -19,13 +19,19 @@ SHAKESPEARE_SOURCE ?=
 # Extra flags for gpt2/train.py, e.g. TRAIN_ARGS="--max-iters 100"; RESUME=1 continues the latest run.
 TRAIN_ARGS ?=
 RESUME ?=
+# Test matrix: DRY_RUN=1 prints the plan, RERUN_FAILED=1 reruns failed runs, RESULTS=dir picks the folder.
+DRY_RUN ?=
+RERUN_FAILED ?=
+RESULTS ?=
 PYTEST_ARGS ?=
+# Optional dependency groups from pyproject.toml, e.g. EXTRAS=dev,tracking for the trackers.
+EXTRAS ?= dev
 STAMP := $(VENV)/.installed
 
 export KCONFIG_CONFIG := .config
 
 .DEFAULT_GOAL := all
-.PHONY: all train data test lint menuconfig savedefconfig olddefconfig listnewconfig \
+.PHONY: all train test-matrix test-matrix-report data test lint menuconfig savedefconfig olddefconfig listnewconfig \
 	list-defconfigs help clean distclean venv $(addprefix defconfig-,$(DEFCONFIGS))
 
 all: train
@@ -37,7 +43,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || { echo "Creating $(VENV) (once)"; $(PYTHON) -m venv $(VENV); }
 	$(if $(TORCH),$(PY) -m pip install -q "$(TORCH)")
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	@touch $@
 
 # --- configuration --------------------------------------------------------------------------
@@ -78,8 +84,21 @@ list-defconfigs: | $(STAMP)
 data: config.py
 	$(PY) gpt2/prepare_data.py $(if $(SHAKESPEARE_SOURCE),--source "$(SHAKESPEARE_SOURCE)")
 
+# One run, or the test matrix when several optimizers or pruning methods are selected.
 train: data
-	$(PY) gpt2/train.py $(if $(RESUME),--resume) $(TRAIN_ARGS)
+	@if $(PY) -m scripts.run_test_matrix --is-matrix; then \
+		$(MAKE) --no-print-directory test-matrix; \
+	else \
+		echo "$(PY) gpt2/train.py $(if $(RESUME),--resume) $(TRAIN_ARGS)"; \
+		$(PY) gpt2/train.py $(if $(RESUME),--resume) $(TRAIN_ARGS); \
+	fi
+
+test-matrix: data
+	$(PY) -m scripts.run_test_matrix $(if $(DRY_RUN),--dry-run) $(if $(RERUN_FAILED),--rerun-failed) \
+		$(if $(RESULTS),--results $(RESULTS))
+
+test-matrix-report: | $(STAMP)
+	$(PY) -m scripts.run_test_matrix --report-only $(RESULTS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -106,6 +125,9 @@ help:
 	@echo "  make RESUME=1            continue the latest run of this configuration"
 	@echo "  make TRAIN_ARGS='...'    extra gpt2/train.py flags, e.g. --max-iters 100"
 	@echo "  make data                prepare the dataset .config names (SHAKESPEARE_SOURCE=file: offline copy)"
+	@echo "  make test-matrix         one run per selected combination, then the report (also plain make)"
+	@echo "                           DRY_RUN=1: the plan only; RERUN_FAILED=1; RESULTS=dir"
+	@echo "  make test-matrix-report  rebuild the report of the newest (or RESULTS=) results folder"
 	@echo ""
 	@echo "Configuring"
 	@echo "  make list-defconfigs     the named experiments in defconfigs/"

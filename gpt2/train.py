@@ -33,6 +33,7 @@ from lib.pruning.scores import bitter2_overrides  # noqa: E402
 from lib.records import copy_config, environment, latest_run_dir, new_run_dir, plot_losses  # noqa: E402
 from lib.runtime import amp_dtype, configure, resolve_device  # noqa: E402
 from lib.settings import Settings, SettingsError, add_override_flags, load_settings, overrides_from_args  # noqa: E402
+from lib.tracking import start_tracker  # noqa: E402
 from lib.trainer import Trainer, planned_iters  # noqa: E402
 
 log = logging.getLogger("train")
@@ -160,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(run_dir)
     configure(device, s.runtime.tf32, s.runtime.seed)
     if resume_state is None:
+        # A folder without a checkpoint holds at most an attempt that died before its first one.
+        for stale in ("metrics.jsonl", "summary.json"):
+            (run_dir / stale).unlink(missing_ok=True)
         copy_config(Path(args.config), run_dir)
         atomic_write_json(run_dir / "settings.json", s.to_dict())
     atomic_write_json(run_dir / "environment.json", environment(device))
@@ -190,7 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         log.error("error: %s", e)
         return 2
-    trainer = Trainer(s, run_dir, device, model, train_model, optimizer, data, amp, pruner)
+    try:
+        tracker = start_tracker(s.tracking, run_dir, run_dir.name, s.to_dict())
+    except RuntimeError as e:
+        log.error("error: %s", e)
+        return 2
+    trainer = Trainer(s, run_dir, device, model, train_model, optimizer, data, amp, pruner, tracker)
     if scaling is not None:
         log.info(
             "bitter2 scaling: %s x%.2f, %s -> %s",
@@ -257,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         "compiled": compiled,
     }
     atomic_write_json(run_dir / "summary.json", summary)
+    if tracker is not None:
+        tracker.finish()
     if pruner is not None:
         atomic_write_json(run_dir / "sparsity.json", pruner.sparsity())
     plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png", f"{run_dir.name} ({s.model.name})")

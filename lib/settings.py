@@ -15,9 +15,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from lib.matrix import MatrixSettings
 from lib.optim import OPTIMIZERS, OptimizerSettings
 from lib.pruning import PAIRINGS, PRUNERS, PruningSettings
 from lib.pruning.scores import ADAMWPRUNE_VARIANTS
+from lib.tracking import TrackingSettings
 from lib.validate import SettingsError, check, kc
 
 MODEL_NAMES = ("gpt2-tiny", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
@@ -182,6 +184,8 @@ class Settings:
     optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
     pruning: PruningSettings = field(default_factory=PruningSettings)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    matrix: MatrixSettings = field(default_factory=MatrixSettings)
 
     def __post_init__(self) -> None:
         method, optimizer = self.pruning.method, self.optimizer.name

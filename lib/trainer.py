@@ -93,6 +93,7 @@ class Trainer:
         data: TokenData,
         amp: torch.dtype | None,
         pruner: Pruner | None = None,
+        tracker=None,
     ):
         self.s = settings
         self.run_dir = run_dir
@@ -103,6 +104,7 @@ class Trainer:
         self.data = data
         self.amp = amp
         self.pruner = pruner
+        self.tracker = tracker
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
         self.total_iters = planned_iters(settings, data.num_tokens("train"))
         t = settings.training
@@ -195,7 +197,7 @@ class Trainer:
             )
         self.state.best_val_loss = min(self.state.best_val_loss, result["val_loss"])
         self.last_eval = result
-        self.metrics.write({"kind": "eval", "iter": self.state.iter_num, **result})
+        self._record({"kind": "eval", "iter": self.state.iter_num, **result})
         log.info(
             "eval iter %d | train loss %.4f | val loss %.4f | val ppl %.2f%s",
             self.state.iter_num,
@@ -334,7 +336,7 @@ class Trainer:
             "includes_compile": first_interval,
             **(self.optimizer.log_stats() if hasattr(self.optimizer, "log_stats") else {}),
         }
-        self.metrics.write(record)
+        self._record(record)
         bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
         log.info(
             "iter %d | loss %.4f | lr %.2e | %.1f ms/iter | %s tok/s%s | mem %.2f GiB",
@@ -346,6 +348,15 @@ class Trainer:
             "" if mfu is None else f" | MFU {100 * mfu:.1f}%",
             mem / 2**30,
         )
+
+    def _record(self, record: dict) -> None:
+        """One metrics record to metrics.jsonl, and to the tracker as <kind>/<name> values."""
+        self.metrics.write(record)
+        if self.tracker is not None:
+            values = {f"{record['kind']}/{k}": v for k, v in record.items() if k not in ("kind", "iter")}
+            self.tracker.log(
+                {k: v for k, v in values.items() if isinstance(v, (int, float))}, step=record["iter"]
+            )
 
     def _mfu(self, tokens_per_sec: float) -> float | None:
         if self.peak is None:

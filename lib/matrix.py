@@ -1,0 +1,144 @@
+"""The test matrix as data: the selection from Kconfig, expanded into named runs.
+
+Every combination of the selected optimizers, pruning methods, AdamWPrune
+variants, sparsities and repeats is considered; those that make no sense are
+dropped with the reason, the rest become runs that differ from the base
+settings only in what the matrix varies.
+"""
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from lib.pruning import PAIRINGS
+from lib.validate import kc
+
+SPARSITIES = (50, 70, 90, 95, 99)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MatrixSettings:
+    """What the test matrix varies (the "Test matrix" selections in Kconfig)."""
+
+    enabled: bool = field(default=False, metadata=kc("TEST_MATRIX_MODE"))
+    multiple_optimizers: bool = field(default=False, metadata=kc("OPTIMIZER_MODE_MULTIPLE"))
+    multiple_pruning: bool = field(default=False, metadata=kc("PRUNING_MODE_MULTIPLE"))
+    adamw: bool = field(default=True, metadata=kc("OPTIMIZER_ENABLE_ADAMW"))
+    adamwspam: bool = field(default=True, metadata=kc("OPTIMIZER_ENABLE_ADAMWSPAM"))
+    adamwprune: bool = field(default=True, metadata=kc("OPTIMIZER_ENABLE_ADAMWPRUNE"))
+    bitter0: bool = field(default=True, metadata=kc("GPT2_ADAMWPRUNE_VARIANT_BITTER0"))
+    bitter1: bool = field(default=False, metadata=kc("GPT2_ADAMWPRUNE_VARIANT_BITTER1"))
+    bitter2: bool = field(default=False, metadata=kc("GPT2_ADAMWPRUNE_VARIANT_BITTER2"))
+    prune_none: bool = field(default=True, metadata=kc("PRUNING_ENABLE_NONE"))
+    magnitude: bool = field(default=True, metadata=kc("PRUNING_ENABLE_MAGNITUDE"))
+    movement: bool = field(default=False, metadata=kc("PRUNING_ENABLE_MOVEMENT"))
+    state: bool = field(default=True, metadata=kc("PRUNING_ENABLE_STATE"))
+    sparsity_50: bool = field(default=True, metadata=kc("SPARSITY_ENABLE_50"))
+    sparsity_70: bool = field(default=False, metadata=kc("SPARSITY_ENABLE_70"))
+    sparsity_90: bool = field(default=False, metadata=kc("SPARSITY_ENABLE_90"))
+    sparsity_95: bool = field(default=False, metadata=kc("SPARSITY_ENABLE_95"))
+    sparsity_99: bool = field(default=False, metadata=kc("SPARSITY_ENABLE_99"))
+    repeats: int = field(default=1, metadata=kc("TEST_MATRIX_REPEATS"))
+    parallel: int = field(default=1, metadata=kc("TEST_MATRIX_PARALLEL"))
+
+    def __post_init__(self) -> None:
+        from lib.validate import check
+
+        check(self, "repeats", 1 <= self.repeats <= 100, "1..100")
+        check(self, "parallel", self.parallel >= 1, "1 or more")
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One training run of the matrix."""
+
+    name: str
+    optimizer: str
+    method: str
+    variant: str | None
+    sparsity: float | None
+    seed: int
+
+    def overrides(self) -> dict:
+        """Dotted-path settings overrides that turn the base settings into this run's."""
+        o = {"optimizer.name": self.optimizer, "pruning.method": self.method, "runtime.seed": self.seed}
+        if self.variant is not None:
+            o["optimizer.adamwprune_variant"] = self.variant
+        if self.sparsity is not None:
+            o["pruning.target_sparsity"] = self.sparsity
+        return o
+
+
+def run_name(
+    optimizer: str, method: str, variant: str | None, sparsity: float | None, seed: int | None
+) -> str:
+    """gpt2_<optimizer>[_<variant>]_<pruning>[_<sparsity%>][_s<seed>], as the seed project named runs."""
+    parts = ["gpt2", optimizer, *([variant] if variant else []), method]
+    if sparsity is not None:
+        parts.append(str(round(100 * sparsity)))
+    if seed is not None:
+        parts.append(f"s{seed}")
+    return "_".join(parts)
+
+
+def _selected(pairs: Iterable[tuple[bool, str]]) -> list:
+    return [name for on, name in pairs if on]
+
+
+def expand(settings) -> tuple[list[Run], list[str]]:
+    """All runs of the matrix, and a line per dropped kind of combination saying why."""
+    m = settings.matrix
+    if m.multiple_optimizers:
+        optimizers = _selected([(m.adamw, "adamw"), (m.adamwspam, "adamwspam"), (m.adamwprune, "adamwprune")])
+        variants = _selected([(m.bitter0, "bitter0"), (m.bitter1, "bitter1"), (m.bitter2, "bitter2")])
+    else:
+        optimizers, variants = [settings.optimizer.name], [settings.optimizer.adamwprune_variant]
+    if m.multiple_pruning:
+        methods = _selected(
+            [(m.prune_none, "none"), (m.magnitude, "magnitude"), (m.movement, "movement"), (m.state, "state")]
+        )
+        flags = (m.sparsity_50, m.sparsity_70, m.sparsity_90, m.sparsity_95, m.sparsity_99)
+        sparsities = [p / 100 for on, p in zip(flags, SPARSITIES, strict=True) if on]
+    else:
+        methods, sparsities = [settings.pruning.method], [settings.pruning.target_sparsity]
+    if "adamwprune" in optimizers and not variants:
+        raise ValueError(
+            "adamwprune is selected but no AdamWPrune variant (GPT2_ADAMWPRUNE_VARIANT_BITTER0/1/2)"
+        )
+    if any(x != "none" for x in methods) and not sparsities:
+        raise ValueError("pruning methods are selected but no sparsity (SPARSITY_ENABLE_50/70/90/95/99)")
+
+    runs: dict[str, Run] = {}
+    dropped: dict[str, set[str]] = {}
+
+    def drop(why: str, what: str) -> None:
+        dropped.setdefault(why, set()).add(what)
+
+    for opt, method, variant, sparsity in itertools.product(
+        optimizers, methods, variants or [None], sparsities or [None]
+    ):
+        if opt not in PAIRINGS[method]:
+            why = (
+                "adamwprune always prunes by its own states: pair it with state pruning"
+                if opt == "adamwprune"
+                else f"{method} pruning pairs only with {' or '.join(PAIRINGS[method])}"
+            )
+            drop(why, f"{opt} + {method}")
+            continue
+        if opt != "adamwprune" and variant is not None:
+            if m.multiple_optimizers:
+                drop("AdamWPrune variants apply to adamwprune only", f"{opt} x {variant}")
+            variant = None
+        if method == "none" and sparsity is not None:
+            if m.multiple_pruning:
+                drop(
+                    "a target sparsity applies only with a pruning method",
+                    f"{opt} + none x {round(100 * sparsity)}%",
+                )
+            sparsity = None
+        for r in range(m.repeats):
+            seed = settings.runtime.seed + r
+            name = run_name(opt, method, variant, sparsity, seed if m.repeats > 1 else None)
+            runs.setdefault(name, Run(name, opt, method, variant, sparsity, seed))
+    notes = [f"dropped ({why}): {', '.join(sorted(items))}" for why, items in sorted(dropped.items())]
+    return list(runs.values()), notes

@@ -1,0 +1,209 @@
+"""The test matrix's comparison report: summary.{json,csv,md} and plots, from a results folder.
+
+Everything is read from the run folders (summary.json, metrics.jsonl,
+failure.json), so the report can be rebuilt at any time from what is on disk.
+"""
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+from lib.io import atomic_write_json, atomic_write_text
+from lib.metrics import read_metrics
+
+PLAN_FILE = "matrix.json"
+FAILURE_FILE = "failure.json"
+COLUMNS = [
+    ("run", "run"),
+    ("status", "status"),
+    ("optimizer", "optimizer"),
+    ("variant", "variant"),
+    ("method", "pruning"),
+    ("target_sparsity", "target"),
+    ("sparsity", "sparsity (measured)"),
+    ("final_val_loss", "val loss"),
+    ("final_val_ppl", "val ppl"),
+    ("iters", "iters"),
+    ("tokens", "tokens"),
+    ("train_seconds", "train s"),
+    ("ms_per_iter", "ms/iter"),
+    ("tokens_per_sec", "tok/s"),
+    ("peak_memory_gib", "peak mem GiB"),
+    ("state_per_weight", "state bytes / weight bytes"),
+    ("reason", "failure"),
+]
+
+
+def run_status(run_dir: Path) -> tuple[str, dict]:
+    """(status, record) of one run folder: completed, time_budget, diverged, failed, interrupted or pending."""
+    failure = run_dir / FAILURE_FILE
+    summary = run_dir / "summary.json"
+    if failure.is_file():
+        return "failed", json.loads(failure.read_text())
+    if summary.is_file():
+        record = json.loads(summary.read_text())
+        return record["status"], record
+    if (run_dir / "ckpt.pt").is_file():
+        return "interrupted", {}
+    return "pending", {}
+
+
+def collect(results: Path) -> list[dict]:
+    """One row per planned run, best perplexity first; rows carry every COLUMNS key."""
+    plan = json.loads((results / PLAN_FILE).read_text())
+    rows = []
+    for run in plan["runs"]:
+        status, record = run_status(results / run["name"])
+        summary = record if status not in ("failed", "pending", "interrupted") else {}
+        weight_bytes = summary.get("prunable_weight_bytes") or summary.get("param_bytes")
+        state = summary.get("training_bytes_per_weight_byte")
+        if state is None and weight_bytes:
+            state = (weight_bytes + summary.get("optimizer_state_bytes", 0)) / weight_bytes
+        row = {
+            "run": run["name"],
+            "status": status,
+            "optimizer": run["optimizer"],
+            "variant": run["variant"],
+            "method": run["method"],
+            "target_sparsity": run["sparsity"],
+            "peak_memory_gib": summary["peak_memory_bytes"] / 2**30
+            if summary.get("peak_memory_bytes")
+            else None,
+            "state_per_weight": state,
+            "reason": record.get("reason") if status == "failed" else None,
+            "log_tail": record.get("log_tail") if status == "failed" else None,
+        }
+        for key in (
+            "sparsity",
+            "final_val_loss",
+            "final_val_ppl",
+            "iters",
+            "tokens",
+            "train_seconds",
+            "ms_per_iter",
+            "tokens_per_sec",
+        ):
+            row[key] = summary.get(key)
+        rows.append(row)
+    rows.sort(key=lambda r: (r["final_val_ppl"] is None, r["final_val_ppl"] or math.inf))
+    return rows
+
+
+def _fmt(value, key: str) -> str:
+    if value is None:
+        return "-"
+    if key in ("target_sparsity", "sparsity"):
+        return f"{100 * value:.2f}%"
+    if key in ("final_val_loss",):
+        return f"{value:.4f}"
+    if key in ("final_val_ppl", "train_seconds", "ms_per_iter", "peak_memory_gib", "state_per_weight"):
+        return f"{value:,.2f}"
+    if isinstance(value, float):
+        return f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _plots(results: Path, rows: list[dict]) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for r in rows:
+        path = results / r["run"] / "metrics.jsonl"
+        evals = [m for m in read_metrics(path) if m["kind"] == "eval"] if path.is_file() else []
+        if evals:
+            ax.plot([m["iter"] for m in evals], [m["val_loss"] for m in evals], "o-", ms=3, label=r["run"])
+    ax.set(xlabel="optimizer step", ylabel="validation loss (nats/token)", title="Validation loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(results / "val_loss.png", dpi=110)
+    plt.close(fig)
+    made.append("val_loss.png")
+
+    done = [r for r in rows if r["final_val_ppl"] is not None]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method in sorted({r["method"] for r in done}):
+        pts = [(r["sparsity"] or 0.0, r["final_val_ppl"], r["run"]) for r in done if r["method"] == method]
+        ax.scatter([100 * x for x, _, _ in pts], [y for _, y, _ in pts], label=method, s=40)
+        for x, y, name in pts:
+            ax.annotate(
+                name.removeprefix("gpt2_"),
+                (100 * x, y),
+                fontsize=6,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+    ax.set(
+        xlabel="measured sparsity of prunable weights (%)",
+        ylabel="validation perplexity",
+        title="Perplexity vs sparsity",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(results / "ppl_vs_sparsity.png", dpi=110)
+    plt.close(fig)
+    made.append("ppl_vs_sparsity.png")
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 0.5 * max(4, len(done)) + 1))
+    names = [r["run"].removeprefix("gpt2_") for r in done]
+    a1.barh(names, [r["train_seconds"] or 0 for r in done])
+    a1.set(xlabel="training time (s)", title="Time")
+    a2.barh(names, [r["peak_memory_gib"] or 0 for r in done], color="tab:orange")
+    a2.set(xlabel="peak memory (GiB)", title="Memory")
+    a2.set_yticklabels([])
+    fig.tight_layout()
+    fig.savefig(results / "time_memory.png", dpi=110)
+    plt.close(fig)
+    made.append("time_memory.png")
+    return made
+
+
+def write_report(results: Path) -> list[dict]:
+    """Write summary.json, summary.csv, summary.md and the plots into `results`; return the rows."""
+    results = Path(results)
+    plan = json.loads((results / PLAN_FILE).read_text())
+    rows = collect(results)
+    atomic_write_json(
+        results / "summary.json", {"runs": rows, "dropped": plan["dropped"], "created": plan["created"]}
+    )
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=[k for k, _ in COLUMNS], extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(results / "summary.csv", buf.getvalue())
+
+    plots = _plots(results, rows)
+    best = next((r["run"] for r in rows if r["final_val_ppl"] is not None), None)
+    counts = {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})}
+    lines = [
+        f"# Test matrix {results.name}",
+        "",
+        f"{len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ". Sorted by validation "
+        "perplexity; the best is marked. Sparsity is measured on the weights. State bytes count the prunable "
+        "weights, their Adam moments and the pruning state, over the weights (dense runs: all parameters).",
+        "",
+        "| " + " | ".join(title for key, title in COLUMNS if key != "reason") + " |",
+        "|" + "---|" * (len(COLUMNS) - 1),
+    ]
+    for r in rows:
+        cells = [("**" + r["run"] + "** (best)") if r["run"] == best else r["run"]]
+        cells += [_fmt(r[k], k) for k, _ in COLUMNS[1:] if k != "reason"]
+        lines.append("| " + " | ".join(cells) + " |")
+    if plan["dropped"]:
+        lines += ["", "Combinations not run:", *[f"- {d}" for d in plan["dropped"]]]
+    failed = [r for r in rows if r["status"] == "failed"]
+    for r in failed:
+        lines += ["", f"## {r['run']} failed: {r['reason']}", "", "```", r["log_tail"] or "", "```"]
+    lines += [""] + [f"![{p}]({p})" for p in plots]
+    atomic_write_text(results / "summary.md", "\n".join(lines) + "\n")
+    return rows

@@ -1,0 +1,286 @@
+"""Run the test matrix: one gpt2/train.py process per selected combination, then the report.
+
+    python -m scripts.run_test_matrix                 # plan, run what is missing, report
+    python -m scripts.run_test_matrix --dry-run       # the plan only
+    python -m scripts.run_test_matrix --rerun-failed  # also rerun runs that failed before
+    python -m scripts.run_test_matrix --report-only [RESULTS_DIR]
+
+Results go to test_matrix_results_<time>/<run-name>/. Running again reuses the
+newest results folder made from the same config.py: finished runs are kept,
+interrupted ones resume from their checkpoint, failed ones are kept unless
+--rerun-failed. One run per visible GPU, else TEST_MATRIX_PARALLEL at a time.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+from tqdm import tqdm
+
+from lib.io import atomic_write_json, atomic_write_text
+from lib.matrix import Run, expand
+from lib.pruning.scores import bitter2_overrides
+from lib.report import FAILURE_FILE, PLAN_FILE, run_status, write_report
+from lib.settings import _SECTIONS, Settings, SettingsError, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_PREFIX = "test_matrix_results_"
+FINISHED = ("completed", "time_budget")
+TAIL_LINES = 30
+EXIT_REASONS = {2: "configuration, data or checkpoint error", 3: "diverged: the loss became NaN or infinite"}
+
+
+def flags_for(run: Run) -> list[str]:
+    """The gpt2/train.py flags that apply a run's overrides."""
+    out = []
+    for path, value in run.overrides().items():
+        section, name = path.split(".")
+        meta = {f.name: f.metadata for f in fields(_SECTIONS[section])}[name]
+        out += [meta["flag"], str(value)]
+    return out
+
+
+def resolved_config_text(base: Settings, run: Run, cmd: list[str]) -> str:
+    """config.txt: every resolved setting of the run, then the command that ran it."""
+    s = base.replace(run.overrides())
+    s = s.replace(bitter2_overrides(s)[0])
+    lines = [f"# {run.name}: resolved settings (base config.py + matrix overrides)"]
+    for section, values in s.to_dict().items():
+        if section != "matrix":
+            lines += [f"{section}.{name} = {value!r}" for name, value in values.items()]
+    lines.append("# command: " + " ".join(cmd))
+    return "\n".join(lines) + "\n"
+
+
+def failure_reason(returncode: int) -> str:
+    if returncode < 0:
+        sig = signal.Signals(-returncode).name
+        return f"killed by {sig}" + (" (out of memory?)" if sig == "SIGKILL" else "")
+    return EXIT_REASONS.get(returncode, f"crashed (exit code {returncode})")
+
+
+def log_tail(path: Path) -> str:
+    if not path.is_file():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-TAIL_LINES:])
+
+
+def choose_results_dir(requested: str | None, config_sha: str) -> Path:
+    """--results, else the newest folder made from this config.py, else a new one."""
+    if requested:
+        return Path(requested)
+    for folder in sorted(Path.cwd().glob(RESULTS_PREFIX + "*"), reverse=True):
+        plan = folder / PLAN_FILE
+        if plan.is_file() and json.loads(plan.read_text()).get("config_sha256") == config_sha:
+            return folder
+    return Path(RESULTS_PREFIX + time.strftime("%Y%m%d-%H%M%S"))
+
+
+def slots(parallel: int) -> list[str | None]:
+    """One slot per visible GPU (its index for CUDA_VISIBLE_DEVICES), else `parallel` CPU slots."""
+    try:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    except ImportError:
+        gpus = 0
+    return [str(i) for i in range(gpus)] if gpus else [None] * parallel
+
+
+class Runner:
+    """Launches the pending runs into free slots and records how each ended."""
+
+    def __init__(self, results: Path, base: Settings, runs: list[Run], rerun_failed: bool):
+        self.results, self.base, self.runs = results, base, runs
+        self.rerun_failed = rerun_failed
+        self.stopping = False
+
+    def todo(self) -> list[Run]:
+        pending = []
+        for run in self.runs:
+            status, _ = run_status(self.results / run.name)
+            if status in FINISHED or (status == "failed" and not self.rerun_failed):
+                continue
+            pending.append(run)
+        return pending
+
+    def launch(self, run: Run, gpu: str | None) -> subprocess.Popen:
+        run_dir = self.results / run.name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / FAILURE_FILE).unlink(missing_ok=True)
+        resume = (run_dir / "ckpt.pt").is_file()
+        cmd = [sys.executable, str(ROOT / "gpt2" / "train.py"), "--config", str(self.results / "config.py")]
+        cmd += ["--out-dir", str(run_dir), *flags_for(run), "--tracker-group", self.results.name]
+        cmd += ["--resume"] if resume else []
+        atomic_write_text(run_dir / "config.txt", resolved_config_text(self.base, run, cmd))
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
+        console = open(run_dir / "console.log", "ab")
+        # Own process group: a terminal's Ctrl-C reaches only the runner, which stops children with SIGTERM.
+        return subprocess.Popen(
+            cmd, stdout=console, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+
+    def finish(self, run: Run, returncode: int) -> str:
+        run_dir = self.results / run.name
+        if returncode == 0:
+            return "done"
+        if returncode == 130 or self.stopping:
+            return "interrupted"
+        atomic_write_json(
+            run_dir / FAILURE_FILE,
+            {
+                "status": "failed",
+                "returncode": returncode,
+                "reason": failure_reason(returncode),
+                "log_tail": log_tail(run_dir / "console.log"),
+            },
+        )
+        return "failed"
+
+    def run_all(self, parallel: int) -> dict:
+        queue = self.todo()
+        free = slots(parallel)
+        running: dict[subprocess.Popen, tuple[Run, str | None]] = {}
+        counts = {"done": 0, "failed": 0, "interrupted": 0}
+        skipped = len(self.runs) - len(queue)
+
+        def on_signal(signum, _frame):
+            self.stopping = True
+            for proc in running:
+                proc.send_signal(signal.SIGTERM)
+
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        bar = tqdm(
+            total=len(self.runs),
+            initial=skipped,
+            unit="run",
+            desc="matrix",
+            dynamic_ncols=True,
+            mininterval=5,
+        )
+        bar.postfix_dict = {}
+        try:
+            while queue or running:
+                while queue and free and not self.stopping:
+                    run, gpu = queue.pop(0), free.pop(0)
+                    running[self.launch(run, gpu)] = (run, gpu)
+                for proc in [p for p in running if p.poll() is not None]:
+                    run, gpu = running.pop(proc)
+                    free.append(gpu)
+                    outcome = self.finish(run, proc.returncode)
+                    counts[outcome] += 1
+                    bar.update(1)
+                    if outcome == "failed":
+                        tqdm.write(
+                            f"{run.name} failed: {failure_reason(proc.returncode)} (see {run.name}/console.log)"
+                        )
+                postfix = {"running": len(running), "failed": counts["failed"]}
+                if postfix != bar.postfix_dict:
+                    bar.postfix_dict = postfix
+                    bar.set_postfix(postfix)
+                if self.stopping and not running:
+                    break
+                time.sleep(0.2)
+        finally:
+            bar.close()
+            for s, h in old.items():
+                signal.signal(s, h)
+        return {**counts, "skipped": skipped, "not_started": len(queue)}
+
+
+def newest_results() -> Path | None:
+    folders = sorted(p for p in Path.cwd().glob(RESULTS_PREFIX + "*") if (p / PLAN_FILE).is_file())
+    return folders[-1] if folders else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--config", default="config.py")
+    p.add_argument("--results", help="results folder (default: newest from this config.py, else new)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    p.add_argument("--rerun-failed", action="store_true", help="run failed runs again")
+    p.add_argument("--report-only", nargs="?", const="", metavar="RESULTS_DIR", help="rebuild the report")
+    p.add_argument("--is-matrix", action="store_true", help="exit 0 if config.py selects a matrix, else 1")
+    args = p.parse_args(argv)
+
+    if args.report_only is not None:
+        results = Path(args.report_only) if args.report_only else newest_results()
+        if results is None or not (results / PLAN_FILE).is_file():
+            print(
+                f"error: no test matrix results folder ({RESULTS_PREFIX}*/{PLAN_FILE}) found", file=sys.stderr
+            )
+            return 2
+        write_report(results)
+        print(f"report: {results / 'summary.md'}")
+        return 0
+    try:
+        base = load_settings(args.config)
+    except SettingsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.is_matrix:
+        return 0 if base.matrix.enabled else 1
+    try:
+        runs, dropped = expand(base)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"test matrix: {len(runs)} runs")
+    for run in runs:
+        print(f"  {run.name:<45} {' '.join(flags_for(run))}")
+    for line in dropped:
+        print(f"  {line}")
+    if args.dry_run:
+        return 0
+
+    config_text = Path(args.config).read_text()
+    sha = hashlib.sha256(config_text.encode()).hexdigest()
+    results = choose_results_dir(args.results, sha)
+    results.mkdir(parents=True, exist_ok=True)
+    if not (results / PLAN_FILE).is_file():
+        shutil.copy2(args.config, results / "config.py")
+        dot_config = Path(args.config).parent / ".config"
+        if dot_config.is_file():
+            shutil.copy2(dot_config, results / ".config")
+        plan = {
+            "config_sha256": sha,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "runs": [
+                {
+                    "name": r.name,
+                    "optimizer": r.optimizer,
+                    "method": r.method,
+                    "variant": r.variant,
+                    "sparsity": r.sparsity,
+                    "seed": r.seed,
+                }
+                for r in runs
+            ],
+            "dropped": dropped,
+        }
+        atomic_write_json(results / PLAN_FILE, plan)
+    print(f"results: {results}")
+    runner = Runner(results, base, runs, args.rerun_failed)
+    counts = runner.run_all(base.matrix.parallel)
+    rows = write_report(results)
+    print(
+        f"this time: {counts['done']} finished, {counts['failed']} failed, {counts['interrupted']} "
+        f"interrupted; {counts['skipped']} kept from before | report: {results / 'summary.md'}"
+    )
+    if runner.stopping:
+        return 130
+    return 1 if any(r["status"] == "failed" for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

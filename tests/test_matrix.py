@@ -1,0 +1,114 @@
+"""The test matrix: expansion, naming, and a real (tiny) matrix on CPU with a failing run."""
+
+import json
+
+import pytest
+
+from lib.matrix import expand, run_name
+from lib.settings import Settings
+from scripts import run_test_matrix
+
+from .conftest import make_config
+
+
+def matrix(**kw) -> Settings:
+    base = {"matrix.enabled": True, "matrix.multiple_optimizers": True, "matrix.multiple_pruning": True}
+    return Settings().replace({**base, **{f"matrix.{k}": v for k, v in kw.items()}})
+
+
+def test_names_follow_the_seed_project():
+    assert run_name("adamwprune", "state", "bitter0", 0.5, None) == "gpt2_adamwprune_bitter0_state_50"
+    assert run_name("adamwspam", "magnitude", None, 0.7, None) == "gpt2_adamwspam_magnitude_70"
+    assert run_name("adamw", "none", None, None, 1338) == "gpt2_adamw_none_s1338"
+
+
+def test_expansion_keeps_what_makes_sense_and_says_what_it_dropped():
+    runs, dropped = expand(matrix(bitter1=True, movement=True, sparsity_70=True))
+    names = {r.name for r in runs}
+    assert names == {
+        "gpt2_adamw_none", "gpt2_adamwspam_none",
+        *(f"gpt2_{o}_{m}_{s}" for o in ("adamw", "adamwspam") for m in ("magnitude", "movement") for s in (50, 70)),
+        *(f"gpt2_adamwprune_{v}_state_{s}" for v in ("bitter0", "bitter1") for s in (50, 70)),
+    }  # fmt: skip
+    text = "\n".join(dropped)
+    assert "state pruning pairs only with adamwprune): adamw + state, adamwspam + state" in text
+    assert "adamwprune always prunes by its own states" in text and "adamwprune + magnitude" in text
+    assert "AdamWPrune variants apply to adamwprune only" in text and "adamw x bitter1" in text
+    assert "a target sparsity applies only with a pruning method" in text and "adamw + none x 70%" in text
+
+
+def test_runs_differ_only_in_what_the_matrix_varies():
+    runs, _ = expand(matrix(repeats=2))
+    r = next(r for r in runs if r.name == "gpt2_adamwprune_bitter0_state_50_s1338")
+    assert r.overrides() == {
+        "optimizer.name": "adamwprune", "pruning.method": "state", "runtime.seed": 1338,
+        "optimizer.adamwprune_variant": "bitter0", "pruning.target_sparsity": 0.5,
+    }  # fmt: skip
+    assert {r.seed for r in runs} == {1337, 1338}
+
+
+def test_single_mode_selections_become_a_one_run_matrix():
+    runs, dropped = expand(Settings())
+    assert [r.name for r in runs] == ["gpt2_adamwspam_none"] and dropped == []
+
+
+def test_a_selection_without_its_parts_is_refused():
+    with pytest.raises(ValueError, match="no AdamWPrune variant"):
+        expand(matrix(bitter0=False))
+    with pytest.raises(ValueError, match="no sparsity"):
+        expand(matrix(sparsity_50=False))
+
+
+@pytest.mark.slow
+def test_a_real_matrix_resumes_isolates_failures_and_reports(tmp_path, kconf, data_dir, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    config = make_config(
+        tmp_path,
+        f"""CONFIG_GPT2_BLOCK_SIZE=32
+CONFIG_BATCH_SIZE=4
+CONFIG_GPT2_MAX_ITERS=6
+CONFIG_GPT2_EVAL_INTERVAL=3
+CONFIG_GPT2_EVAL_SAMPLES=2
+CONFIG_GPT2_GENERATION_MAX_TOKENS=0
+CONFIG_OPTIMIZER_MODE_MULTIPLE=y
+# CONFIG_OPTIMIZER_ENABLE_ADAMWSPAM is not set
+# CONFIG_OPTIMIZER_ENABLE_ADAMWPRUNE is not set
+CONFIG_PRUNING_MODE_MULTIPLE=y
+# CONFIG_PRUNING_ENABLE_STATE is not set
+CONFIG_DEVICE="cpu"
+CONFIG_GPT2_COMPILE=n
+CONFIG_DATA_DIR="{data_dir}"
+""",
+        kconf,
+    )
+    # The default PRUNING_WARMUP (1000) cannot fit 6 steps: the magnitude run fails, the dense one must not.
+    assert run_test_matrix.main(["--config", str(config)]) == 1
+    results = next(tmp_path.glob("test_matrix_results_*"))
+    report = json.loads((results / "summary.json").read_text())
+    status = {r["run"]: r for r in report["runs"]}
+    assert status["gpt2_adamw_none"]["status"] == "completed"
+    assert status["gpt2_adamw_none"]["final_val_ppl"] > 0
+    failed = status["gpt2_adamw_magnitude_50"]
+    assert failed["status"] == "failed" and failed["reason"] == "configuration, data or checkpoint error"
+    assert "must lie after PRUNING_WARMUP = 1000" in failed["log_tail"]
+    for name in ("summary.md", "summary.csv", "val_loss.png", "ppl_vs_sparsity.png", "time_memory.png"):
+        assert (results / name).is_file(), name
+    md = (results / "summary.md").read_text()
+    assert "**gpt2_adamw_none** (best)" in md and "## gpt2_adamw_magnitude_50 failed" in md
+    assert "![val_loss.png](val_loss.png)" in md
+    assert "optimizer.name = 'adamw'" in (results / "gpt2_adamw_none" / "config.txt").read_text()
+
+    # Again: the finished run is kept, the failed one is not retried without --rerun-failed.
+    done = (results / "gpt2_adamw_none" / "summary.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert run_test_matrix.main(["--config", str(config)]) == 1
+    assert "this time: 0 finished, 0 failed, 0 interrupted; 2 kept from before" in capsys.readouterr().out
+    assert (results / "gpt2_adamw_none" / "summary.json").stat().st_mtime_ns == done
+
+    # Rerunning the failed run with the fix would need a new config; --rerun-failed retries it.
+    assert run_test_matrix.main(["--config", str(config), "--rerun-failed"]) == 1
+    assert "this time: 0 finished, 1 failed, 0 interrupted; 1 kept from before" in capsys.readouterr().out
+
+    (results / "summary.md").unlink()
+    assert run_test_matrix.main(["--report-only", str(results)]) == 0
+    assert (results / "summary.md").is_file()
