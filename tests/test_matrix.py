@@ -112,3 +112,53 @@ CONFIG_DATA_DIR="{data_dir}"
     (results / "summary.md").unlink()
     assert run_test_matrix.main(["--report-only", str(results)]) == 0
     assert (results / "summary.md").is_file()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_children_cleanly_and_the_matrix_resumes(tmp_path, kconf, data_dir):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .conftest import ROOT
+
+    config = make_config(
+        tmp_path,
+        f"""CONFIG_GPT2_BLOCK_SIZE=32
+CONFIG_BATCH_SIZE=4
+CONFIG_GPT2_MAX_ITERS=200
+CONFIG_GPT2_EVAL_INTERVAL=100
+CONFIG_GPT2_EVAL_SAMPLES=2
+CONFIG_GPT2_GENERATION_MAX_TOKENS=0
+CONFIG_OPTIMIZER_SELECT_ADAMW=y
+CONFIG_PRUNING_MODE_MULTIPLE=y
+# CONFIG_PRUNING_ENABLE_MAGNITUDE is not set
+# CONFIG_PRUNING_ENABLE_STATE is not set
+CONFIG_DEVICE="cpu"
+CONFIG_GPT2_COMPILE=n
+CONFIG_DATA_DIR="{data_dir}"
+""",
+        kconf,
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "scripts.run_test_matrix", "--config", str(config)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    metrics = None
+    deadline = time.time() + 120
+    while metrics is None or len(metrics.read_text().splitlines()) < 4:  # a few steps logged
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.1)
+        metrics = next(tmp_path.glob("test_matrix_results_*/gpt2_adamw_none/metrics.jsonl"), None)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    run_dir = metrics.parent
+    report = json.loads((run_dir.parent / "summary.json").read_text())
+    assert [r["status"] for r in report["runs"]] == ["interrupted"]
+    assert (run_dir / "ckpt.pt").is_file() and not (run_dir / "failure.json").exists()
+
+    # The next invocation (same config.py, so the same results folder) resumes it and finishes.
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert "resumed at iter" in (run_dir / "output.log").read_text()
