@@ -26,7 +26,7 @@ from gpt2.model import GPT, GPT2_VOCAB_SIZE, GPTConfig  # noqa: E402
 from lib.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint  # noqa: E402
 from lib.data import DataError, TokenData  # noqa: E402
 from lib.io import atomic_write_json, atomic_write_text  # noqa: E402
-from lib.metrics import optimizer_state_bytes, peak_memory_bytes, tensor_bytes  # noqa: E402
+from lib.metrics import bookkeeping, peak_memory_bytes  # noqa: E402
 from lib.optim import build_optimizer  # noqa: E402
 from lib.pruning import build_pruner  # noqa: E402
 from lib.pruning.scores import bitter2_overrides  # noqa: E402
@@ -118,32 +118,6 @@ def sample(model: GPT, s: Settings, device: torch.device) -> str:
     )
     tokens = [t for t in out[0].tolist() if t < GPT2_VOCAB_SIZE]
     return enc.decode(tokens)
-
-
-def bookkeeping(model: GPT, optimizer: torch.optim.Optimizer, pruner) -> dict:
-    """Measured sparsity and the bytes optimizer and pruner keep, next to the weights they serve."""
-    prunable = pruner.weights if pruner is not None else []
-    weight_bytes = tensor_bytes(prunable)
-    out = {
-        "optimizer_state_bytes": optimizer_state_bytes(optimizer),
-        "param_bytes": tensor_bytes(model.parameters()),
-    }
-    if pruner is not None:
-        measured = pruner.sparsity()
-        out.update(
-            sparsity=measured["prunable"],
-            prunable_weights=pruner.num_prunable,
-            prunable_weight_bytes=weight_bytes,
-            prunable_optimizer_state_bytes=optimizer_state_bytes(optimizer, prunable),
-            pruning_state_bytes=pruner.state_bytes(),
-            mask_bytes=0,
-            pruning_state_per_weight_byte=pruner.state_bytes() / weight_bytes,
-            training_bytes_per_weight_byte=(
-                weight_bytes + optimizer_state_bytes(optimizer, prunable) + pruner.state_bytes()
-            )
-            / weight_bytes,
-        )
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:

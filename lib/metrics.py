@@ -51,6 +51,32 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer, params=None) -> int:
     )
 
 
+def bookkeeping(model: torch.nn.Module, optimizer: torch.optim.Optimizer, pruner) -> dict:
+    """Measured sparsity and the bytes optimizer and pruner keep, next to the weights they serve."""
+    prunable = pruner.weights if pruner is not None else []
+    weight_bytes = tensor_bytes(prunable)
+    out = {
+        "optimizer_state_bytes": optimizer_state_bytes(optimizer),
+        "param_bytes": tensor_bytes(model.parameters()),
+    }
+    if pruner is not None:
+        measured = pruner.sparsity()
+        out.update(
+            sparsity=measured["prunable"],
+            prunable_weights=pruner.num_prunable,
+            prunable_weight_bytes=weight_bytes,
+            prunable_optimizer_state_bytes=optimizer_state_bytes(optimizer, prunable),
+            pruning_state_bytes=pruner.state_bytes(),
+            mask_bytes=0,
+            pruning_state_per_weight_byte=pruner.state_bytes() / weight_bytes,
+            training_bytes_per_weight_byte=(
+                weight_bytes + optimizer_state_bytes(optimizer, prunable) + pruner.state_bytes()
+            )
+            / weight_bytes,
+        )
+    return out
+
+
 def peak_memory_bytes(device: torch.device) -> int:
     """Peak memory of the run: allocated GPU memory on CUDA, else the process's peak RSS."""
     if device.type == "cuda":

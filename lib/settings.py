@@ -327,6 +327,15 @@ _FLAG_CHOICES = {
 }
 
 
+def cli_flag(path: str) -> str:
+    """The command-line flag of a dotted settings path ("training.batch_size" -> "--batch-size")."""
+    section, _, name = path.partition(".")
+    flag = _field_map(_SECTIONS[section])[name].metadata.get("flag")
+    if flag is None:
+        raise SettingsError(f"setting {path!r} has no command-line flag")
+    return flag
+
+
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The dotted-path overrides the user actually passed (flags left unset are skipped)."""
     out = {k: v for k, v in vars(args).items() if "." in k and v is not None}

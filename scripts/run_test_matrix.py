@@ -20,7 +20,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 
 from tqdm import tqdm
@@ -29,7 +28,7 @@ from lib.io import atomic_write_json, atomic_write_text
 from lib.matrix import Run, expand
 from lib.pruning.scores import bitter2_overrides
 from lib.report import FAILURE_FILE, PLAN_FILE, run_status, write_report
-from lib.settings import _SECTIONS, Settings, SettingsError, load_settings
+from lib.settings import Settings, SettingsError, cli_flag, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_PREFIX = "test_matrix_results_"
@@ -40,12 +39,7 @@ EXIT_REASONS = {2: "configuration, data or checkpoint error", 3: "diverged: the 
 
 def flags_for(run: Run) -> list[str]:
     """The gpt2/train.py flags that apply a run's overrides."""
-    out = []
-    for path, value in run.overrides().items():
-        section, name = path.split(".")
-        meta = {f.name: f.metadata for f in fields(_SECTIONS[section])}[name]
-        out += [meta["flag"], str(value)]
-    return out
+    return [item for path, value in run.overrides().items() for item in (cli_flag(path), str(value))]
 
 
 def resolved_config_text(base: Settings, run: Run, cmd: list[str]) -> str:
