@@ -51,6 +51,27 @@ def spike_clip_(grads: list[torch.Tensor], exp_avg_sqs: list[torch.Tensor], thet
     torch._foreach_clamp_min_(grads, bound)
 
 
+def spam_prestep_(
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    theta: float | None,
+    scale_m: torch.Tensor | None,
+    scale_v: torch.Tensor | None,
+) -> None:
+    """Everything SPAM does to gradients and moments before the AdamW step, in place.
+
+    The clip (against the moments as they are), then the spike's soft reset (scale_m,
+    scale_v: 0-d tensors, 1.0 when there was no spike). One function so that on CUDA
+    torch.compile fuses it into a few multi-tensor kernels instead of ~11 passes.
+    """
+    if theta is not None:
+        spike_clip_(grads, exp_avg_sqs, theta)
+    if scale_m is not None:
+        torch._foreach_mul_(exp_avgs, scale_m)
+        torch._foreach_mul_(exp_avg_sqs, scale_v)
+
+
 def reset_warmup_scale(steps_since_reset: int, warmup_steps: int) -> float:
     """Learning-rate factor after a periodic reset: a half cosine from ~0 to 1 over warmup_steps."""
     if steps_since_reset >= warmup_steps:
@@ -70,6 +91,10 @@ class AdamWSPAM(torch.optim.AdamW):
         self.steps_since_reset = 0
         self.num_steps = 0
         self._grad_norm: torch.Tensor | None = None
+        # Compiled on CUDA (fused kernels; compiles once, at the first step with moments).
+        self._prestep = (
+            torch.compile(spam_prestep_, dynamic=False) if device.type == "cuda" else spam_prestep_
+        )
 
     def _states(self) -> tuple[list, list, list, list]:
         params, exp_avgs, exp_avg_sqs, steps = [], [], [], []
@@ -92,8 +117,8 @@ class AdamWSPAM(torch.optim.AdamW):
         """
         self._grad_norm = norm
 
-    def _detect_spike(self, params: list[torch.Tensor], exp_avgs: list, exp_avg_sqs: list) -> None:
-        """Soft-reset the moments when the gradient norm's z-score exceeds the threshold (on device)."""
+    def _detect_spike(self, params: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Moment scales for this step: (0.5, 0.9) on a gradient-norm spike, else (1, 1); on device."""
         norm = self._grad_norm
         if norm is None:
             norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in params])))
@@ -103,16 +128,18 @@ class AdamWSPAM(torch.optim.AdamW):
         # A floor of 1% of the mean keeps a near-constant history from making every wobble a spike.
         std = (sq - mean * mean).clamp_min(0.0).sqrt().maximum(0.01 * mean)
         spike = (count >= NORM_MIN_HISTORY) & ((norm - mean) / std > self.spam.spike_threshold)
-        if exp_avgs:
-            one = torch.ones((), device=norm.device)
-            torch._foreach_mul_(exp_avgs, torch.where(spike, SPIKE_FIRST_MOMENT_SCALE, one))
-            torch._foreach_mul_(exp_avg_sqs, torch.where(spike, SPIKE_SECOND_MOMENT_SCALE, one))
+        one = torch.ones((), device=norm.device)
+        scales = (
+            torch.where(spike, SPIKE_FIRST_MOMENT_SCALE, one),
+            torch.where(spike, SPIKE_SECOND_MOMENT_SCALE, one),
+        )
         # Exponential moving statistics, bias-corrected while the history is short.
         decay = torch.where(count > 0, NORM_EMA_DECAY, 0.0)
         self.norm_stats[0] = decay * mean + (1 - decay) * norm
         self.norm_stats[1] = decay * sq + (1 - decay) * norm * norm
         self.norm_stats[2] += 1
         self.norm_stats[3] += spike.float()
+        return scales
 
     def _periodic_reset(self, exp_avgs: list, exp_avg_sqs: list, steps: list) -> None:
         """Zero both moments and Adam's step counts, so bias correction restarts too."""
@@ -129,10 +156,11 @@ class AdamWSPAM(torch.optim.AdamW):
         if s.periodic_reset and self.num_steps > 1 and (self.num_steps - 1) % s.reset_interval == 0:
             self._periodic_reset(*self._states()[1:])
         params, exp_avgs, exp_avg_sqs, _ = self._states()
-        if s.clip and exp_avg_sqs:
-            spike_clip_([p.grad for p in params], exp_avg_sqs, s.theta)
-        if s.spike_threshold > 0 and params:
-            self._detect_spike(params, exp_avgs, exp_avg_sqs)
+        if params:
+            scale_m, scale_v = self._detect_spike(params) if s.spike_threshold > 0 else (None, None)
+            theta = s.theta if s.clip else None
+            if theta is not None or scale_m is not None:
+                self._prestep([p.grad for p in params], exp_avgs, exp_avg_sqs, theta, scale_m, scale_v)
         scale = 1.0
         if s.warmup and s.periodic_reset and self.num_steps > s.reset_interval:
             scale = reset_warmup_scale(self.steps_since_reset, s.warmup_steps)
