@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         flash_attention=s.model.flash_attention,
     )
     model = GPT(config).to(device)
-    optimizer = build_optimizer(model, s.optimizer, s.training.learning_rate)
+    optimizer = build_optimizer(model, s.optimizer, s.training.learning_rate, compile=s.runtime.compile)
     amp = amp_dtype(device, s.runtime.mixed_precision, s.runtime.amp_dtype)
     compiled = s.runtime.compile and device.type == "cuda"
     train_model = torch.compile(model) if compiled else model

@@ -92,25 +92,29 @@ def _adamw_kwargs(groups: list[dict], s: OptimizerSettings, lr: float) -> dict:
     return dict(lr=lr, betas=(s.beta1, s.beta2), eps=s.eps, fused=on_cuda, foreach=None if on_cuda else True)
 
 
-def build_adamw(groups: list[dict], s: OptimizerSettings, lr: float) -> torch.optim.Optimizer:
+def build_adamw(groups: list[dict], s: OptimizerSettings, lr: float, compile: bool) -> torch.optim.Optimizer:
     """torch.optim.AdamW."""
     return torch.optim.AdamW(groups, **_adamw_kwargs(groups, s, lr))
 
 
-def build_adamwspam(groups: list[dict], s: OptimizerSettings, lr: float) -> torch.optim.Optimizer:
-    """AdamW with the SPAM features (lib/optim/spam.py)."""
-    return AdamWSPAM(groups, spam=s.spam_config(), **_adamw_kwargs(groups, s, lr))
+def build_adamwspam(
+    groups: list[dict], s: OptimizerSettings, lr: float, compile: bool
+) -> torch.optim.Optimizer:
+    """AdamW with the SPAM features (lib/optim/spam.py); `compile` fuses its pre-step on CUDA."""
+    return AdamWSPAM(groups, spam=s.spam_config(), compile=compile, **_adamw_kwargs(groups, s, lr))
 
 
 # AdamWPrune is AdamW plus state pruning: the pruner (lib/pruning) scores weights from
 # this optimizer's exp_avg / exp_avg_sq, so the optimizer itself is plain AdamW.
-OPTIMIZERS: dict[str, Callable[[list[dict], OptimizerSettings, float], torch.optim.Optimizer]] = {
+OPTIMIZERS: dict[str, Callable[[list[dict], OptimizerSettings, float, bool], torch.optim.Optimizer]] = {
     "adamw": build_adamw,
     "adamwspam": build_adamwspam,
     "adamwprune": build_adamw,
 }
 
 
-def build_optimizer(model: nn.Module, s: OptimizerSettings, lr: float) -> torch.optim.Optimizer:
-    """The optimizer named by `s.name` over `model`'s parameters."""
-    return OPTIMIZERS[s.name](param_groups(model, s.weight_decay), s, lr)
+def build_optimizer(
+    model: nn.Module, s: OptimizerSettings, lr: float, compile: bool = True
+) -> torch.optim.Optimizer:
+    """The optimizer named by `s.name` over `model`'s parameters; compile=False keeps it eager."""
+    return OPTIMIZERS[s.name](param_groups(model, s.weight_decay), s, lr, compile)

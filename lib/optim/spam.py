@@ -82,7 +82,7 @@ def reset_warmup_scale(steps_since_reset: int, warmup_steps: int) -> float:
 class AdamWSPAM(torch.optim.AdamW):
     """torch.optim.AdamW (fused on CUDA) with the SPAM features applied around its step."""
 
-    def __init__(self, params, *, spam: SpamConfig, **adamw_kwargs):
+    def __init__(self, params, *, spam: SpamConfig, compile: bool = True, **adamw_kwargs):
         super().__init__(params, **adamw_kwargs)
         self.spam = spam
         device = self.param_groups[0]["params"][0].device
