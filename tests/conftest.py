@@ -16,6 +16,15 @@ from lib.kconfig import apply_config, load_kconfig, write_outputs
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# A few-second CPU run: the tiny model on 32-token windows, 4 sequences per step, no sample.
+TINY_RUN = """CONFIG_GPT2_BLOCK_SIZE=32
+CONFIG_BATCH_SIZE=4
+CONFIG_GPT2_EVAL_SAMPLES=2
+CONFIG_GPT2_GENERATION_MAX_TOKENS=0
+CONFIG_DEVICE="cpu"
+CONFIG_GPT2_COMPILE=n
+"""
+
 
 @pytest.fixture(scope="session")
 def kconf():

@@ -8,7 +8,7 @@ from lib.matrix import expand, run_name
 from lib.settings import Settings
 from scripts import run_test_matrix
 
-from .conftest import make_config
+from .conftest import TINY_RUN, make_config
 
 
 def matrix(**kw) -> Settings:
@@ -64,19 +64,14 @@ def test_a_real_matrix_resumes_isolates_failures_and_reports(tmp_path, kconf, da
     monkeypatch.chdir(tmp_path)
     config = make_config(
         tmp_path,
-        f"""CONFIG_GPT2_BLOCK_SIZE=32
-CONFIG_BATCH_SIZE=4
-CONFIG_GPT2_MAX_ITERS=6
+        TINY_RUN
+        + f"""CONFIG_GPT2_MAX_ITERS=6
 CONFIG_GPT2_EVAL_INTERVAL=3
-CONFIG_GPT2_EVAL_SAMPLES=2
-CONFIG_GPT2_GENERATION_MAX_TOKENS=0
 CONFIG_OPTIMIZER_MODE_MULTIPLE=y
 # CONFIG_OPTIMIZER_ENABLE_ADAMWSPAM is not set
 # CONFIG_OPTIMIZER_ENABLE_ADAMWPRUNE is not set
 CONFIG_PRUNING_MODE_MULTIPLE=y
 # CONFIG_PRUNING_ENABLE_STATE is not set
-CONFIG_DEVICE="cpu"
-CONFIG_GPT2_COMPILE=n
 CONFIG_DATA_DIR="{data_dir}"
 """,
         kconf,
@@ -126,18 +121,13 @@ def test_ctrl_c_stops_children_cleanly_and_the_matrix_resumes(tmp_path, kconf, d
 
     config = make_config(
         tmp_path,
-        f"""CONFIG_GPT2_BLOCK_SIZE=32
-CONFIG_BATCH_SIZE=4
-CONFIG_GPT2_MAX_ITERS=200
+        TINY_RUN
+        + f"""CONFIG_GPT2_MAX_ITERS=200
 CONFIG_GPT2_EVAL_INTERVAL=100
-CONFIG_GPT2_EVAL_SAMPLES=2
-CONFIG_GPT2_GENERATION_MAX_TOKENS=0
 CONFIG_OPTIMIZER_SELECT_ADAMW=y
 CONFIG_PRUNING_MODE_MULTIPLE=y
 # CONFIG_PRUNING_ENABLE_MAGNITUDE is not set
 # CONFIG_PRUNING_ENABLE_STATE is not set
-CONFIG_DEVICE="cpu"
-CONFIG_GPT2_COMPILE=n
 CONFIG_DATA_DIR="{data_dir}"
 """,
         kconf,

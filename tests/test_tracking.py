@@ -8,21 +8,16 @@ import pytest
 from gpt2 import train
 from lib.tracking import TrackingSettings, start_tracker
 
-from .conftest import make_config
+from .conftest import TINY_RUN, make_config
 
 
 def tracked_config(tmp_path, kconf, data_dir, choice: str):
     return make_config(
         tmp_path,
-        f"""CONFIG_GPT2_BLOCK_SIZE=32
-CONFIG_BATCH_SIZE=4
-CONFIG_GPT2_MAX_ITERS=6
+        TINY_RUN
+        + f"""CONFIG_GPT2_MAX_ITERS=6
 CONFIG_GPT2_EVAL_INTERVAL=3
-CONFIG_GPT2_EVAL_SAMPLES=2
 CONFIG_GPT2_LOG_INTERVAL=2
-CONFIG_GPT2_GENERATION_MAX_TOKENS=0
-CONFIG_DEVICE="cpu"
-CONFIG_GPT2_COMPILE=n
 CONFIG_DATA_DIR="{data_dir}"
 CONFIG_{choice}=y
 CONFIG_TRACKER_PROJECT="test-project"
