@@ -224,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         "final_val_ppl": final.get("val_ppl"),
         "model_sparsity": final.get("model_sparsity"),
         "best_val_loss": trainer.state.best_val_loss if math.isfinite(trainer.state.best_val_loss) else None,
+        "best_checkpoint": "best.pt" if (run_dir / "best.pt").is_file() else None,
         "peak_memory_bytes": peak_memory_bytes(device),
         **bookkeeping(model, optimizer, pruner),
         "scaling": scaling,

@@ -7,6 +7,8 @@ import torch
 from lib.io import atomic_write
 
 CHECKPOINT_FILE = "ckpt.pt"
+BEST_FILE = "best.pt"
+"""Model weights at the lowest validation loss so far (not for resuming: no optimizer state)."""
 
 
 class CheckpointError(RuntimeError):

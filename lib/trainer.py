@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from lib.checkpoint import CHECKPOINT_FILE, save_checkpoint
+from lib.checkpoint import BEST_FILE, CHECKPOINT_FILE, save_checkpoint
 from lib.data import TokenData
 from lib.metrics import MetricsWriter, model_sparsity, peak_flops, peak_memory_bytes
 from lib.pruning.pruner import Pruner
@@ -133,9 +133,17 @@ class Trainer:
             "settings": self.s.to_dict(),
         }
 
-    def save(self) -> None:
-        if self.s.training.save_checkpoint:
-            save_checkpoint(self.run_dir / CHECKPOINT_FILE, self.checkpoint_state())
+    def save(self, best: bool = False) -> None:
+        """The latest checkpoint (for resume); with `best`, also best.pt (weights at the lowest val loss)."""
+        if not self.s.training.save_checkpoint:
+            return
+        save_checkpoint(self.run_dir / CHECKPOINT_FILE, self.checkpoint_state())
+        if best:
+            state = {"iter_num": self.state.iter_num, "val_loss": self.state.best_val_loss}
+            save_checkpoint(
+                self.run_dir / BEST_FILE,
+                {**state, "model": self.model.state_dict(), "settings": self.s.to_dict()},
+            )
 
     def restore(self, state: dict) -> None:
         """Continue from a checkpoint of this run; refuse one whose computation differed."""
@@ -188,13 +196,15 @@ class Trainer:
             out["sparsity"] = self.pruner.sparsity()["prunable"]
         return out
 
-    def _record_eval(self) -> dict:
+    def _record_eval(self) -> bool:
+        """Evaluate, record, and say whether this is the best validation loss so far."""
         result = self.evaluate()
         if not all(math.isfinite(result[k]) for k in ("train_loss", "val_loss")):
             raise TrainingDiverged(
                 f"evaluation at iter {self.state.iter_num} gave train loss {result['train_loss']} "
                 f"and val loss {result['val_loss']}"
             )
+        improved = result["val_loss"] < self.state.best_val_loss
         self.state.best_val_loss = min(self.state.best_val_loss, result["val_loss"])
         self.last_eval = result
         self._record({"kind": "eval", "iter": self.state.iter_num, **result})
@@ -206,7 +216,7 @@ class Trainer:
             result["val_ppl"],
             f" | sparsity {100 * result['sparsity']:.2f}%" if "sparsity" in result else "",
         )
-        return result
+        return improved
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -262,7 +272,7 @@ class Trainer:
         status = "completed"
         try:
             if st.iter_num == 0:
-                self._record_eval()
+                self._record_eval()  # the untrained baseline; best.pt starts with the first trained eval
             self.train_model.train()
             interval_start, interval_steps, first_interval = time.perf_counter(), 0, True
             loss_acc = torch.zeros((), device=self.device)
@@ -294,8 +304,7 @@ class Trainer:
                     if interval_steps:  # time spent since the last log line counts as training
                         synchronize(self.device)
                         st.train_seconds += time.perf_counter() - interval_start
-                    self._record_eval()
-                    self.save()
+                    self.save(best=self._record_eval())
                     interval_start, interval_steps = time.perf_counter(), 0
                 if stop:
                     status = "interrupted" if self._stop_signal else "time_budget"

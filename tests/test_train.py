@@ -167,3 +167,35 @@ def test_missing_data_says_which_command_prepares_it(tmp_path, kconf, capsys):
     config = make_config(tmp_path, f'CONFIG_DEVICE="cpu"\nCONFIG_DATA_DIR="{tmp_path / "empty"}"\n', kconf)
     assert run(config, tmp_path / "run") == 2
     assert "python gpt2/prepare_data.py --dataset shakespeare" in capsys.readouterr().out
+
+
+def test_best_checkpoint_follows_the_lowest_val_loss(tiny_config, tmp_path, monkeypatch):
+    """The seed project's best-model logic never fired; ours must, and must not chase the last eval."""
+    evaluate = train.Trainer.evaluate
+    scripted = iter([10.0, 5.0, 3.0, 4.0])  # evals at steps 0, 10, 20, 30: best at 20
+
+    def scripted_eval(self):
+        result = evaluate(self)
+        result["val_loss"] = next(scripted)
+        return result
+
+    monkeypatch.setattr(train.Trainer, "evaluate", scripted_eval)
+    out = tmp_path / "run"
+    assert run(tiny_config, out) == 0
+    best = torch.load(out / "best.pt", weights_only=True)
+    last = torch.load(out / "ckpt.pt", weights_only=True)
+    assert (best["iter_num"], best["val_loss"], last["iter_num"]) == (20, 3.0, 30)
+    assert not torch.equal(
+        best["model"]["transformer.h.0.mlp.c_fc.weight"], last["model"]["transformer.h.0.mlp.c_fc.weight"]
+    )
+    assert json.loads((out / "summary.json").read_text())["best_checkpoint"] == "best.pt"
+
+
+def test_best_checkpoint_is_the_last_when_loss_keeps_falling(tiny_config, tmp_path):
+    out = tmp_path / "run"
+    assert run(tiny_config, out) == 0
+    best = torch.load(out / "best.pt", weights_only=True)
+    last = torch.load(out / "ckpt.pt", weights_only=True)
+    assert best["iter_num"] == 30
+    for name, tensor in last["model"].items():
+        assert torch.equal(best["model"][name], tensor)
