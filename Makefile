@@ -89,8 +89,7 @@ train: data
 	@if $(PY) -m scripts.run_test_matrix --is-matrix; then \
 		$(MAKE) --no-print-directory test-matrix; \
 	else \
-		echo "$(PY) gpt2/train.py $(if $(RESUME),--resume) $(TRAIN_ARGS)"; \
-		$(PY) gpt2/train.py $(if $(RESUME),--resume) $(TRAIN_ARGS); \
+		$(PY) -m scripts.launch $(if $(RESUME),--resume) $(TRAIN_ARGS); \
 	fi
 
 test-matrix: data

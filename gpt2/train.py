@@ -4,6 +4,7 @@
     python gpt2/train.py --max-iters 200 --device cpu     # overrides win over config.py
     python gpt2/train.py --resume                         # continue the latest run of this name
     python gpt2/train.py --resume runs/gpt2_adamw_none-20261123-101500
+    torchrun --standalone --nproc_per_node=2 gpt2/train.py   # one run over two GPUs (DDP)
 
 Writes runs/<run>/: config.py and .config, settings.json, environment.json,
 metrics.jsonl, output.log, ckpt.pt, summary.json, loss.png and sample.txt.
@@ -23,15 +24,17 @@ import torch  # noqa: E402
 from tqdm.contrib.logging import logging_redirect_tqdm  # noqa: E402
 
 from gpt2.model import GPT, GPT2_VOCAB_SIZE, GPTConfig  # noqa: E402
+from lib import distributed  # noqa: E402
 from lib.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint  # noqa: E402
 from lib.data import DataError, TokenData  # noqa: E402
+from lib.distributed import Dist, broadcast, wrap_ddp  # noqa: E402
 from lib.io import atomic_write_json, atomic_write_text  # noqa: E402
 from lib.metrics import bookkeeping, peak_memory_bytes  # noqa: E402
 from lib.optim import build_optimizer  # noqa: E402
 from lib.pruning import build_pruner  # noqa: E402
 from lib.pruning.scores import bitter2_overrides  # noqa: E402
 from lib.records import copy_config, environment, latest_run_dir, new_run_dir, plot_losses  # noqa: E402
-from lib.runtime import amp_dtype, configure, resolve_device  # noqa: E402
+from lib.runtime import amp_dtype, configure  # noqa: E402
 from lib.settings import Settings, SettingsError, add_override_flags, load_settings, overrides_from_args  # noqa: E402
 from lib.tracking import start_tracker  # noqa: E402
 from lib.trainer import Trainer, planned_iters  # noqa: E402
@@ -68,15 +71,15 @@ def run_name(s: Settings) -> str:
     return "_".join(parts)
 
 
-def choose_run_dir(args: argparse.Namespace, s: Settings) -> tuple[Path, dict | None]:
-    """The run folder, and the checkpoint to resume from (None for a new run)."""
+def choose_run_dir(args: argparse.Namespace, s: Settings) -> Path:
+    """The run folder: a new one, or (with --resume) one that holds a checkpoint."""
     if args.resume is None:
         run_dir = Path(args.out_dir) if args.out_dir else new_run_dir(s.runtime.output_dir, run_name(s))
         if (run_dir / CHECKPOINT_FILE).exists():
             raise CheckpointError(
                 f"{run_dir} already holds a run. Continue it with --resume, or choose another --out-dir."
             )
-        return run_dir, None
+        return run_dir
     if args.resume != "auto":
         run_dir = Path(args.resume)
     elif args.out_dir:
@@ -88,18 +91,31 @@ def choose_run_dir(args: argparse.Namespace, s: Settings) -> tuple[Path, dict | 
                 f"no run named {run_name(s)}-* with a checkpoint in {s.runtime.output_dir}/; "
                 "pass the run folder: --resume RUN_DIR"
             )
-    return run_dir, load_checkpoint(run_dir / CHECKPOINT_FILE)
+    if not (run_dir / CHECKPOINT_FILE).is_file():
+        raise CheckpointError(f"no checkpoint at {run_dir / CHECKPOINT_FILE}; nothing to resume")
+    return run_dir
 
 
-def setup_logging(run_dir: Path) -> None:
-    """Log to stdout and run_dir/output.log (replacing handlers of an earlier run in this process)."""
-    fmt = logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S")
+def setup_logging(run_dir: Path, dist: Dist) -> None:
+    """Log to stdout and run_dir/output.log (replacing handlers of an earlier run in this process).
+
+    Under torchrun only rank 0 does; the other ranks print warnings and errors to stderr.
+    """
     root = logging.getLogger()
-    root.setLevel(logging.INFO)
     for handler in getattr(setup_logging, "handlers", []):
         root.removeHandler(handler)
         handler.close()
-    setup_logging.handlers = [logging.StreamHandler(sys.stdout), logging.FileHandler(run_dir / "output.log")]
+    if dist.is_main:
+        fmt = logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S")
+        root.setLevel(logging.INFO)
+        setup_logging.handlers = [
+            logging.StreamHandler(sys.stdout),
+            logging.FileHandler(run_dir / "output.log"),
+        ]
+    else:
+        fmt = logging.Formatter(f"%(asctime)s [rank {dist.rank}] %(message)s", datefmt="%H:%M:%S")
+        root.setLevel(logging.WARNING)
+        setup_logging.handlers = [logging.StreamHandler(sys.stderr)]
     for handler in setup_logging.handlers:
         handler.setFormatter(fmt)
         root.addHandler(handler)
@@ -120,27 +136,82 @@ def sample(model: GPT, s: Settings, device: torch.device) -> str:
     return enc.decode(tokens)
 
 
+def check_world(s: Settings, dist: Dist) -> None:
+    """The step's micro-batches must share out evenly over the ranks."""
+    accumulation = s.training.gradient_accumulation
+    if accumulation % dist.world_size:
+        raise ValueError(
+            f"GPT2_GRADIENT_ACCUMULATION={accumulation} does not divide over {dist.world_size} processes: "
+            "each step's micro-batches are shared out over the ranks, so the global batch stays "
+            f"batch x accumulation x block. Use a multiple of {dist.world_size} "
+            f"(--gradient-accumulation {dist.world_size * max(1, accumulation // dist.world_size)}) "
+            "or fewer processes."
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        dist = Dist.from_env()
         s = load_settings(args.config, overrides_from_args(args))
         scale_overrides, scaling = bitter2_overrides(s)
         s = s.replace(scale_overrides)
-        device = resolve_device(s.runtime.device)
-        run_dir, resume_state = choose_run_dir(args, s)
-    except (SettingsError, CheckpointError, RuntimeError, ValueError) as e:
+        check_world(s, dist)
+        device = distributed.start(dist, s.runtime.device)
+    except (SettingsError, RuntimeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    run_dir.mkdir(parents=True, exist_ok=True)
-    setup_logging(run_dir)
+    try:
+        return train(args, s, scaling, dist, device)
+    finally:
+        distributed.stop(dist)
+
+
+def prepare_run_dir(args: argparse.Namespace, s: Settings, dist: Dist) -> tuple[Path, dict | None]:
+    """Rank 0 chooses (and makes) the run folder; every rank gets it and the checkpoint to resume."""
+    chosen = error = None
+    if dist.is_main:
+        try:
+            run_dir = choose_run_dir(args, s)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            chosen = str(run_dir)
+        except (CheckpointError, OSError) as e:
+            error = str(e)
+    chosen, error = broadcast(dist, (chosen, error))
+    if error is not None:
+        raise CheckpointError(error)
+    run_dir = Path(chosen)
+    return run_dir, None if args.resume is None else load_checkpoint(run_dir / CHECKPOINT_FILE)
+
+
+def train(
+    args: argparse.Namespace, s: Settings, scaling: dict | None, dist: Dist, device: torch.device
+) -> int:
+    try:
+        run_dir, resume_state = prepare_run_dir(args, s, dist)
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    setup_logging(run_dir, dist)
+    if s.runtime.nproc_per_node != dist.world_size:
+        log.warning(
+            "GPT2_NPROC_PER_NODE is %d but this run has %d process(es): start it with `make` or "
+            "`python -m scripts.launch` (torchrun) to use %d",
+            s.runtime.nproc_per_node,
+            dist.world_size,
+            s.runtime.nproc_per_node,
+        )
     configure(device, s.runtime.tf32, s.runtime.seed)
-    if resume_state is None:
-        # A folder without a checkpoint holds at most an attempt that died before its first one.
-        for stale in ("metrics.jsonl", "summary.json"):
-            (run_dir / stale).unlink(missing_ok=True)
-        copy_config(Path(args.config), run_dir)
-        atomic_write_json(run_dir / "settings.json", s.to_dict())
-    atomic_write_json(run_dir / "environment.json", environment(device))
+    if dist.is_main:
+        if resume_state is None:
+            # A folder without a checkpoint holds at most an attempt that died before its first one.
+            for stale in ("metrics.jsonl", "summary.json"):
+                (run_dir / stale).unlink(missing_ok=True)
+            copy_config(Path(args.config), run_dir)
+            atomic_write_json(run_dir / "settings.json", s.to_dict())
+        atomic_write_json(
+            run_dir / "environment.json", {**environment(device), "world_size": dist.world_size}
+        )
 
     try:
         data = TokenData(s.data.token_dir, s.data.dataset, s.data.data_dir, s.runtime.seed)
@@ -158,10 +229,13 @@ def main(argv: list[str] | None = None) -> int:
         flash_attention=s.model.flash_attention,
     )
     model = GPT(config).to(device)
+    if dist.enabled:  # the same initial weights everywhere (DDP checks), then dropout differs per rank
+        torch.manual_seed(s.runtime.seed + 7919 * dist.rank)
     optimizer = build_optimizer(model, s.optimizer, s.training.learning_rate, compile=s.runtime.compile)
     amp = amp_dtype(device, s.runtime.mixed_precision, s.runtime.amp_dtype)
     compiled = s.runtime.compile and device.type == "cuda"
-    train_model = torch.compile(model) if compiled else model
+    train_model = wrap_ddp(model, dist, device)
+    train_model = torch.compile(train_model) if compiled else train_model
     try:
         total_iters = planned_iters(s, data.num_tokens("train"))
         pruner = build_pruner(model, optimizer, s.pruning, s.optimizer.adamwprune_variant, total_iters)
@@ -169,11 +243,11 @@ def main(argv: list[str] | None = None) -> int:
         log.error("error: %s", e)
         return 2
     try:
-        tracker = start_tracker(s.tracking, run_dir, run_dir.name, s.to_dict())
+        tracker = start_tracker(s.tracking, run_dir, run_dir.name, s.to_dict()) if dist.is_main else None
     except RuntimeError as e:
         log.error("error: %s", e)
         return 2
-    trainer = Trainer(s, run_dir, device, model, train_model, optimizer, data, amp, pruner, tracker)
+    trainer = Trainer(s, run_dir, device, model, train_model, optimizer, data, amp, pruner, tracker, dist)
     if scaling is not None:
         log.info(
             "bitter2 scaling: %s x%.2f, %s -> %s",
@@ -191,12 +265,13 @@ def main(argv: list[str] | None = None) -> int:
         del resume_state
 
     log.info(
-        "run %s | %s, %.2fM parameters | %s %s%s | batch %d x %d accumulation x %d tokens = %s tokens/step"
+        "run %s | %s, %.2fM parameters | %s%s %s%s | batch %d x %d accumulation x %d tokens = %s tokens/step"
         " | %d steps on %s (%s train tokens)",
         run_dir,
         s.model.name,
         model.num_params() / 1e6,
-        device,
+        f"{dist.world_size} x " if dist.enabled else "",
+        device.type if dist.enabled else device,
         "fp32" if amp is None else str(amp).removeprefix("torch."),
         " compiled" if compiled else "",
         s.training.batch_size,
@@ -210,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     with logging_redirect_tqdm():
         outcome = trainer.fit()
+    if not dist.is_main:
+        return EXIT_CODES[outcome["status"]]
     final = trainer.last_eval or {}
     summary = {
         "run": run_dir.name,
@@ -237,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         "target_sparsity": s.pruning.target_sparsity if pruner is not None else None,
         "seed": s.runtime.seed,
         "device": str(device),
+        "world_size": dist.world_size,
+        "global_batch": s.training.batch_size * s.training.gradient_accumulation,
         "dtype": "float32" if amp is None else str(amp).removeprefix("torch."),
         "compiled": compiled,
     }

@@ -81,9 +81,31 @@ class TokenData:
 
         Windows start at random offsets drawn from `generator` (default: the training one).
         """
-        arr = self.splits[split]
         gen = self.generator if generator is None else generator
-        starts = torch.randint(len(arr) - block_size - 1, (batch_size,), generator=gen)
+        return self.windows(split, self.starts(split, batch_size, block_size, gen), block_size, device)
+
+    def step_batches(
+        self, accumulation: int, batch_size: int, block_size: int, device: torch.device, rank: int, world: int
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's micro-batches of one optimizer step.
+
+        Every rank draws the offsets of the whole step (accumulation x batch_size
+        windows) from the same generator and reads its own share of micro-batches,
+        so the step sees the same tokens on any number of ranks and the generators
+        stay in step for resume.
+        """
+        per_rank = accumulation // world
+        starts = self.starts("train", accumulation * batch_size, block_size, self.generator)
+        mine = starts.view(accumulation, batch_size)[rank * per_rank : (rank + 1) * per_rank]
+        return [self.windows("train", row, block_size, device) for row in mine]
+
+    def starts(self, split: str, n: int, block_size: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randint(len(self.splits[split]) - block_size - 1, (n,), generator=generator)
+
+    def windows(
+        self, split: str, starts: torch.Tensor, block_size: int, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        arr = self.splits[split]
         windows = np.stack([arr[i : i + block_size + 1] for i in starts.tolist()])
         tokens = torch.from_numpy(windows.astype(np.int64))
         if device.type == "cuda":

@@ -148,6 +148,7 @@ class RuntimeSettings:
     amp_dtype: str = field(default="bfloat16", metadata=kc("GPT2_AMP_DTYPE"))
     tf32: bool = field(default=True, metadata=kc("GPT2_TF32_ALLOWED"))
     compile: bool = field(default=True, metadata=kc("GPT2_COMPILE", "--compile"))
+    nproc_per_node: int = field(default=1, metadata=kc("GPT2_NPROC_PER_NODE", "--nproc-per-node"))
     seed: int = field(default=1337, metadata=kc("SEED", "--seed"))
     output_dir: str = field(default="runs", metadata=kc("OUTPUT_DIR"))
     run_name: str = field(default="", metadata=kc("GPT2_RUN_NAME", "--run-name"))
@@ -158,6 +159,7 @@ class RuntimeSettings:
         )
         check(self, "device", ok, "auto, cpu, cuda, cuda:N or mps")
         check(self, "amp_dtype", self.amp_dtype in ("bfloat16", "float16"), "bfloat16 or float16")
+        check(self, "nproc_per_node", 1 <= self.nproc_per_node <= 64, "1..64")
         check(self, "seed", 0 <= self.seed < 2**31, "0..2147483647")
         check(self, "output_dir", self.output_dir != "", "a non-empty path")
         check(
@@ -200,6 +202,13 @@ class Settings:
                 f"pruning method {method!r} does not pair with optimizer {optimizer!r}: {method} "
                 f"works with {allowed} ({hint}; CONFIG_PRUNING_METHOD and CONFIG_OPTIMIZER in "
                 "make menuconfig)"
+            )
+        accumulation, nproc = self.training.gradient_accumulation, self.runtime.nproc_per_node
+        if accumulation % nproc:
+            raise SettingsError(
+                f"GPT2_GRADIENT_ACCUMULATION={accumulation} (--gradient-accumulation) does not divide "
+                f"over GPT2_NPROC_PER_NODE={nproc} (--nproc-per-node) processes: each step's "
+                f"micro-batches are shared out over them. Use a multiple of {nproc}."
             )
 
     def to_dict(self) -> dict[str, dict[str, Any]]:

@@ -3,8 +3,15 @@
 The loop reads nothing from the device except on logging and evaluation steps:
 losses and gradient norms stay tensors until then. It knows nothing about any
 particular optimizer; `gpt2/train.py` builds the parts and hands them over.
+
+Under torchrun every rank runs this loop on its share of each step's
+micro-batches (`TokenData.step_batches`); DDP averages the gradients, so every
+rank holds the same weights, optimizer states and pruning masks. Ranks agree on
+losses, stopping and evaluation through collectives at logging and evaluation
+steps only; rank 0 alone writes metrics and checkpoints.
 """
 
+import contextlib
 import logging
 import math
 import signal
@@ -18,6 +25,7 @@ from tqdm import tqdm
 
 from lib.checkpoint import BEST_FILE, CHECKPOINT_FILE, save_checkpoint
 from lib.data import TokenData
+from lib.distributed import Dist, all_reduce, any_rank, check_replicas, gather, no_sync
 from lib.metrics import MetricsWriter, model_sparsity, peak_flops, peak_memory_bytes
 from lib.pruning.pruner import Pruner
 from lib.runtime import autocast, rng_state, set_rng_state, synchronize
@@ -35,6 +43,7 @@ RESUMABLE_CHANGES = {
     "training.log_interval",
     "training.save_checkpoint",
     "runtime.compile",
+    "runtime.nproc_per_node",  # a step sees the same tokens on any number of processes
     "runtime.run_name",
     "runtime.output_dir",
     "generation.max_tokens",
@@ -94,6 +103,7 @@ class Trainer:
         amp: torch.dtype | None,
         pruner: Pruner | None = None,
         tracker=None,
+        dist: Dist = Dist(),
     ):
         self.s = settings
         self.run_dir = run_dir
@@ -105,12 +115,13 @@ class Trainer:
         self.amp = amp
         self.pruner = pruner
         self.tracker = tracker
+        self.dist = dist
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
         self.total_iters = planned_iters(settings, data.num_tokens("train"))
         t = settings.training
         self.tokens_per_iter = t.batch_size * t.gradient_accumulation * settings.model.block_size
         self.state = TrainState()
-        self.metrics = MetricsWriter(run_dir / "metrics.jsonl")
+        self.metrics = MetricsWriter(run_dir / "metrics.jsonl") if dist.is_main else None
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.peak = peak_flops(device, amp if device.type == "cuda" else None)
         self._stop_signal: str | None = None
@@ -129,7 +140,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "data": self.data.state_dict(),
             "pruner": None if self.pruner is None else self.pruner.state_dict(),
-            "rng": rng_state(self.device),
+            "rng": gather(self.dist, rng_state(self.device)),  # one per rank
             "settings": self.s.to_dict(),
         }
 
@@ -137,7 +148,10 @@ class Trainer:
         """The latest checkpoint (for resume); with `best`, also best.pt (weights at the lowest val loss)."""
         if not self.s.training.save_checkpoint:
             return
-        save_checkpoint(self.run_dir / CHECKPOINT_FILE, self.checkpoint_state())
+        state = self.checkpoint_state()  # a collective: every rank takes part
+        if not self.dist.is_main:
+            return
+        save_checkpoint(self.run_dir / CHECKPOINT_FILE, state)
         if best:
             state = {"iter_num": self.state.iter_num, "val_loss": self.state.best_val_loss}
             save_checkpoint(
@@ -162,34 +176,45 @@ class Trainer:
         self.data.load_state_dict(state["data"])
         if self.pruner is not None:
             self.pruner.load_state_dict(state["pruner"])
-        set_rng_state(self.device, state["rng"])
+        rng = state["rng"]
+        if isinstance(rng, list):  # one state per rank; a new rank count reuses rank 0's
+            if len(rng) != self.dist.world_size:
+                log.warning("the checkpoint has %d rank(s) and this run %d", len(rng), self.dist.world_size)
+            rng = rng[self.dist.rank] if self.dist.rank < len(rng) else rng[0]
+        set_rng_state(self.device, rng)
         self.state = TrainState(
             iter_num=state["iter_num"],
             train_seconds=state["train_seconds"],
             best_val_loss=state["best_val_loss"],
             intervals=[tuple(i) for i in state["intervals"]],
         )
-        self.metrics.truncate_after(self.state.iter_num)
+        if self.metrics is not None:
+            self.metrics.truncate_after(self.state.iter_num)
         log.info("resumed at iter %d of %d", self.state.iter_num, self.total_iters)
 
     # -- evaluation --------------------------------------------------------------------------
 
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """Mean loss over GPT2_EVAL_SAMPLES batches of each split; the same batches every time."""
-        t = self.s.training
+        """Mean loss over GPT2_EVAL_SAMPLES batches of each split; the same batches every time.
+
+        With several ranks each evaluates every world_size-th batch and the sums are added.
+        """
+        t, T, d = self.s.training, self.s.model.block_size, self.dist
         self.train_model.eval()
         out = {}
         for i, split in enumerate(("train", "val")):
             gen = torch.Generator().manual_seed(self.s.runtime.seed + 1 + i)
-            losses = torch.zeros(t.eval_samples, device=self.device)
-            for k in range(t.eval_samples):
-                x, y = self.data.batch(split, t.batch_size, self.s.model.block_size, self.device, gen)
+            starts = self.data.starts(split, t.eval_samples * t.batch_size, T, gen).view(t.eval_samples, -1)
+            total = torch.zeros((), device=self.device)
+            for row in starts[d.rank :: d.world_size]:
+                x, y = self.data.windows(split, row, T, self.device)
                 with autocast(self.device, self.amp):
                     _, loss = self.train_model(x, y)
-                losses[k] = loss
-            out[f"{split}_loss"] = losses.mean().item()
+                total += loss.float()
+            out[f"{split}_loss"] = all_reduce(d, total).item() / t.eval_samples
         self.train_model.train()
+        check_replicas(d, self.params)
         out["val_ppl"] = math.exp(min(out["val_loss"], 700.0))
         out["model_sparsity"] = model_sparsity(self.model)
         if self.pruner is not None:
@@ -232,17 +257,24 @@ class Trainer:
         )
 
     def _step(self, lr: float) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """One optimizer step over GPT2_GRADIENT_ACCUMULATION micro-batches; returns device tensors."""
-        t = self.s.training
+        """One optimizer step over GPT2_GRADIENT_ACCUMULATION micro-batches; returns device tensors.
+
+        The micro-batches are shared out over the ranks; gradients are all-reduced
+        once, after the last micro-batch (DDP's no_sync on the others).
+        """
+        t, d = self.s.training, self.dist
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss_sum = torch.zeros((), device=self.device)
-        for _ in range(t.gradient_accumulation):
-            x, y = self.data.batch("train", t.batch_size, self.s.model.block_size, self.device)
-            with autocast(self.device, self.amp):
-                _, loss = self.train_model(x, y)
-                loss = loss / t.gradient_accumulation
-            self.scaler.scale(loss).backward()
+        batches = self.data.step_batches(
+            t.gradient_accumulation, t.batch_size, self.s.model.block_size, self.device, d.rank, d.world_size
+        )
+        for j, (x, y) in enumerate(batches):
+            with no_sync(self.train_model) if j < len(batches) - 1 else contextlib.nullcontext():
+                with autocast(self.device, self.amp):
+                    _, loss = self.train_model(x, y)
+                    loss = loss / len(batches)
+                self.scaler.scale(loss).backward()
             loss_sum += loss.detach()
         self.scaler.unscale_(self.optimizer)  # no-op without fp16 loss scaling
         if self.pruner is not None:
@@ -277,7 +309,11 @@ class Trainer:
             interval_start, interval_steps, first_interval = time.perf_counter(), 0, True
             loss_acc = torch.zeros((), device=self.device)
             bar = tqdm(
-                total=self.total_iters, initial=st.iter_num, unit="it", dynamic_ncols=True, disable=None
+                total=self.total_iters,
+                initial=st.iter_num,
+                unit="it",
+                dynamic_ncols=True,
+                disable=None if self.dist.is_main else True,
             )
             while st.iter_num < self.total_iters:
                 lr = self._lr(st.iter_num)
@@ -287,7 +323,8 @@ class Trainer:
                 interval_steps += 1
                 bar.update(1)
                 last = st.iter_num == self.total_iters
-                if st.iter_num % t.log_interval == 0 or last:
+                log_step = st.iter_num % t.log_interval == 0 or last
+                if log_step:
                     synchronize(self.device)
                     seconds = time.perf_counter() - interval_start
                     st.train_seconds += seconds
@@ -299,7 +336,7 @@ class Trainer:
                     first_interval = False
                     loss_acc.zero_()
                     interval_start, interval_steps = time.perf_counter(), 0
-                stop = self._stop_signal or (st.train_seconds >= budget and "time budget")
+                stop = self._should_stop(budget, log_step)
                 if st.iter_num % t.eval_interval == 0 or last or stop:
                     if interval_steps:  # time spent since the last log line counts as training
                         synchronize(self.device)
@@ -324,14 +361,36 @@ class Trainer:
                 signal.signal(s, h)
         return {"status": status, **self.throughput()}
 
+    def _should_stop(self, budget: float, log_step: bool) -> str | None:
+        """Why to stop now (a signal, the time budget), or None.
+
+        Ranks must stop at the same step, so under torchrun they decide together,
+        on logging steps only (a signal waits up to GPT2_LOG_INTERVAL steps).
+        """
+        signalled = self._stop_signal
+        over_budget = self.state.train_seconds >= budget
+        if self.dist.enabled:
+            if not log_step:
+                return None
+            signalled = any_rank(self.dist, bool(signalled), self.device) and (
+                signalled or "signal on a peer"
+            )
+            over_budget = any_rank(self.dist, over_budget, self.device)
+        if signalled:
+            self._stop_signal = signalled
+            return signalled
+        return "time budget" if over_budget else None
+
     def _log_train(self, loss_t, grad_norm, lr, seconds, steps, first_interval, bar) -> None:
-        loss = loss_t.item()
+        loss = all_reduce(self.dist, loss_t.float(), "avg").item()
         if not math.isfinite(loss):
             raise TrainingDiverged(f"training loss is {loss} at iter {self.state.iter_num}")
         ms_per_iter = 1000 * seconds / steps
         tok_s = self.tokens_per_iter * steps / seconds
         mfu = self._mfu(tok_s)
         mem = peak_memory_bytes(self.device)
+        if self.dist.enabled:  # the largest over the ranks
+            mem = int(all_reduce(self.dist, torch.tensor(float(mem), device=self.device), "max").item())
         record = {
             "kind": "train",
             "iter": self.state.iter_num,
@@ -359,7 +418,9 @@ class Trainer:
         )
 
     def _record(self, record: dict) -> None:
-        """One metrics record to metrics.jsonl, and to the tracker as <kind>/<name> values."""
+        """One metrics record to metrics.jsonl, and to the tracker as <kind>/<name> values (rank 0)."""
+        if self.metrics is None:
+            return
         self.metrics.write(record)
         if self.tracker is not None:
             values = {f"{record['kind']}/{k}": v for k, v in record.items() if k not in ("kind", "iter")}
@@ -368,9 +429,10 @@ class Trainer:
             )
 
     def _mfu(self, tokens_per_sec: float) -> float | None:
+        """Model FLOPs utilisation of each device (tokens_per_sec counts all ranks)."""
         if self.peak is None:
             return None
-        return self.model.flops_per_token() * tokens_per_sec / self.peak
+        return self.model.flops_per_token() * tokens_per_sec / (self.peak * self.dist.world_size)
 
     def throughput(self) -> dict:
         """Steady-state speed: logged intervals after the first (which holds compilation)."""

@@ -8,7 +8,9 @@
 Results go to test_matrix_results_<time>/<run-name>/. Running again reuses the
 newest results folder made from the same config.py: finished runs are kept,
 interrupted ones resume from their checkpoint, failed ones are kept unless
---rerun-failed. One run per visible GPU, else TEST_MATRIX_PARALLEL at a time.
+--rerun-failed. Each run takes GPT2_NPROC_PER_NODE of the visible GPUs (torchrun when
+more than one) and runs go side by side until the queue is empty; without GPUs,
+TEST_MATRIX_PARALLEL at a time.
 """
 
 import argparse
@@ -29,8 +31,8 @@ from lib.matrix import Run, expand
 from lib.pruning.scores import bitter2_overrides
 from lib.report import FAILURE_FILE, PLAN_FILE, run_status, write_report
 from lib.settings import Settings, SettingsError, cli_flag, load_settings
+from scripts.launch import train_command
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS_PREFIX = "test_matrix_results_"
 FINISHED = ("completed", "time_budget")
 TAIL_LINES = 30
@@ -78,15 +80,25 @@ def choose_results_dir(requested: str | None, config_sha: str) -> Path:
     return Path(RESULTS_PREFIX + time.strftime("%Y%m%d-%H%M%S"))
 
 
-def slots(parallel: int) -> list[str | None]:
-    """One slot per visible GPU (its index for CUDA_VISIBLE_DEVICES), else `parallel` CPU slots."""
-    try:
-        import torch
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries."""
+    import torch
 
-        gpus = torch.cuda.device_count()
-    except ImportError:
-        gpus = 0
-    return [str(i) for i in range(gpus)] if gpus else [None] * parallel
+    count = torch.cuda.device_count()
+    listed = [g.strip() for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    return listed[:count] if listed else [str(i) for i in range(count)]
+
+
+def slots(parallel: int, nproc: int = 1, gpus: list[str] | None = None) -> list[str | None]:
+    """GPU groups of `nproc` (CUDA_VISIBLE_DEVICES values), one run each; without GPUs `parallel` CPU slots."""
+    gpus = visible_gpus() if gpus is None else gpus
+    if not gpus:
+        return [None] * parallel
+    if nproc > len(gpus):
+        raise ValueError(
+            f"each run wants GPT2_NPROC_PER_NODE={nproc} GPUs but {len(gpus)} are visible; lower it"
+        )
+    return [",".join(gpus[i : i + nproc]) for i in range(0, len(gpus) - nproc + 1, nproc)]
 
 
 class Runner:
@@ -111,9 +123,9 @@ class Runner:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / FAILURE_FILE).unlink(missing_ok=True)
         resume = (run_dir / "ckpt.pt").is_file()
-        cmd = [sys.executable, str(ROOT / "gpt2" / "train.py"), "--config", str(self.results / "config.py")]
-        cmd += ["--out-dir", str(run_dir), *flags_for(run), "--tracker-group", self.results.name]
-        cmd += ["--resume"] if resume else []
+        args = ["--config", str(self.results / "config.py"), "--out-dir", str(run_dir), *flags_for(run)]
+        args += ["--tracker-group", self.results.name, *(["--resume"] if resume else [])]
+        cmd = train_command(self.base.runtime.nproc_per_node, args)
         atomic_write_text(run_dir / "config.txt", resolved_config_text(self.base, run, cmd))
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         if gpu is not None:
@@ -143,7 +155,7 @@ class Runner:
 
     def run_all(self, parallel: int) -> dict:
         queue = self.todo()
-        free = slots(parallel)
+        free = slots(parallel, self.base.runtime.nproc_per_node)
         running: dict[subprocess.Popen, tuple[Run, str | None]] = {}
         counts = {"done": 0, "failed": 0, "interrupted": 0}
         skipped = len(self.runs) - len(queue)
@@ -265,7 +277,11 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(results / PLAN_FILE, plan)
     print(f"results: {results}")
     runner = Runner(results, base, runs, args.rerun_failed)
-    counts = runner.run_all(base.matrix.parallel)
+    try:
+        counts = runner.run_all(base.matrix.parallel)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     rows = write_report(results)
     print(
         f"this time: {counts['done']} finished, {counts['failed']} failed, {counts['interrupted']} "

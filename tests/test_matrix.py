@@ -8,7 +8,7 @@ from lib.matrix import expand, run_name
 from lib.settings import Settings
 from scripts import run_test_matrix
 
-from .conftest import TINY_RUN, make_config
+from .conftest import ROOT, TINY_RUN, make_config
 
 
 def matrix(**kw) -> Settings:
@@ -117,8 +117,6 @@ def test_ctrl_c_stops_children_cleanly_and_the_matrix_resumes(tmp_path, kconf, d
     import sys
     import time
 
-    from .conftest import ROOT
-
     config = make_config(
         tmp_path,
         TINY_RUN
@@ -152,3 +150,37 @@ CONFIG_DATA_DIR="{data_dir}"
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:]
     assert "resumed at iter" in (run_dir / "output.log").read_text()
+
+
+def test_runs_take_gpu_groups_of_their_process_count(monkeypatch):
+    from scripts.run_test_matrix import slots, visible_gpus
+
+    assert slots(3, 1, gpus=[]) == [None, None, None]  # CPU: TEST_MATRIX_PARALLEL slots
+    assert slots(1, 1, gpus=["0", "1", "2", "3"]) == ["0", "1", "2", "3"]
+    assert slots(1, 2, gpus=["0", "1", "2", "3", "4"]) == ["0,1", "2,3"]  # the odd GPU idles
+    with pytest.raises(ValueError, match="wants GPT2_NPROC_PER_NODE=4 GPUs but 2 are visible"):
+        slots(1, 4, gpus=["0", "1"])
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
+    assert visible_gpus() == ["5", "7"]  # a user's selection is kept
+
+
+def test_launch_uses_torchrun_for_several_processes(tmp_path, kconf, capsys):
+    from scripts.launch import main, train_command
+
+    assert train_command(1, ["--max-iters", "3"], python="py")[1:] == [
+        str(ROOT / "gpt2" / "train.py"),
+        "--max-iters",
+        "3",
+    ]
+    cmd = train_command(4, [], python="py")
+    assert cmd[:5] == ["py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
+    config = make_config(
+        tmp_path, "CONFIG_GPT2_NPROC_PER_NODE=2\nCONFIG_GPT2_GRADIENT_ACCUMULATION=4\n", kconf
+    )
+    assert main(["--print", "--config", str(config)]) == 0
+    assert "--nproc_per_node=2" in capsys.readouterr().out
+    assert main(["--print", "--config", str(config), "--nproc-per-node", "1"]) == 0
+    assert "torch.distributed.run" not in capsys.readouterr().out

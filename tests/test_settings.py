@@ -106,6 +106,10 @@ def test_unknown_choice_on_the_command_line_lists_the_valid_ones(capsys):
         ({"GPT2_AMP_DTYPE": "fp8"}, "expected bfloat16 or float16"),
         ({"GPT2_DATASET_NAME": "custom"}, "data.custom_path = '' is not allowed"),
         ({"BATCH_SIZE": "32"}, "CONFIG_BATCH_SIZE = '32' is not a int"),
+        (
+            {"GPT2_NPROC_PER_NODE": 2, "GPT2_GRADIENT_ACCUMULATION": 3},
+            "GPT2_GRADIENT_ACCUMULATION=3 (--gradient-accumulation) does not divide over GPT2_NPROC_PER_NODE=2",
+        ),
     ],
 )
 def test_bad_values_name_the_symbol_and_what_is_allowed(config, expected):

@@ -1,0 +1,55 @@
+"""Start gpt2/train.py the way config.py asks: one process, or torchrun over GPT2_NPROC_PER_NODE.
+
+    python -m scripts.launch [train.py flags]      # what `make` runs
+    python -m scripts.launch --print [flags]       # show the command only
+
+torchrun (torch.distributed.run) is PyTorch's own launcher: it starts one
+process per GPU, gives each RANK/LOCAL_RANK/WORLD_SIZE, and stops them all if
+one fails.
+"""
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from lib.settings import SettingsError, cli_flag, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAIN = ROOT / "gpt2" / "train.py"
+
+
+def train_command(nproc: int, args: list[str], python: str = sys.executable) -> list[str]:
+    """The command line of one run over `nproc` processes."""
+    if nproc > 1:
+        torchrun = [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+        return [*torchrun, str(TRAIN), *args]
+    return [python, str(TRAIN), *args]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter, add_help=False
+    )
+    p.add_argument("--print", action="store_true", help="print the command and exit")
+    p.add_argument("--config", default="config.py")
+    p.add_argument(cli_flag("runtime.nproc_per_node"), dest="nproc", type=int)
+    known, _ = p.parse_known_args(argv)
+    passed = [a for a in argv if a != "--print"]
+    if known.nproc is None:
+        try:
+            known.nproc = load_settings(known.config).runtime.nproc_per_node
+        except SettingsError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    cmd = train_command(known.nproc, passed)
+    print(shlex.join(cmd), flush=True)
+    if known.print:
+        return 0
+    os.execv(cmd[0], cmd)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
