@@ -12,6 +12,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from lib.fused_loss import linear_cross_entropy
 
 GPT2_VOCAB_SIZE = 50257
 """Tokens of the GPT-2 BPE (tiktoken "gpt2"); token 50256 is <|endoftext|>."""
@@ -39,6 +42,8 @@ class GPTConfig:
     bias: bool = True
     weight_tying: bool = True
     flash_attention: bool = True
+    activation_checkpointing: bool = False  # keep block inputs only; recompute the rest in backward
+    fused_loss: bool = False  # head + cross-entropy chunk by chunk (lib/fused_loss.py)
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head != 0:
@@ -165,17 +170,21 @@ class GPT(nn.Module):
         """idx (B, T) token ids -> logits (B, T, vocab), and the mean loss when targets (B, T) given.
 
         Without targets only the last position is scored (B, 1, vocab): all generation needs.
+        With fused_loss and targets, no logits are returned (None, loss).
         """
         B, T = idx.shape
         if T > self.config.block_size:
             raise ValueError(f"sequence of {T} tokens exceeds block_size {self.config.block_size}")
         pos = torch.arange(T, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        recompute = self.config.activation_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.transformer.h:
-            x = block(x)
+            x = checkpoint(block, x, use_reentrant=False) if recompute else block(x)
         x = self.transformer.ln_f(x)
         if targets is None:
             return self.lm_head(x[:, [-1], :]), None
+        if self.config.fused_loss:
+            return None, linear_cross_entropy(x, self.lm_head.weight, targets)
         logits = self.lm_head(x)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
         return logits, loss

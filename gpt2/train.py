@@ -13,6 +13,7 @@ metrics.jsonl, output.log, ckpt.pt, summary.json, loss.png and sample.txt.
 import argparse
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from lib.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint  # 
 from lib.data import DataError, TokenData  # noqa: E402
 from lib.distributed import Dist, broadcast, wrap_ddp  # noqa: E402
 from lib.io import atomic_write_json, atomic_write_text  # noqa: E402
+from lib.memory import check_gpu_fits, host_bytes_needed, host_ram_warning  # noqa: E402
 from lib.metrics import bookkeeping, peak_memory_bytes  # noqa: E402
 from lib.optim import build_optimizer  # noqa: E402
 from lib.pruning import build_pruner  # noqa: E402
@@ -184,6 +186,20 @@ def prepare_run_dir(args: argparse.Namespace, s: Settings, dist: Dist) -> tuple[
     return run_dir, None if args.resume is None else load_checkpoint(run_dir / CHECKPOINT_FILE)
 
 
+def preflight(s: Settings, device: torch.device, dist: Dist, resume_dir: Path | None) -> dict | None:
+    """Refuse a run that will not fit on the GPU (GPT2_MEMORY_CHECK); warn when host RAM is short."""
+    if not s.runtime.memory_check:
+        return None
+    checkpoint_bytes = (resume_dir / CHECKPOINT_FILE).stat().st_size if resume_dir is not None else 0
+    procs = min(dist.world_size, int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size)))
+    warning = host_ram_warning(host_bytes_needed(s, checkpoint_bytes, procs))
+    if warning and dist.local_rank == 0:
+        log.warning("warning: %s", warning)
+    est = check_gpu_fits(s, device, dist.world_size)
+    log.info("memory estimate: %s per %s", est.describe(), "GPU" if device.type == "cuda" else "process")
+    return {"estimated_peak_bytes": est.total, "estimate_parts": est.parts}
+
+
 def train(
     args: argparse.Namespace, s: Settings, scaling: dict | None, dist: Dist, device: torch.device
 ) -> int:
@@ -214,6 +230,11 @@ def train(
         )
 
     try:
+        memory = preflight(s, device, dist, run_dir if resume_state is not None else None)
+    except MemoryError as e:
+        log.error("error: %s", e)
+        return 2
+    try:
         data = TokenData(s.data.token_dir, s.data.dataset, s.data.data_dir, s.runtime.seed)
         data.check_block_size(s.model.block_size)
     except DataError as e:
@@ -227,6 +248,8 @@ def train(
         bias=s.model.bias,
         weight_tying=s.model.weight_tying,
         flash_attention=s.model.flash_attention,
+        activation_checkpointing=s.model.activation_checkpointing,
+        fused_loss=s.model.fused_loss,
     )
     model = GPT(config).to(device)
     if dist.enabled:  # the same initial weights everywhere (DDP checks), then dropout differs per rank
@@ -303,6 +326,7 @@ def train(
         "best_val_loss": trainer.state.best_val_loss if math.isfinite(trainer.state.best_val_loss) else None,
         "best_checkpoint": "best.pt" if (run_dir / "best.pt").is_file() else None,
         "peak_memory_bytes": peak_memory_bytes(device),
+        "memory_estimate": memory,
         **bookkeeping(model, optimizer, pruner),
         "scaling": scaling,
         "num_params": model.num_params(),

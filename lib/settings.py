@@ -40,6 +40,10 @@ class ModelSettings:
     weight_tying: bool = field(default=True, metadata=kc("GPT2_WEIGHT_TYING"))
     flash_attention: bool = field(default=True, metadata=kc("GPT2_FLASH_ATTENTION"))
     pad_vocab: bool = field(default=True, metadata=kc("GPT2_PAD_VOCAB"))
+    activation_checkpointing: bool = field(
+        default=False, metadata=kc("GPT2_ACTIVATION_CHECKPOINTING", "--activation-checkpointing")
+    )
+    fused_loss: bool = field(default=False, metadata=kc("GPT2_FUSED_LOSS", "--fused-loss"))
 
     def __post_init__(self) -> None:
         check(self, "name", self.name in MODEL_NAMES, f"one of {', '.join(MODEL_NAMES)}")
@@ -149,6 +153,7 @@ class RuntimeSettings:
     tf32: bool = field(default=True, metadata=kc("GPT2_TF32_ALLOWED"))
     compile: bool = field(default=True, metadata=kc("GPT2_COMPILE", "--compile"))
     nproc_per_node: int = field(default=1, metadata=kc("GPT2_NPROC_PER_NODE", "--nproc-per-node"))
+    memory_check: bool = field(default=True, metadata=kc("GPT2_MEMORY_CHECK", "--memory-check"))
     seed: int = field(default=1337, metadata=kc("SEED", "--seed"))
     output_dir: str = field(default="runs", metadata=kc("OUTPUT_DIR"))
     run_name: str = field(default="", metadata=kc("GPT2_RUN_NAME", "--run-name"))

@@ -43,7 +43,10 @@ RESUMABLE_CHANGES = {
     "training.log_interval",
     "training.save_checkpoint",
     "runtime.compile",
-    "runtime.nproc_per_node",  # a step sees the same tokens on any number of processes
+    "model.activation_checkpointing",  # memory/speed knobs with the same arithmetic
+    "model.fused_loss",
+    "runtime.nproc_per_node",
+    "runtime.memory_check",  # a step sees the same tokens on any number of processes
     "runtime.run_name",
     "runtime.output_dir",
     "generation.max_tokens",

@@ -1,5 +1,7 @@
 """GPT-2 shapes, sizes, causality, attention paths and sampling."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -81,3 +83,51 @@ def test_generation_never_samples_padding_rows():
     )
     out = model.generate(torch.zeros(2, 1, dtype=torch.long), 20, temperature=1.0, top_k=0)
     assert out.shape == (2, 21) and int(out.max()) < GPT2_VOCAB_SIZE
+
+
+def _loss_and_grads(config: GPTConfig, idx, targets, **changes):
+    torch.manual_seed(0)
+    model = GPT(dataclasses.replace(config, **changes))
+    _, loss = model(idx, targets)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("change", [{"fused_loss": True}, {"activation_checkpointing": True}])
+def test_memory_savers_give_the_plain_loss_and_gradients(change):
+    """Fused head + loss (chunked, gradients formed in forward) and recomputed blocks change no result."""
+    config = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=GPT2_VOCAB_SIZE)
+    gen = torch.Generator().manual_seed(1)
+    idx = torch.randint(GPT2_VOCAB_SIZE, (3, 16), generator=gen)
+    targets = torch.randint(GPT2_VOCAB_SIZE, (3, 16), generator=gen)
+    loss, grads = _loss_and_grads(config, idx, targets)
+    loss2, grads2 = _loss_and_grads(config, idx, targets, **change)
+    assert torch.allclose(loss, loss2, rtol=1e-5, atol=1e-6)
+    for name, g in grads.items():
+        assert torch.allclose(g, grads2[name], rtol=1e-4, atol=1e-7), name
+
+
+def test_fused_loss_chunks_agree_with_one_pass():
+    from lib.fused_loss import linear_cross_entropy
+
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(50, 8, generator=gen, requires_grad=True)
+    w = torch.randn(300, 8, generator=gen, requires_grad=True)
+    t = torch.randint(300, (50,), generator=gen)
+    plain = torch.nn.functional.cross_entropy(x @ w.t(), t)
+    gx, gw = torch.autograd.grad(plain, (x, w))
+    for chunk in (7, 50, 64):  # uneven, exact and larger than the tokens
+        fused = linear_cross_entropy(x, w, t, chunk=chunk)
+        fx, fw = torch.autograd.grad(2.0 * fused, (x, w))  # the upstream gradient is applied
+        assert torch.allclose(fused, plain, atol=1e-6)
+        assert torch.allclose(fx, 2 * gx, atol=1e-6) and torch.allclose(fw, 2 * gw, atol=1e-6)
+
+
+def test_fused_loss_evaluates_without_gradients():
+    config = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=GPT2_VOCAB_SIZE)
+    torch.manual_seed(0)
+    plain, fused = GPT(config).eval(), GPT(dataclasses.replace(config, fused_loss=True)).eval()
+    fused.load_state_dict(plain.state_dict())
+    idx = torch.randint(GPT2_VOCAB_SIZE, (2, 8))
+    with torch.no_grad():
+        assert torch.allclose(plain(idx, idx)[1], fused(idx, idx)[1], atol=1e-6)

@@ -1,0 +1,212 @@
+"""Memory pre-flight: estimate a run's peak GPU memory before it starts, and host RAM.
+
+The estimate adds up what a training step keeps alive on one GPU:
+
+  weights, gradients      4 + 4 bytes per parameter (fp32 masters)
+  optimizer states        8 bytes per parameter (Adam's two moments; SPAM and AdamWPrune alike)
+  pruning state           movement's fp32 scores: 4 bytes per prunable weight; others none
+  16-bit weight copies    2 bytes per parameter under autocast
+  DDP buckets             4 bytes per parameter with more than one process
+  activations             layers x tokens x n_embd x A bytes
+  logits                  tokens x vocab x G bytes
+
+A and G depend on how the model runs (compiled or eager, activation checkpointing,
+fused loss) and were measured on an H100 with torch.cuda.max_memory_allocated
+(scripts/bench_memory.py, docs/benchmarks.md has the table that checks the
+estimate against measured peaks for all four sizes).
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from gpt2.model import GPT, GPTConfig
+from lib.settings import Settings
+
+# Activation bytes per token per layer, in units of n_embd, by (compiled, activation checkpointing).
+ACTIVATION_FACTOR = {
+    (False, False): 38.0,
+    (True, False): 24.0,
+    (False, True): 4.0,
+    (True, True): 4.0,
+}
+# Bytes per token per vocabulary entry for the logits, by (compiled, fused loss).
+LOGITS_FACTOR = {(False, False): 10.0, (True, False): 8.0, (False, True): 0.0, (True, True): 0.0}
+# The fused loss keeps one chunk of fp32 logits and its 16-bit gradient.
+FUSED_CHUNK_BYTES_PER_VOCAB = 4096 * 6
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Estimated peak bytes per GPU, by part."""
+
+    parts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts.values())
+
+    def describe(self) -> str:
+        items = ", ".join(f"{k} {v / GIB:.2f}" for k, v in self.parts.items() if v)
+        return f"{self.total / GIB:.2f} GiB ({items})"
+
+
+def model_config(s: Settings, **changes) -> GPTConfig:
+    m = s.model
+    return GPTConfig.from_name(
+        m.name,
+        pad_vocab=m.pad_vocab,
+        block_size=m.block_size,
+        dropout=m.dropout,
+        bias=m.bias,
+        weight_tying=m.weight_tying,
+        flash_attention=m.flash_attention,
+        activation_checkpointing=m.activation_checkpointing,
+        fused_loss=m.fused_loss,
+        **changes,
+    )
+
+
+def parameter_counts(s: Settings) -> tuple[int, int]:
+    """(parameters, prunable weights) of the configured model, counted without allocating it."""
+    from lib.pruning.pruner import prunable_parameters
+
+    with torch.device("meta"):
+        model = GPT(model_config(s))
+    p = s.pruning
+    prunable = prunable_parameters(
+        model, include_embeddings=p.include_embeddings, include_vectors=p.include_vectors
+    )
+    return model.num_params(), sum(w.numel() for _, w in prunable)
+
+
+def estimate(
+    s: Settings,
+    *,
+    batch_size: int | None = None,
+    world_size: int = 1,
+    compiled: bool | None = None,
+    amp: bool | None = None,
+) -> MemoryEstimate:
+    """Peak GPU bytes of one training process of `s` (micro-batch `batch_size`, default the configured)."""
+    cfg = model_config(s)
+    n, prunable = parameter_counts(s)
+    b = s.training.batch_size if batch_size is None else batch_size
+    tokens = b * cfg.block_size
+    compiled = s.runtime.compile if compiled is None else compiled
+    amp = s.runtime.mixed_precision if amp is None else amp
+    act = ACTIVATION_FACTOR[(compiled, cfg.activation_checkpointing)]
+    activations = cfg.n_layer * tokens * cfg.n_embd * act
+    if cfg.activation_checkpointing:  # plus one block's insides while it is recomputed
+        activations += tokens * cfg.n_embd * ACTIVATION_FACTOR[(compiled, False)]
+    logits = tokens * cfg.vocab_size * LOGITS_FACTOR[(compiled, cfg.fused_loss)]
+    if cfg.fused_loss:
+        logits = min(tokens, 4096) * FUSED_CHUNK_BYTES_PER_VOCAB // 4096 * cfg.vocab_size
+    if not amp:  # fp32 activations and logits: twice the 16-bit bytes
+        activations, logits = 2 * activations, 2 * logits
+    return MemoryEstimate(
+        {
+            "weights": 4 * n,
+            "gradients": 4 * n,
+            "optimizer": 8 * n,
+            "pruning": 4 * prunable if s.pruning.method == "movement" else 0,
+            "weight_copies": 2 * n if amp else 0,
+            "ddp_buckets": 4 * n if world_size > 1 else 0,
+            "activations": int(activations),
+            "logits": int(logits),
+        }
+    )
+
+
+def largest_batch(s: Settings, capacity: int, **kwargs) -> int:
+    """The largest micro-batch whose estimate fits in `capacity` bytes (0 if none does)."""
+    lo, hi = 0, 1
+    while estimate(s, batch_size=hi, **kwargs).total <= capacity and hi < 1 << 16:
+        lo, hi = hi, 2 * hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if estimate(s, batch_size=mid, **kwargs).total <= capacity else (lo, mid)
+    return lo
+
+
+def fit_advice(s: Settings, capacity: int, world_size: int = 1) -> list[str]:
+    """Ways to make `s` fit in `capacity` bytes, best first, each with the values to set."""
+    t = s.training
+    global_batch = t.batch_size * t.gradient_accumulation
+    tips = []
+    b = largest_batch(s, capacity, world_size=world_size)
+    if b:
+        accumulation = math.ceil(global_batch / b / world_size) * world_size
+        tips.append(
+            f"a smaller micro-batch with more accumulation: --batch-size {b} --gradient-accumulation "
+            f"{accumulation} (BATCH_SIZE, GPT2_GRADIENT_ACCUMULATION)"
+        )
+    for symbol, flag, path in (
+        ("GPT2_FUSED_LOSS", "--fused-loss", "model.fused_loss"),
+        ("GPT2_ACTIVATION_CHECKPOINTING", "--activation-checkpointing", "model.activation_checkpointing"),
+    ):
+        if not getattr(s.model, path.split(".")[1]):
+            other = s.replace({path: True})
+            if estimate(other, world_size=world_size).total <= capacity:
+                tips.append(f"{symbol}=y ({flag}) keeps the batch and fits")
+            elif largest_batch(other, capacity, world_size=world_size) > b:
+                tips.append(
+                    f"{symbol}=y ({flag}) fits up to --batch-size {largest_batch(other, capacity, world_size=world_size)}"
+                )
+    if not b:
+        tips.append("a smaller model (GPT2_MODEL_NAME): the weights and optimizer states alone do not fit")
+    return tips
+
+
+def check_gpu_fits(s: Settings, device: torch.device, world_size: int = 1) -> MemoryEstimate:
+    """Raise MemoryError with advice when the estimate exceeds the GPU's memory; return it otherwise."""
+    est = estimate(
+        s,
+        world_size=world_size,
+        compiled=s.runtime.compile and device.type == "cuda",
+        amp=s.runtime.mixed_precision and device.type != "cpu",
+    )
+    if device.type != "cuda":
+        return est
+    capacity = torch.cuda.get_device_properties(device).total_memory
+    usable = int(0.95 * capacity)  # the CUDA context and allocator fragmentation take the rest
+    if est.total > usable:
+        tips = "\n  - ".join(fit_advice(s, usable, world_size))
+        raise MemoryError(
+            f"this run needs about {est.describe()} per GPU, more than the {usable / GIB:.1f} GiB usable "
+            f"on {torch.cuda.get_device_name(device)}. To fit:\n  - {tips}\n"
+            "(The estimate is lib/memory.py's; if you know better, skip it with --no-memory-check.)"
+        )
+    return est
+
+
+def available_host_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def host_bytes_needed(s: Settings, checkpoint_bytes: int = 0, processes: int = 1) -> int:
+    """Host RAM to build the model (fp32 on the CPU first), plus a checkpoint being loaded, per host."""
+    n, _ = parameter_counts(s)
+    return processes * (4 * n + checkpoint_bytes + 2 * GIB)  # + the torch runtime itself
+
+
+def host_ram_warning(needed: int) -> str | None:
+    """A warning when this host has less RAM available than `needed` (the seeds' system lock-ups)."""
+    available = available_host_bytes()
+    if available is None or needed <= available:
+        return None
+    return (
+        f"loading needs about {needed / GIB:.1f} GiB of host RAM but only {available / GIB:.1f} GiB is "
+        "available: the system may swap or lock up. Close other programs, use a smaller model, or fewer "
+        "processes per host."
+    )
