@@ -141,7 +141,7 @@ def build_peer(name: str, args, device):
         embd_pdrop=0.0,
         attn_pdrop=0.0,
     )
-    model = GPT2LMHeadModel(config, attn_implementation="sdpa").to(device)
+    model = GPT2LMHeadModel._from_config(config, attn_implementation="sdpa").to(device)
     return model, lambda m, x, y: m(input_ids=x, labels=x).loss
 
 
@@ -292,6 +292,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(run_one(name, args, device, amp, data, work))
             except ImportError as e:
                 rows.append({"name": name, "error": f"skipped: {e}"})
+            except Exception as e:  # a peer that breaks must not cost the other measurements
+                if name not in PEERS:
+                    raise
+                rows.append({"name": name, "error": f"failed: {type(e).__name__}: {str(e)[:200]}"})
             except torch.OutOfMemoryError:
                 rows.append({"name": name, "error": "out of memory"})
             release(device)
