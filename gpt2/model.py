@@ -165,12 +165,15 @@ class GPT(nn.Module):
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """idx (B, T) token ids -> logits (B, T, vocab), and the mean loss when targets (B, T) given.
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, all_positions: bool = False
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """idx (B, T) token ids -> (logits, loss).
 
-        Without targets only the last position is scored (B, 1, vocab): all generation needs.
-        With fused_loss and targets, no logits are returned (None, loss).
+        With targets (B, T): (None, mean loss). The logits stay inside: returned from
+        a compiled graph they would be kept as a 16-bit copy beside what backward
+        needs (6 GB more at 32 x 1024 tokens, docs/benchmarks.md).
+        Without targets: (logits, None), of the last position only (B, 1, vocab),
+        all generation needs, or of every position (B, T, vocab) with all_positions.
         """
         B, T = idx.shape
         if T > self.config.block_size:
@@ -182,12 +185,11 @@ class GPT(nn.Module):
             x = checkpoint(block, x, use_reentrant=False) if recompute else block(x)
         x = self.transformer.ln_f(x)
         if targets is None:
-            return self.lm_head(x[:, [-1], :]), None
+            return self.lm_head(x if all_positions else x[:, [-1], :]), None
         if self.config.fused_loss:
             return None, linear_cross_entropy(x, self.lm_head.weight, targets)
         logits = self.lm_head(x)
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
-        return logits, loss
+        return None, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
     def flops_per_token(self) -> int:
         """Training FLOPs per token (forward + backward), PaLM appendix B: 6N + 12 L H Q T."""

@@ -39,10 +39,14 @@ def test_shapes_and_loss():
     model = tiny()
     idx = torch.randint(0, GPT2_VOCAB_SIZE, (3, 16))
     logits, loss = model(idx, idx)
-    assert logits.shape == (3, 16, 50304)
+    assert logits is None  # a loss call keeps its logits inside
     assert loss.shape == () and 9 < loss.item() < 12  # ~ln(50304) at init
     logits, loss = model(idx)
     assert logits.shape == (3, 1, 50304) and loss is None
+    logits, _ = model(idx, all_positions=True)
+    assert logits.shape == (3, 16, 50304)
+    expected = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), idx.view(-1))
+    assert torch.allclose(expected, model(idx, idx)[1])
 
 
 def test_weight_tying_shares_one_matrix():
@@ -58,8 +62,8 @@ def test_future_tokens_never_change_past_logits(flash):
     a = torch.randint(0, GPT2_VOCAB_SIZE, (1, 16))
     b = a.clone()
     b[0, 10:] = torch.randint(0, GPT2_VOCAB_SIZE, (6,))
-    la, _ = model(a, a)
-    lb, _ = model(b, b)
+    la, _ = model(a, all_positions=True)
+    lb, _ = model(b, all_positions=True)
     torch.testing.assert_close(la[0, :10], lb[0, :10])
     assert not torch.allclose(la[0, 10:], lb[0, 10:])
 
