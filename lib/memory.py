@@ -1,19 +1,22 @@
 """Memory pre-flight: estimate a run's peak GPU memory before it starts, and host RAM.
 
-The estimate adds up what a training step keeps alive on one GPU:
+The peak comes at the end of a micro-batch's forward pass, when every
+activation is alive; the estimate adds up what is held then on one GPU:
 
-  weights, gradients      4 + 4 bytes per parameter (fp32 masters)
+  weights, 16-bit copies  4 + 2 bytes per parameter (fp32 masters, autocast's bf16 copies)
   optimizer states        8 bytes per parameter (Adam's two moments; SPAM and AdamWPrune alike)
+  gradients               4 bytes per parameter, only with gradient accumulation (with one
+                          micro-batch they are freed before the next forward)
   pruning state           movement's fp32 scores: 4 bytes per prunable weight; others none
-  16-bit weight copies    2 bytes per parameter under autocast
   DDP buckets             4 bytes per parameter with more than one process
   activations             layers x tokens x n_embd x A bytes
   logits                  tokens x vocab x G bytes
 
-A and G depend on how the model runs (compiled or eager, activation checkpointing,
-fused loss) and were measured on an H100 with torch.cuda.max_memory_allocated
-(scripts/bench_memory.py, docs/benchmarks.md has the table that checks the
-estimate against measured peaks for all four sizes).
+A and G depend on how the model runs (compiled or eager, activation
+checkpointing) and were fitted to torch.cuda.max_memory_allocated of real
+training steps on an H100 (scripts/bench_memory.py). Fitted on gpt2 and
+gpt2-medium alone, the compiled estimate predicts gpt2-large and gpt2-xl within
+1.3% (docs/benchmarks.md has the table).
 """
 
 import math
@@ -24,17 +27,18 @@ import torch
 from gpt2.model import GPT, GPTConfig
 from lib.settings import Settings
 
-# Activation bytes per token per layer, in units of n_embd, by (compiled, activation checkpointing).
-ACTIVATION_FACTOR = {
-    (False, False): 38.0,
-    (True, False): 24.0,
-    (False, True): 4.0,
-    (True, True): 4.0,
+# (A, G) by (compiled, activation checkpointing): activation bytes per token per layer in units of
+# n_embd, and logits bytes per token per vocabulary entry. Inductor never keeps the fp32 logits
+# (G ~ 2); eager keeps bf16 logits, their fp32 softmax and its gradient (G ~ 10).
+FACTORS = {
+    (True, False): (37.2, 2.0),
+    (False, False): (36.6, 10.1),
+    (True, True): (4.8, 1.9),
+    (False, True): (2.1, 10.25),
 }
-# Bytes per token per vocabulary entry for the logits, by (compiled, fused loss).
-LOGITS_FACTOR = {(False, False): 10.0, (True, False): 8.0, (False, True): 0.0, (True, True): 0.0}
-# The fused loss keeps one chunk of fp32 logits and its 16-bit gradient.
-FUSED_CHUNK_BYTES_PER_VOCAB = 4096 * 6
+# The fused loss keeps one 4096-token chunk: fp32 logits turned into probabilities, and their
+# 16-bit gradient.
+FUSED_CHUNK_TOKENS, FUSED_BYTES_PER_LOGIT = 4096, 6
 GIB = 2**30
 
 
@@ -97,19 +101,18 @@ def estimate(
     tokens = b * cfg.block_size
     compiled = s.runtime.compile if compiled is None else compiled
     amp = s.runtime.mixed_precision if amp is None else amp
-    act = ACTIVATION_FACTOR[(compiled, cfg.activation_checkpointing)]
+    act, per_logit = FACTORS[(compiled, cfg.activation_checkpointing)]
     activations = cfg.n_layer * tokens * cfg.n_embd * act
-    if cfg.activation_checkpointing:  # plus one block's insides while it is recomputed
-        activations += tokens * cfg.n_embd * ACTIVATION_FACTOR[(compiled, False)]
-    logits = tokens * cfg.vocab_size * LOGITS_FACTOR[(compiled, cfg.fused_loss)]
     if cfg.fused_loss:
-        logits = min(tokens, 4096) * FUSED_CHUNK_BYTES_PER_VOCAB // 4096 * cfg.vocab_size
+        logits = min(tokens, FUSED_CHUNK_TOKENS) * cfg.vocab_size * FUSED_BYTES_PER_LOGIT
+    else:
+        logits = tokens * cfg.vocab_size * per_logit
     if not amp:  # fp32 activations and logits: twice the 16-bit bytes
         activations, logits = 2 * activations, 2 * logits
     return MemoryEstimate(
         {
             "weights": 4 * n,
-            "gradients": 4 * n,
+            "gradients": 4 * n if s.training.gradient_accumulation > 1 else 0,
             "optimizer": 8 * n,
             "pruning": 4 * prunable if s.pruning.method == "movement" else 0,
             "weight_copies": 2 * n if amp else 0,

@@ -32,10 +32,13 @@ def test_estimate_parts_follow_the_settings():
     base = Settings().replace({"model.name": "gpt2", "training.batch_size": 32})
     e = estimate(base, compiled=True)
     n = e.parts["weights"] // 4
-    assert e.parts["gradients"] == 4 * n and e.parts["optimizer"] == 8 * n and e.parts["pruning"] == 0
+    assert e.parts["optimizer"] == 8 * n and e.parts["pruning"] == 0
+    # Gradients outlive a forward pass only when micro-batches accumulate.
+    assert e.parts["gradients"] == 0
+    assert estimate(base.replace({"training.gradient_accumulation": 2}), compiled=True).parts["gradients"] == 4 * n
     # Activations and logits grow with the micro-batch; the states do not.
     double = estimate(base, batch_size=2 * base.training.batch_size, compiled=True)
-    assert double.parts["activations"] == 2 * e.parts["activations"]
+    assert abs(double.parts["activations"] - 2 * e.parts["activations"]) <= 1
     assert double.parts["optimizer"] == e.parts["optimizer"]
     movement = estimate(base.replace({"pruning.method": "movement"}), compiled=True)
     assert 0 < movement.parts["pruning"] < e.parts["weights"]  # fp32 scores of the Linear weights only
@@ -44,7 +47,7 @@ def test_estimate_parts_follow_the_settings():
     fused = estimate(base.replace({"model.fused_loss": True}), compiled=True)
     assert ckpt.parts["activations"] < e.parts["activations"] / 3
     assert fused.parts["logits"] < e.parts["logits"] / 5
-    assert estimate(base, compiled=True, amp=False).parts["activations"] == 2 * e.parts["activations"]
+    assert abs(estimate(base, compiled=True, amp=False).parts["activations"] - 2 * e.parts["activations"]) <= 1
 
 
 def test_largest_batch_is_the_edge_of_the_estimate():
