@@ -44,9 +44,9 @@ def test_estimate_parts_follow_the_settings():
     assert 0 < movement.parts["pruning"] < e.parts["weights"]  # fp32 scores of the Linear weights only
     assert estimate(base, world_size=2, compiled=True).parts["ddp_buckets"] == 4 * n
     ckpt = estimate(base.replace({"model.activation_checkpointing": True}), compiled=True)
-    fused = estimate(base.replace({"model.fused_loss": True}), compiled=True)
+    fused = estimate(base.replace({"model.fused_loss": True}), compiled=False)
     assert ckpt.parts["activations"] < e.parts["activations"] / 3
-    assert fused.parts["logits"] < e.parts["logits"] / 5
+    assert fused.parts["logits"] < estimate(base, compiled=False).parts["logits"] / 5
     assert abs(estimate(base, compiled=True, amp=False).parts["activations"] - 2 * e.parts["activations"]) <= 1
 
 
