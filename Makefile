@@ -31,7 +31,7 @@ STAMP := $(VENV)/.installed
 export KCONFIG_CONFIG := .config
 
 .DEFAULT_GOAL := all
-.PHONY: all train test-matrix test-matrix-report data test lint menuconfig savedefconfig olddefconfig listnewconfig \
+.PHONY: all train bench test-matrix test-matrix-report data test lint menuconfig savedefconfig olddefconfig listnewconfig \
 	list-defconfigs help clean distclean venv $(addprefix defconfig-,$(DEFCONFIGS))
 
 all: train
@@ -99,6 +99,12 @@ test-matrix: data
 test-matrix-report: | $(STAMP)
 	$(PY) -m scripts.run_test_matrix --report-only $(RESULTS)
 
+# Throughput beside a nanoGPT-style baseline (and HF GPT-2 when transformers is installed);
+# BENCH_ARGS="--only baseline,adamw" etc. Figures go to docs/benchmarks.md by hand, with the date.
+BENCH_ARGS ?=
+bench: | $(STAMP)
+	$(PY) -m scripts.bench_train $(BENCH_ARGS)
+
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -122,6 +128,7 @@ help:
 	@echo "  make                     prepare data if missing, then train what .config describes"
 	@echo "                           (no .config: the CPU default, $(DEFAULT_DEFCONFIG))"
 	@echo "  make RESUME=1            continue the latest run of this configuration"
+	@echo "                           GPT2_NPROC_PER_NODE>1 runs it under torchrun (DDP, one GPU each)"
 	@echo "  make TRAIN_ARGS='...'    extra gpt2/train.py flags, e.g. --max-iters 100"
 	@echo "  make data                prepare the dataset .config names (SHAKESPEARE_SOURCE=file: offline copy)"
 	@echo "  make test-matrix         one run per selected combination, then the report (also plain make)"
@@ -135,6 +142,10 @@ help:
 	@echo "  make savedefconfig       write a minimal defconfig (DEFCONFIG=defconfigs/<name>)"
 	@echo "  make olddefconfig        update .config after Kconfig changed (new options get defaults)"
 	@echo "  make listnewconfig       list options .config does not set yet"
+	@echo ""
+	@echo "Measuring"
+	@echo "  make bench               training throughput vs a nanoGPT-style baseline (BENCH_ARGS=...)"
+	@echo "                           also: python -m scripts.bench_memory, python -m scripts.bench_step"
 	@echo ""
 	@echo "Checking"
 	@echo "  make test                the pytest suite (PYTEST_ARGS='-k model' to select)"

@@ -35,7 +35,10 @@ def test_estimate_parts_follow_the_settings():
     assert e.parts["optimizer"] == 8 * n and e.parts["pruning"] == 0
     # Gradients outlive a forward pass only when micro-batches accumulate.
     assert e.parts["gradients"] == 0
-    assert estimate(base.replace({"training.gradient_accumulation": 2}), compiled=True).parts["gradients"] == 4 * n
+    assert (
+        estimate(base.replace({"training.gradient_accumulation": 2}), compiled=True).parts["gradients"]
+        == 4 * n
+    )
     # Activations and logits grow with the micro-batch; the states do not.
     double = estimate(base, batch_size=2 * base.training.batch_size, compiled=True)
     assert abs(double.parts["activations"] - 2 * e.parts["activations"]) <= 1
@@ -47,7 +50,9 @@ def test_estimate_parts_follow_the_settings():
     fused = estimate(base.replace({"model.fused_loss": True}), compiled=False)
     assert ckpt.parts["activations"] < e.parts["activations"] / 3
     assert fused.parts["logits"] < estimate(base, compiled=False).parts["logits"] / 5
-    assert abs(estimate(base, compiled=True, amp=False).parts["activations"] - 2 * e.parts["activations"]) <= 1
+    assert (
+        abs(estimate(base, compiled=True, amp=False).parts["activations"] - 2 * e.parts["activations"]) <= 1
+    )
 
 
 def test_largest_batch_is_the_edge_of_the_estimate():
