@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from tqdm.contrib.logging import logging_redirect_tqdm  # noqa: E402
 
-from gpt2.model import GPT, GPT2_VOCAB_SIZE, GPTConfig  # noqa: E402
+from gpt2.model import GPT, GPT2_VOCAB_SIZE  # noqa: E402
 from lib import distributed  # noqa: E402
 from lib.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint  # noqa: E402
 from lib.data import DataError, TokenData  # noqa: E402
@@ -240,17 +240,7 @@ def train(
     except DataError as e:
         log.error("error: %s", e)
         return 2
-    config = GPTConfig.from_name(
-        s.model.name,
-        pad_vocab=s.model.pad_vocab,
-        block_size=s.model.block_size,
-        dropout=s.model.dropout,
-        bias=s.model.bias,
-        weight_tying=s.model.weight_tying,
-        flash_attention=s.model.flash_attention,
-        activation_checkpointing=s.model.activation_checkpointing,
-        fused_loss=s.model.fused_loss,
-    )
+    config = s.model.gpt_config()
     model = GPT(config).to(device)
     if dist.enabled:  # the same initial weights everywhere (DDP checks), then dropout differs per rank
         torch.manual_seed(s.runtime.seed + 7919 * dist.rank)

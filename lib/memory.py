@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gpt2.model import GPT, GPTConfig
+from gpt2.model import GPT
 from lib.settings import Settings
 
 # (A, G) by (compiled, activation checkpointing): activation bytes per token per layer in units of
@@ -57,28 +57,12 @@ class MemoryEstimate:
         return f"{self.total / GIB:.2f} GiB ({items})"
 
 
-def model_config(s: Settings, **changes) -> GPTConfig:
-    m = s.model
-    return GPTConfig.from_name(
-        m.name,
-        pad_vocab=m.pad_vocab,
-        block_size=m.block_size,
-        dropout=m.dropout,
-        bias=m.bias,
-        weight_tying=m.weight_tying,
-        flash_attention=m.flash_attention,
-        activation_checkpointing=m.activation_checkpointing,
-        fused_loss=m.fused_loss,
-        **changes,
-    )
-
-
 def parameter_counts(s: Settings) -> tuple[int, int]:
     """(parameters, prunable weights) of the configured model, counted without allocating it."""
     from lib.pruning.pruner import prunable_parameters
 
     with torch.device("meta"):
-        model = GPT(model_config(s))
+        model = GPT(s.model.gpt_config())
     p = s.pruning
     prunable = prunable_parameters(
         model, include_embeddings=p.include_embeddings, include_vectors=p.include_vectors
@@ -95,7 +79,7 @@ def estimate(
     amp: bool | None = None,
 ) -> MemoryEstimate:
     """Peak GPU bytes of one training process of `s` (micro-batch `batch_size`, default the configured)."""
-    cfg = model_config(s)
+    cfg = s.model.gpt_config()
     n, prunable = parameter_counts(s)
     b = s.training.batch_size if batch_size is None else batch_size
     tokens = b * cfg.block_size

@@ -50,6 +50,22 @@ class ModelSettings:
         check(self, "block_size", 8 <= self.block_size <= 8192, "8..8192")
         check(self, "dropout", 0.0 <= self.dropout < 1.0, "a number in [0, 1)")
 
+    def gpt_config(self):
+        """The gpt2.model.GPTConfig these settings describe."""
+        from gpt2.model import GPTConfig
+
+        return GPTConfig.from_name(
+            self.name,
+            pad_vocab=self.pad_vocab,
+            block_size=self.block_size,
+            dropout=self.dropout,
+            bias=self.bias,
+            weight_tying=self.weight_tying,
+            flash_attention=self.flash_attention,
+            activation_checkpointing=self.activation_checkpointing,
+            fused_loss=self.fused_loss,
+        )
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class GenerationSettings:

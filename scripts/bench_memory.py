@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from gpt2.model import GPT, SIZES  # noqa: E402
 from lib.data import TokenData  # noqa: E402
 from lib.io import atomic_write_json  # noqa: E402
-from lib.memory import GIB, estimate, largest_batch, model_config  # noqa: E402
+from lib.memory import GIB, estimate, largest_batch  # noqa: E402
 from lib.optim import build_optimizer  # noqa: E402
 from lib.runtime import resolve_device  # noqa: E402
 from lib.settings import Settings  # noqa: E402
@@ -57,7 +57,7 @@ def measure(s: Settings, device: torch.device, data: TokenData, work: Path) -> i
     torch.cuda.reset_peak_memory_stats(device)
     try:
         with torch.device(device):  # initialised in place: seconds, not minutes, for gpt2-xl
-            model = GPT(model_config(s))
+            model = GPT(s.model.gpt_config())
         optimizer = build_optimizer(model, s.optimizer, s.training.learning_rate, compile=s.runtime.compile)
         compiled = torch.compile(model) if s.runtime.compile else model
         trainer = Trainer(s, work, device, model, compiled, optimizer, data, torch.bfloat16)

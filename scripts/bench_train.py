@@ -42,7 +42,6 @@ import torch.nn.functional as F  # noqa: E402
 from gpt2.model import GPT, SIZES  # noqa: E402
 from lib.data import META_FILE, TOKEN_DTYPE, TokenData  # noqa: E402
 from lib.io import atomic_write_json  # noqa: E402
-from lib.memory import model_config  # noqa: E402
 from lib.metrics import peak_flops  # noqa: E402
 from lib.optim import build_optimizer  # noqa: E402
 from lib.pruning import build_pruner  # noqa: E402
@@ -201,10 +200,10 @@ def run_one(name: str, args, device, amp, data, work: Path) -> dict:
         def step():
             peer_step(compiled, optimizer, data, args, device, amp, loss_fn)
 
-        flops = GPT(model_config(settings_for("adamw", args))).flops_per_token()
+        flops = GPT(settings_for("adamw", args).model.gpt_config()).flops_per_token()
     else:
         s = settings_for(name, args)
-        model = GPT(model_config(s)).to(device)
+        model = GPT(s.model.gpt_config()).to(device)
         optimizer = build_optimizer(model, s.optimizer, s.training.learning_rate, compile=args.compile)
         pruner = build_pruner(model, optimizer, s.pruning, s.optimizer.adamwprune_variant, 10_000)
         compiled = torch.compile(model) if args.compile else model
