@@ -145,7 +145,7 @@ help:
 	@echo ""
 	@echo "Measuring"
 	@echo "  make bench               training throughput vs a nanoGPT-style baseline (BENCH_ARGS=...)"
-	@echo "                           also: python -m scripts.bench_memory, python -m scripts.bench_step"
+	@echo "                           also: python -m scripts.bench_memory, python -m scripts.bench_optim"
 	@echo ""
 	@echo "Checking"
 	@echo "  make test                the pytest suite (PYTEST_ARGS='-k model' to select)"

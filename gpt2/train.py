@@ -29,6 +29,7 @@ from lib import distributed  # noqa: E402
 from lib.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint  # noqa: E402
 from lib.data import DataError, TokenData  # noqa: E402
 from lib.distributed import Dist, broadcast, wrap_ddp  # noqa: E402
+from lib.fp8 import convert_to_fp8  # noqa: E402
 from lib.io import atomic_write_json, atomic_write_text  # noqa: E402
 from lib.memory import check_gpu_fits, host_bytes_needed, host_ram_warning  # noqa: E402
 from lib.metrics import bookkeeping, peak_memory_bytes  # noqa: E402
@@ -36,7 +37,7 @@ from lib.optim import build_optimizer  # noqa: E402
 from lib.pruning import build_pruner  # noqa: E402
 from lib.pruning.scores import bitter2_overrides  # noqa: E402
 from lib.records import copy_config, environment, latest_run_dir, new_run_dir, plot_losses  # noqa: E402
-from lib.runtime import amp_dtype, configure  # noqa: E402
+from lib.runtime import amp_dtype, compile_model, configure  # noqa: E402
 from lib.settings import Settings, SettingsError, add_override_flags, load_settings, overrides_from_args  # noqa: E402
 from lib.tracking import start_tracker  # noqa: E402
 from lib.trainer import Trainer, planned_iters  # noqa: E402
@@ -217,7 +218,7 @@ def train(
             dist.world_size,
             s.runtime.nproc_per_node,
         )
-    configure(device, s.runtime.tf32, s.runtime.seed)
+    configure(device, s.runtime.tf32, s.runtime.seed, s.runtime.attention_backend)
     if dist.is_main:
         if resume_state is None:
             # A folder without a checkpoint holds at most an attempt that died before its first one.
@@ -242,13 +243,18 @@ def train(
         return 2
     config = s.model.gpt_config()
     model = GPT(config).to(device)
+    if s.runtime.fp8:
+        try:
+            convert_to_fp8(model, s.runtime.fp8_recipe, device)
+        except RuntimeError as e:
+            log.error("error: %s", e)
+            return 2
     if dist.enabled:  # the same initial weights everywhere (DDP checks), then dropout differs per rank
         torch.manual_seed(s.runtime.seed + 7919 * dist.rank)
     optimizer = build_optimizer(model, s.optimizer, s.training.learning_rate, compile=s.runtime.compile)
     amp = amp_dtype(device, s.runtime.mixed_precision, s.runtime.amp_dtype)
     compiled = s.runtime.compile and device.type == "cuda"
-    train_model = wrap_ddp(model, dist, device)
-    train_model = torch.compile(train_model) if compiled else train_model
+    train_model = compile_model(wrap_ddp(model, dist, device), device, compiled, s.runtime.compile_mode)
     try:
         total_iters = planned_iters(s, data.num_tokens("train"))
         pruner = build_pruner(model, optimizer, s.pruning, s.optimizer.adamwprune_variant, total_iters)

@@ -98,7 +98,7 @@ def estimate(
             "weights": 4 * n,
             "gradients": 4 * n if s.training.gradient_accumulation > 1 else 0,
             "optimizer": 8 * n,
-            "pruning": 4 * prunable if s.pruning.method == "movement" else 0,
+            "pruning": 2 * prunable if s.pruning.method == "movement" else 0,  # bf16 scores
             "weight_copies": 2 * n if amp else 0,
             "ddp_buckets": 4 * n if world_size > 1 else 0,
             "activations": int(activations),

@@ -10,6 +10,17 @@ import numpy as np
 import torch
 
 AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "max-autotune")
+# GPT2_ATTENTION_BACKEND -> the scaled_dot_product_attention kernels left enabled (None: PyTorch's choice).
+ATTENTION_BACKENDS = {
+    "auto": None,
+    "flash": "flash",
+    "cudnn": "cudnn",
+    "efficient": "mem_efficient",
+    "math": "math",
+}
+SDPA_KERNELS = ("flash", "cudnn", "mem_efficient", "math")
+FP8_RECIPES = ("tensorwise", "rowwise")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -70,8 +81,28 @@ def keep_freed_memory() -> bool:
         return False
 
 
-def configure(device: torch.device, tf32: bool, seed: int) -> None:
-    """Seed every generator, set the matmul precision policy, tune the CPU allocator."""
+def select_attention_backend(name: str) -> None:
+    """Leave only GPT2_ATTENTION_BACKEND's fused attention kernel enabled ('auto': all of them).
+
+    The math kernel stays on as the fallback for inputs the chosen kernel does not take
+    (e.g. on the CPU), so a choice never makes a run fail where 'auto' would not.
+    """
+    chosen = ATTENTION_BACKENDS[name]
+    for kernel in SDPA_KERNELS:
+        on = chosen is None or kernel in (chosen, "math")
+        getattr(torch.backends.cuda, f"enable_{kernel}_sdp")(on)
+
+
+def compile_model(model: torch.nn.Module, device: torch.device, enabled: bool, mode: str) -> torch.nn.Module:
+    """torch.compile(model) with GPT2_COMPILE_MODE on CUDA when enabled; the model itself otherwise."""
+    if not enabled or device.type != "cuda":
+        return model
+    return torch.compile(model, mode=None if mode == "default" else mode)
+
+
+def configure(device: torch.device, tf32: bool, seed: int, attention_backend: str = "auto") -> None:
+    """Seed every generator, set the matmul precision policy and attention kernel, tune the CPU allocator."""
+    select_attention_backend(attention_backend)
     if device.type == "cpu":
         keep_freed_memory()
     random.seed(seed)

@@ -19,6 +19,7 @@ from lib.matrix import MatrixSettings
 from lib.optim import OPTIMIZERS, OptimizerSettings
 from lib.pruning import PAIRINGS, PRUNERS, PruningSettings
 from lib.pruning.scores import ADAMWPRUNE_VARIANTS
+from lib.runtime import ATTENTION_BACKENDS, COMPILE_MODES, FP8_RECIPES
 from lib.tracking import TrackingSettings
 from lib.validate import SettingsError, check, kc
 
@@ -168,6 +169,15 @@ class RuntimeSettings:
     amp_dtype: str = field(default="bfloat16", metadata=kc("GPT2_AMP_DTYPE"))
     tf32: bool = field(default=True, metadata=kc("GPT2_TF32_ALLOWED"))
     compile: bool = field(default=True, metadata=kc("GPT2_COMPILE", "--compile"))
+    compile_mode: str = field(default="default", metadata=kc("GPT2_COMPILE_MODE", "--compile-mode"))
+    """A key of COMPILE_MODES (torch.compile's mode)."""
+    attention_backend: str = field(
+        default="auto", metadata=kc("GPT2_ATTENTION_BACKEND", "--attention-backend")
+    )
+    """A key of ATTENTION_BACKENDS."""
+    fp8: bool = field(default=False, metadata=kc("GPT2_FP8", "--fp8"))
+    fp8_recipe: str = field(default="tensorwise", metadata=kc("GPT2_FP8_RECIPE", "--fp8-recipe"))
+    """A key of FP8_RECIPES."""
     nproc_per_node: int = field(default=1, metadata=kc("GPT2_NPROC_PER_NODE", "--nproc-per-node"))
     memory_check: bool = field(default=True, metadata=kc("GPT2_MEMORY_CHECK", "--memory-check"))
     seed: int = field(default=1337, metadata=kc("SEED", "--seed"))
@@ -180,6 +190,14 @@ class RuntimeSettings:
         )
         check(self, "device", ok, "auto, cpu, cuda, cuda:N or mps")
         check(self, "amp_dtype", self.amp_dtype in ("bfloat16", "float16"), "bfloat16 or float16")
+        check(self, "compile_mode", self.compile_mode in COMPILE_MODES, f"one of {', '.join(COMPILE_MODES)}")
+        check(
+            self,
+            "attention_backend",
+            self.attention_backend in ATTENTION_BACKENDS,
+            f"one of {', '.join(ATTENTION_BACKENDS)}",
+        )
+        check(self, "fp8_recipe", self.fp8_recipe in FP8_RECIPES, f"one of {', '.join(FP8_RECIPES)}")
         check(self, "nproc_per_node", 1 <= self.nproc_per_node <= 64, "1..64")
         check(self, "seed", 0 <= self.seed < 2**31, "0..2147483647")
         check(self, "output_dir", self.output_dir != "", "a non-empty path")
@@ -354,6 +372,9 @@ _FLAG_CHOICES = {
     "optimizer.name": tuple(OPTIMIZERS),
     "pruning.method": tuple(PRUNERS),
     "optimizer.adamwprune_variant": tuple(ADAMWPRUNE_VARIANTS),
+    "runtime.compile_mode": COMPILE_MODES,
+    "runtime.attention_backend": tuple(ATTENTION_BACKENDS),
+    "runtime.fp8_recipe": FP8_RECIPES,
 }
 
 

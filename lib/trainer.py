@@ -43,6 +43,8 @@ RESUMABLE_CHANGES = {
     "training.log_interval",
     "training.save_checkpoint",
     "runtime.compile",
+    "runtime.compile_mode",
+    "runtime.attention_backend",  # the same attention, another kernel
     "model.activation_checkpointing",  # memory/speed knobs with the same arithmetic
     "model.fused_loss",
     "runtime.nproc_per_node",

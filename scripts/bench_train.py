@@ -45,7 +45,14 @@ from lib.io import atomic_write_json  # noqa: E402
 from lib.metrics import peak_flops  # noqa: E402
 from lib.optim import build_optimizer  # noqa: E402
 from lib.pruning import build_pruner  # noqa: E402
-from lib.runtime import autocast, resolve_device, synchronize  # noqa: E402
+from lib.fp8 import convert_to_fp8  # noqa: E402
+from lib.runtime import (  # noqa: E402
+    autocast,
+    compile_model,
+    resolve_device,
+    select_attention_backend,
+    synchronize,
+)
 from lib.settings import Settings  # noqa: E402
 from lib.trainer import Trainer  # noqa: E402
 
@@ -58,7 +65,21 @@ PROJECT = {
     "adamw-movement": {"pruning.method": "movement"},
     "adamwprune-state": {"optimizer.name": "adamwprune", "pruning.method": "state"},
     "adamw-checkpointing": {"model.activation_checkpointing": True},
+    # Speed levers (issue #6), each alone, then together.
+    "adamw-cudnn-attention": {"runtime.attention_backend": "cudnn"},
+    "adamw-max-autotune": {"runtime.compile_mode": "max-autotune-no-cudagraphs"},
+    "adamw-cudagraphs": {"runtime.compile_mode": "max-autotune"},
+    "adamw-fp8": {"runtime.fp8": True},
+    "adamw-fp8-rowwise": {"runtime.fp8": True, "runtime.fp8_recipe": "rowwise"},
+    "adamw-fp8-cudnn": {"runtime.fp8": True, "runtime.attention_backend": "cudnn"},
+    "adamwspam-fp8-cudnn": {
+        "optimizer.name": "adamwspam",
+        "runtime.fp8": True,
+        "runtime.attention_backend": "cudnn",
+    },
 }
+# Not in the default list (minutes of autotuning each): name them with --only.
+SLOW = ("adamw-max-autotune", "adamw-cudagraphs")
 PEERS = ("baseline", "hf")
 
 
@@ -174,6 +195,50 @@ def measure(step, args, device) -> dict:
     return {"ms_per_iter": ms, "window_ms": windows, "peak_memory_bytes": peak}
 
 
+# Kernel-name patterns -> where the time of an iteration goes (first match wins).
+KERNEL_KINDS = (
+    ("attention", ("flash", "fmha", "attention", "cudnn", "sdpa")),
+    ("optimizer", ("adam", "multi_tensor", "foreach")),
+    ("matmul", ("gemm", "sm90", "sm80", "xmma", "cutlass", "nvjet", "matmul", "scaled_mm", "wgmma")),
+    ("loss", ("nll", "log_softmax", "cross_entropy", "softmax")),
+    ("embedding", ("embedding", "index", "scatter", "gather")),
+    ("fused (triton)", ("triton",)),
+    ("copy", ("memcpy", "memset", "copy", "fill")),
+)
+
+
+def kernel_kind(name: str) -> str:
+    low = name.lower()
+    return next((kind for kind, keys in KERNEL_KINDS if any(k in low for k in keys)), "other")
+
+
+def profile(step, name: str, folder: Path, device: torch.device, steps: int = 3) -> dict:
+    """GPU time per kind of kernel over `steps` iterations (torch.profiler); full table to a file."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    synchronize(device)
+    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        synchronize(device)
+    events = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    kinds: dict[str, float] = {}
+    for e in events:
+        kinds[kernel_kind(e.key)] = kinds.get(kernel_kind(e.key), 0.0) + e.self_device_time_total / 1000
+    total = sum(kinds.values())
+    table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=40, max_name_column_width=90)
+    lines = [f"{name}: GPU kernel time per iteration, {total / steps:.2f} ms in all"]
+    lines += [
+        f"  {k:<16} {ms / steps:8.2f} ms  {100 * ms / total:5.1f}%"
+        for k, ms in sorted(kinds.items(), key=lambda kv: -kv[1])
+    ]
+    (folder / f"profile_{name}.txt").write_text("\n".join(lines) + "\n\n" + table)
+    print("\n".join(lines), flush=True)
+    return {k: ms / steps for k, ms in kinds.items()}
+
+
 def settings_for(name: str, args) -> Settings:
     base = {
         "model.name": args.model,
@@ -182,6 +247,7 @@ def settings_for(name: str, args) -> Settings:
         "training.gradient_accumulation": args.accumulation,
         "training.max_iters": 10_000,
         "runtime.compile": args.compile,
+        "optimizer.name": "adamw",  # the settings' default is adamwspam; names say which runs
         # Pruning mid-ramp: masks live from the start, one mask update in every timed window
         # (five times the default rate of one per 100 steps: an upper bound on the cost).
         "pruning.warmup_steps": 0,
@@ -203,10 +269,13 @@ def run_one(name: str, args, device, amp, data, work: Path) -> dict:
         flops = GPT(settings_for("adamw", args).model.gpt_config()).flops_per_token()
     else:
         s = settings_for(name, args)
+        select_attention_backend(s.runtime.attention_backend)
         model = GPT(s.model.gpt_config()).to(device)
+        if s.runtime.fp8:
+            convert_to_fp8(model, s.runtime.fp8_recipe, device)
         optimizer = build_optimizer(model, s.optimizer, s.training.learning_rate, compile=args.compile)
         pruner = build_pruner(model, optimizer, s.pruning, s.optimizer.adamwprune_variant, 10_000)
-        compiled = torch.compile(model) if args.compile else model
+        compiled = compile_model(model, device, args.compile, s.runtime.compile_mode)
         trainer = Trainer(s, work / name, device, model, compiled, optimizer, data, amp, pruner)
         if pruner is not None:
             pruner.prune_to(0.3)  # masks are live from the first step
@@ -217,6 +286,8 @@ def run_one(name: str, args, device, amp, data, work: Path) -> dict:
 
         flops = model.flops_per_token()
     result = measure(step, args, device)
+    if args.profile:
+        result["profile"] = profile(step, name, Path(args.profile), device)
     tokens = args.batch_size * args.accumulation * args.block_size
     tok_s = 1000 * tokens / result["ms_per_iter"]
     peak = peak_flops(device, amp)
@@ -232,6 +303,7 @@ def release(device: torch.device) -> None:
     """Free the last configuration's model, states and compiled graphs."""
     gc.collect()
     torch._dynamo.reset()
+    select_attention_backend("auto")
     if device.type == "cuda":
         torch.cuda.empty_cache()
 
@@ -268,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="default: on CUDA")
     p.add_argument("--only", help=f"comma-separated subset of: {', '.join([*PEERS, *PROJECT])}")
     p.add_argument("--json", help="write the results here")
+    p.add_argument("--strict", action="store_true", help="stop at the first configuration that fails")
+    p.add_argument("--profile", metavar="DIR", help="also profile 3 iterations of each; tables to DIR")
     args = p.parse_args(argv)
 
     device = resolve_device(args.device)
@@ -275,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     amp = torch.bfloat16 if device.type == "cuda" else None
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
-    names = args.only.split(",") if args.only else [*PEERS, *PROJECT]
+    names = args.only.split(",") if args.only else [*PEERS, *(n for n in PROJECT if n not in SLOW)]
     unknown = [n for n in names if n not in PEERS and n not in PROJECT]
     if unknown:
         p.error(f"unknown configuration(s) {', '.join(unknown)}")
@@ -291,12 +365,12 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(run_one(name, args, device, amp, data, work))
             except ImportError as e:
                 rows.append({"name": name, "error": f"skipped: {e}"})
-            except Exception as e:  # a peer that breaks must not cost the other measurements
-                if name not in PEERS:
-                    raise
-                rows.append({"name": name, "error": f"failed: {type(e).__name__}: {str(e)[:200]}"})
             except torch.OutOfMemoryError:
                 rows.append({"name": name, "error": "out of memory"})
+            except Exception as e:  # one configuration that breaks must not cost the others
+                if args.strict:
+                    raise
+                rows.append({"name": name, "error": f"failed: {type(e).__name__}: {str(e)[:300]}"})
             release(device)
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     print()

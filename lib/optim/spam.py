@@ -33,8 +33,8 @@ class SpamConfig:
     warmup_steps: int = 100
 
 
-def spike_clip_(grads: list[torch.Tensor], exp_avg_sqs: list[torch.Tensor], theta: float) -> None:
-    """Clip in place each entry with g^2 > theta * v to sign(g) * sqrt(theta * v).
+def spike_bounds(exp_avg_sqs: list[torch.Tensor], theta: float) -> list[torch.Tensor]:
+    """Per-entry clip bounds sqrt(theta * v), or the largest float where v == 0.
 
     Entries whose second moment is still zero (never seen a gradient, or just
     reset) are left alone, else a rare token's first gradient would be zeroed
@@ -46,6 +46,12 @@ def spike_clip_(grads: list[torch.Tensor], exp_avg_sqs: list[torch.Tensor], thet
     torch._foreach_add_(unset, 1.0)
     torch._foreach_mul_(unset, torch.finfo(torch.float32).max)
     torch._foreach_add_(bound, unset)
+    return bound
+
+
+def spike_clip_(grads: list[torch.Tensor], exp_avg_sqs: list[torch.Tensor], theta: float) -> None:
+    """Clip in place each entry with g^2 > theta * v to sign(g) * sqrt(theta * v) (see spike_bounds)."""
+    bound = spike_bounds(exp_avg_sqs, theta)
     torch._foreach_clamp_max_(grads, bound)
     torch._foreach_neg_(bound)
     torch._foreach_clamp_min_(grads, bound)
@@ -72,6 +78,57 @@ def spam_prestep_(
         torch._foreach_mul_(exp_avg_sqs, scale_v)
 
 
+def spam_adamw_(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    steps: list[torch.Tensor],
+    lr: torch.Tensor,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    theta: float | None,
+    scale_m: torch.Tensor | None,
+    scale_v: torch.Tensor | None,
+) -> None:
+    """SPAM's pre-step and AdamW's update (Loshchilov & Hutter) of one parameter group, in place.
+
+    The arithmetic of torch.optim.AdamW after spam_prestep_; lr is a 0-d tensor so a
+    new learning rate does not recompile. Compiled on CUDA, the whole step reads
+    each gradient, weight and moment once and writes each once, as the fused AdamW
+    kernel does: SPAM adds no memory pass of its own.
+    """
+    if theta is not None:  # clipped copies, not in place: the gradients need no write-back
+        bound = spike_bounds(exp_avg_sqs, theta)
+        grads = torch._foreach_minimum(grads, bound)
+        torch._foreach_neg_(bound)
+        grads = torch._foreach_maximum(grads, bound)
+    spam_prestep_(grads, exp_avgs, exp_avg_sqs, None, scale_m, scale_v)
+    torch._foreach_add_(steps, 1.0)
+    if weight_decay != 0.0:
+        torch._foreach_mul_(params, 1.0 - lr * weight_decay)
+    torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1.0 - beta2)
+    # step size lr / (1 - beta1^t); denominator sqrt(v) / sqrt(1 - beta2^t) + eps
+    bias1 = torch._foreach_pow(beta1, steps)
+    torch._foreach_neg_(bias1)
+    torch._foreach_add_(bias1, 1.0)
+    bias2 = torch._foreach_pow(beta2, steps)
+    torch._foreach_neg_(bias2)
+    torch._foreach_add_(bias2, 1.0)
+    torch._foreach_sqrt_(bias2)
+    denom = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_div_(denom, bias2)
+    torch._foreach_add_(denom, eps)
+    torch._foreach_mul_(denom, bias1)
+    torch._foreach_div_(denom, lr)
+    torch._foreach_neg_(denom)
+    torch._foreach_addcdiv_(params, exp_avgs, denom)
+
+
 def reset_warmup_scale(steps_since_reset: int, warmup_steps: int) -> float:
     """Learning-rate factor after a periodic reset: a half cosine from ~0 to 1 over warmup_steps."""
     if steps_since_reset >= warmup_steps:
@@ -82,19 +139,32 @@ def reset_warmup_scale(steps_since_reset: int, warmup_steps: int) -> float:
 class AdamWSPAM(torch.optim.AdamW):
     """torch.optim.AdamW (fused on CUDA) with the SPAM features applied around its step."""
 
-    def __init__(self, params, *, spam: SpamConfig, compile: bool = True, **adamw_kwargs):
+    def __init__(
+        self,
+        params,
+        *,
+        spam: SpamConfig,
+        compile: bool = True,
+        one_pass: bool | None = None,
+        **adamw_kwargs,
+    ):
         super().__init__(params, **adamw_kwargs)
         self.spam = spam
         device = self.param_groups[0]["params"][0].device
         # Device-resident statistics: [EMA mean, EMA second moment, count, spikes].
         self.norm_stats = torch.zeros(4, device=device)
+        self._lr = torch.zeros((), device=device)
         self.steps_since_reset = 0
         self.num_steps = 0
         self._grad_norm: torch.Tensor | None = None
-        # Compiled on CUDA (fused kernels; compiles once, at the first step with moments).
-        self._prestep = (
-            torch.compile(spam_prestep_, dynamic=False) if device.type == "cuda" else spam_prestep_
-        )
+        compiled = compile and device.type == "cuda"
+        # One pass (spam_adamw_) where it is compiled into a fused kernel; torch's fused or
+        # foreach AdamW after a separate pre-step elsewhere. Tests force either path.
+        self.one_pass = compiled if one_pass is None else one_pass
+        if self.one_pass and any(g.get("amsgrad") or g.get("maximize") for g in self.param_groups):
+            raise ValueError("AdamWSPAM's one-pass step supports neither amsgrad nor maximize")
+        self._prestep = torch.compile(spam_prestep_, dynamic=False) if compiled else spam_prestep_
+        self._one_pass_step = torch.compile(spam_adamw_, dynamic=False) if compiled else spam_adamw_
 
     def _states(self) -> tuple[list, list, list, list]:
         params, exp_avgs, exp_avg_sqs, steps = [], [], [], []
@@ -155,15 +225,21 @@ class AdamWSPAM(torch.optim.AdamW):
         self.num_steps += 1
         if s.periodic_reset and self.num_steps > 1 and (self.num_steps - 1) % s.reset_interval == 0:
             self._periodic_reset(*self._states()[1:])
-        params, exp_avgs, exp_avg_sqs, _ = self._states()
-        if params:
-            scale_m, scale_v = self._detect_spike(params) if s.spike_threshold > 0 else (None, None)
-            theta = s.theta if s.clip else None
-            if theta is not None or scale_m is not None:
-                self._prestep([p.grad for p in params], exp_avgs, exp_avg_sqs, theta, scale_m, scale_v)
+        params, exp_avgs, exp_avg_sqs, steps = self._states()
+        scale_m = scale_v = None
+        if params and s.spike_threshold > 0:
+            scale_m, scale_v = self._detect_spike(params)
+        theta = s.theta if s.clip else None
         scale = 1.0
         if s.warmup and s.periodic_reset and self.num_steps > s.reset_interval:
             scale = reset_warmup_scale(self.steps_since_reset, s.warmup_steps)
+        with_grads = sum(p.grad is not None for g in self.param_groups for p in g["params"])
+        if self.one_pass and params and len(params) == with_grads:  # every moment exists
+            self._step_one_pass(theta, scale_m, scale_v, scale)
+            self.steps_since_reset += 1
+            return None
+        if params and (theta is not None or scale_m is not None):
+            self._prestep([p.grad for p in params], exp_avgs, exp_avg_sqs, theta, scale_m, scale_v)
         base_lrs = [g["lr"] for g in self.param_groups]
         for g in self.param_groups:
             g["lr"] = g["lr"] * scale
@@ -174,6 +250,31 @@ class AdamWSPAM(torch.optim.AdamW):
                 g["lr"] = lr
         self.steps_since_reset += 1
         return loss
+
+    def _step_one_pass(self, theta, scale_m, scale_v, lr_scale: float) -> None:
+        """spam_adamw_ per parameter group (each group has its own weight decay and maybe lr)."""
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            state = [self.state[p] for p in params]
+            self._lr.fill_(group["lr"] * lr_scale)  # a device write, no host sync
+            beta1, beta2 = group["betas"]
+            self._one_pass_step(
+                params,
+                [p.grad for p in params],
+                [st["exp_avg"] for st in state],
+                [st["exp_avg_sq"] for st in state],
+                [st["step"] for st in state],
+                self._lr,
+                beta1,
+                beta2,
+                group["eps"],
+                group["weight_decay"],
+                theta,
+                scale_m,
+                scale_v,
+            )
 
     def log_stats(self) -> dict:
         """Spikes detected so far (reads the device: call only when logging)."""

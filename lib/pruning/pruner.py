@@ -162,23 +162,49 @@ class Pruner:
             t.copy_(saved)
 
 
+# Multiplier of the integer hash that dithers bf16 movement scores (Knuth's multiplicative hash).
+HASH_MULTIPLIER = -1640531535  # 2654435761 as a wrapped int32
+
+
+def accumulate_movement_(
+    scores: list[torch.Tensor], grads: list[torch.Tensor], weights: list[torch.Tensor]
+) -> None:
+    """scores -= g * w, in place, each bf16 score rounded stochastically from fp32.
+
+    Plain bf16 accumulation would stall: once |S| is 2^8 times a step's |g * w| every
+    increment rounds away. Stochastic rounding keeps the sum unbiased: add a random
+    16-bit number to the fp32 bit pattern, then cut the low 16 bits (which bf16 drops).
+    The randomness is a hash of the gradient's and weight's own bits, so every DDP rank,
+    holding the same all-reduced gradients and weights, rounds the same way.
+    """
+    for s, g, w in zip(scores, grads, weights, strict=True):
+        x = s.float() - g.float() * w.float()
+        mix = g.float().view(torch.int32) ^ w.float().view(torch.int32)
+        noise = (mix * HASH_MULTIPLIER) >> 16 & 0xFFFF
+        bits = (x.view(torch.int32) + noise) & -65536  # 0xFFFF0000: bf16's bits of the result
+        s.copy_(bits.view(torch.float32))  # exact: the dropped bits are zero
+
+
 class MovementPruner(Pruner):
     """Movement pruning (Sanh et al., 2020): the score accumulates -g * w over every step.
 
     A weight moving away from zero (g and w of opposite signs) gains importance; one
     being pulled toward zero loses it. The accumulated score is this method's only
-    extra state: one tensor the size of the prunable weights.
+    extra state: one bf16 tensor the size of the prunable weights (half a weight's
+    bytes), accumulated with stochastic rounding (accumulate_movement_).
     """
 
     def __init__(self, params, optimizer, **kwargs):
         super().__init__(params, lambda w, m, v: w, optimizer, needs_state=False, **kwargs)
-        self.movement = [torch.zeros_like(w) for w in self.weights]
+        self.movement = [torch.zeros_like(w, dtype=torch.bfloat16) for w in self.weights]
+        on_cuda = self.weights[0].is_cuda
+        # One fused kernel per tensor on CUDA; the loop over tensors runs once, at tracing.
+        self._accumulate = torch.compile(accumulate_movement_, dynamic=False) if on_cuda else accumulate_movement_
 
     @torch.no_grad()
     def before_step(self) -> None:
-        grads = [w.grad for w in self.weights]
         # S -= g * w, on unscaled gradients (the trainer unscales before this hook).
-        torch._foreach_add_(self.movement, torch._foreach_mul(grads, self.weights), alpha=-1.0)
+        self._accumulate(self.movement, [w.grad for w in self.weights], self.weights)
         super().before_step()
 
     def scores(self) -> list[torch.Tensor]:

@@ -1,9 +1,11 @@
 """Time the optimizer step and the pruning mask update for a GPT-2 size on one device.
 
-    python scripts/bench_step.py --model gpt2 --device cuda
+    python -m scripts.bench_optim --model gpt2 --device cuda
 
 Prints, per optimizer, the median time of one optimizer step over all GPT-2
-parameters (real gradients from one backward pass, reused), and per pruning
+parameters (real gradients from one backward pass, reused) as seen from the host
+(launch overhead included) and as GPU kernel time (what it adds to a training
+iteration, where the host runs ahead of the GPU), and per pruning
 method the median time of one mask update (score, exact global threshold,
 apply) over all prunable weights. Medians of CUDA-event-timed repeats after
 warm-up; each row is measured in this same process beside the fused AdamW row.
@@ -20,8 +22,23 @@ import torch  # noqa: E402
 
 from gpt2.model import GPT, GPTConfig  # noqa: E402
 from lib.optim import OptimizerSettings, build_optimizer  # noqa: E402
-from lib.optim.spam import spam_prestep_  # noqa: E402
 from lib.pruning import PruningSettings, build_pruner  # noqa: E402
+
+
+def kernel_ms(fn, device, repeats: int = 5) -> float | None:
+    """GPU kernel time of one fn() (torch.profiler, summed over kernels): what the step costs
+    inside a training iteration, where the host runs ahead and launch gaps are hidden."""
+    if device.type != "cuda":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(repeats):
+            fn()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    return sum(e.self_device_time_total for e in kernels) / 1000 / repeats
 
 
 def timed(fn, device, repeats: int, warmup: int = 3) -> float:
@@ -46,25 +63,34 @@ def timed(fn, device, repeats: int, warmup: int = 3) -> float:
     return statistics.median(times)
 
 
-def check_prestep(model: torch.nn.Module, device: torch.device) -> None:
-    """The compiled SPAM pre-step against eager on the same random inputs (relative max error)."""
+def check_one_pass(model: torch.nn.Module, device: torch.device) -> None:
+    """AdamWSPAM's compiled one-pass step against the eager two-pass one, fresh random inputs.
+
+    Five steps on a copy of the model with random gradients (one a spike), both
+    ways; prints the largest difference of any weight relative to its tensor's range.
+    """
     if device.type != "cuda":
         return
-    params = list(model.parameters())
-    g = [torch.randn_like(p) * 3 for p in params]
-    m = [torch.randn_like(p) for p in params]
-    v = [torch.rand_like(p) * (torch.rand_like(p) > 0.05) for p in params]
-    scale = torch.tensor(0.5, device=device), torch.tensor(0.9, device=device)
-    eager = [[t.clone() for t in x] for x in (g, m, v)]
-    spam_prestep_(*eager, 50.0, *scale)
-    compiled = [[t.clone() for t in x] for x in (g, m, v)]
-    torch.compile(spam_prestep_, dynamic=False)(*compiled, 50.0, *scale)
+    import copy
+
+    results = []
+    for one_pass in (True, False):
+        torch.manual_seed(1)
+        m = copy.deepcopy(model)
+        spam = OptimizerSettings(name="adamwspam", spam_spike_threshold=0.5)
+        opt = build_optimizer(m, spam, lr=1e-3, compile=one_pass)
+        opt.one_pass = one_pass
+        for step in range(6):
+            for p in m.parameters():
+                p.grad = torch.randn_like(p) * (10.0 if step == 4 else 1.0)
+            opt.observe_grad_norm(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in m.parameters()])))
+            opt.step()
+        results.append([p.detach().clone() for p in m.parameters()])
     err = max(
-        ((a - b).abs().max() / b.abs().max()).item()
-        for xs, ys in zip(compiled, eager, strict=True)
-        for a, b in zip(xs, ys, strict=True)
+        ((a - b).abs().max() / (b.abs().max() + 1e-12)).item()
+        for a, b in zip(*results, strict=True)
     )
-    print(f"compiled vs eager SPAM pre-step: max relative error {err:.2e}")
+    print(f"AdamWSPAM one pass (compiled) vs pre-step + AdamW (eager), 6 steps: max relative difference {err:.2e}")
 
 
 def main() -> None:
@@ -85,13 +111,13 @@ def main() -> None:
     print(
         f"{args.model} on {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, torch {torch.__version__}"
     )
-    print(f"{'optimizer step':<34} {'ms':>8} {'x adamw':>8}")
-    base = None
-    for label in ("adamw", "adamwspam", "adamwspam (eager pre-step)", "adamwprune"):
+    print(f"{'optimizer step':<34} {'ms':>8} {'x adamw':>8} {'GPU ms':>8} {'x adamw':>8}")
+    base = base_gpu = None
+    for label in ("adamw", "adamwspam", "adamwspam (pre-step + fused)", "adamwprune"):
         name = label.split()[0]
         opt = build_optimizer(model, OptimizerSettings(name=name), lr=1e-4)
-        if "eager" in label:
-            opt._prestep = spam_prestep_
+        if "pre-step" in label:
+            opt.one_pass = False  # the compiled pre-step, then torch's fused AdamW kernel
 
         def step(opt=opt):
             for p, g in zip(model.parameters(), grads, strict=True):
@@ -99,9 +125,12 @@ def main() -> None:
             opt.step()
 
         ms = timed(step, device, args.repeats)
+        gpu = kernel_ms(step, device)
         base = base or ms
-        print(f"{label:<34} {ms:8.2f} {ms / base:8.3f}")
-    check_prestep(model, device)
+        base_gpu = base_gpu or gpu
+        gpu_cols = "" if gpu is None else f" {gpu:8.2f} {gpu / base_gpu:8.3f}"
+        print(f"{label:<34} {ms:8.2f} {ms / base:8.3f}{gpu_cols}")
+    check_one_pass(model, device)
 
     print(f"{'mask update (score+threshold+apply)':<34} {'ms':>8}")
     for method, optimizer, variant in (
