@@ -19,8 +19,10 @@ SHAKESPEARE_SOURCE ?=
 # Extra flags for gpt2/train.py, e.g. TRAIN_ARGS="--max-iters 100"; RESUME=1 continues the latest run.
 TRAIN_ARGS ?=
 RESUME ?=
-# Test matrix: DRY_RUN=1 prints the plan, RERUN_FAILED=1 reruns failed runs, RESULTS=dir picks the folder.
+# Test matrix: DRY_RUN=1 prints the plan, RERUN_FAILED=1 reruns failed runs, RESULTS=dir picks the folder,
+# SLURM=1 submits it as a Slurm job array (TEST_MATRIX_SLURM_ARGS in menuconfig adds sbatch options).
 DRY_RUN ?=
+SLURM ?=
 RERUN_FAILED ?=
 RESULTS ?=
 PYTEST_ARGS ?=
@@ -31,7 +33,7 @@ STAMP := $(VENV)/.installed
 export KCONFIG_CONFIG := .config
 
 .DEFAULT_GOAL := all
-.PHONY: all train bench test-matrix test-matrix-report data test lint menuconfig savedefconfig olddefconfig listnewconfig \
+.PHONY: all train bench test-matrix test-matrix-report data test test-slurm lint menuconfig savedefconfig olddefconfig listnewconfig \
 	list-defconfigs help clean distclean venv $(addprefix defconfig-,$(DEFCONFIGS))
 
 all: train
@@ -94,7 +96,7 @@ train: data
 
 test-matrix: data
 	$(PY) -m scripts.run_test_matrix $(if $(DRY_RUN),--dry-run) $(if $(RERUN_FAILED),--rerun-failed) \
-		$(if $(RESULTS),--results $(RESULTS))
+		$(if $(RESULTS),--results $(RESULTS)) $(if $(SLURM),--slurm)
 
 test-matrix-report: | $(STAMP)
 	$(PY) -m scripts.run_test_matrix --report-only $(RESULTS)
@@ -107,6 +109,11 @@ bench: | $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The opt-in Slurm test against a single-node Slurm on this machine (needs root; installs Debian's slurm-wlm).
+test-slurm: $(STAMP)
+	scripts/slurm-localhost.sh
+	GPT2_TEST_SLURM=1 $(PY) -m pytest -m slurm $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
@@ -133,6 +140,7 @@ help:
 	@echo "  make data                prepare the dataset .config names (SHAKESPEARE_SOURCE=file: offline copy)"
 	@echo "  make test-matrix         one run per selected combination, then the report (also plain make)"
 	@echo "                           DRY_RUN=1: the plan only; RERUN_FAILED=1; RESULTS=dir"
+	@echo "                           SLURM=1: submit as a Slurm job array + report job"
 	@echo "  make test-matrix-report  rebuild the report of the newest (or RESULTS=) results folder"
 	@echo ""
 	@echo "Configuring"
@@ -149,6 +157,7 @@ help:
 	@echo ""
 	@echo "Checking"
 	@echo "  make test                the pytest suite (PYTEST_ARGS='-k model' to select)"
+	@echo "  make test-slurm          the opt-in Slurm test on a localhost Slurm (root; installs slurm-wlm)"
 	@echo "  make lint                ruff lint and format check"
 	@echo ""
 	@echo "Cleaning"

@@ -37,7 +37,7 @@ from lib.optim import build_optimizer  # noqa: E402
 from lib.pruning import build_pruner  # noqa: E402
 from lib.pruning.scores import bitter2_overrides  # noqa: E402
 from lib.records import copy_config, environment, latest_run_dir, new_run_dir, plot_losses  # noqa: E402
-from lib.runtime import amp_dtype, compile_model, configure  # noqa: E402
+from lib.runtime import amp_dtype, compile_model, configure, use_expandable_segments  # noqa: E402
 from lib.settings import Settings, SettingsError, add_override_flags, load_settings, overrides_from_args  # noqa: E402
 from lib.tracking import start_tracker  # noqa: E402
 from lib.trainer import Trainer, planned_iters  # noqa: E402
@@ -154,6 +154,7 @@ def check_world(s: Settings, dist: Dist) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    use_expandable_segments()  # before anything touches the GPU
     try:
         dist = Dist.from_env()
         s = load_settings(args.config, overrides_from_args(args))

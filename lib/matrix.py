@@ -7,6 +7,7 @@ settings only in what the matrix varies.
 """
 
 import itertools
+import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -40,12 +41,21 @@ class MatrixSettings:
     sparsity_99: bool = field(default=False, metadata=kc("SPARSITY_ENABLE_99"))
     repeats: int = field(default=1, metadata=kc("TEST_MATRIX_REPEATS"))
     parallel: int = field(default=1, metadata=kc("TEST_MATRIX_PARALLEL"))
+    slurm_args: str = field(default="", metadata=kc("TEST_MATRIX_SLURM_ARGS"))
+    """Extra sbatch options for --slurm submissions (partition, time limit, account)."""
+    slurm_max_parallel: int = field(default=0, metadata=kc("TEST_MATRIX_SLURM_MAX_PARALLEL"))
+    """At most this many array tasks at once (0: as many as Slurm allows)."""
 
     def __post_init__(self) -> None:
         from lib.validate import check
 
         check(self, "repeats", 1 <= self.repeats <= 100, "1..100")
         check(self, "parallel", self.parallel >= 1, "1 or more")
+        check(self, "slurm_max_parallel", self.slurm_max_parallel >= 0, "0 (no cap) or more")
+        try:
+            shlex.split(self.slurm_args)
+        except ValueError as e:
+            check(self, "slurm_args", False, f"options a shell can split ({e})")
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ activation is alive; the estimate adds up what is held then on one GPU:
   optimizer states        8 bytes per parameter (Adam's two moments; SPAM and AdamWPrune alike)
   gradients               4 bytes per parameter, only with gradient accumulation (with one
                           micro-batch they are freed before the next forward)
-  pruning state           movement's fp32 scores: 4 bytes per prunable weight; others none
+  pruning state           movement's bf16 scores: 2 bytes per prunable weight; others none
   DDP buckets             4 bytes per parameter with more than one process
   activations             layers x tokens x n_embd x A bytes
   logits                  tokens x vocab x G bytes
@@ -16,7 +16,8 @@ A and G depend on how the model runs (compiled or eager, activation
 checkpointing) and were fitted to torch.cuda.max_memory_allocated of real
 training steps on an H100 (scripts/bench_memory.py). Fitted on gpt2 and
 gpt2-medium alone, the compiled estimate predicts gpt2-large and gpt2-xl within
-1.3% (docs/benchmarks.md has the table).
+1.3%; eager with checkpointing is fitted on all four sizes near their largest
+batches, within 1.2% (docs/benchmarks.md has the tables).
 """
 
 import math
@@ -34,7 +35,7 @@ FACTORS = {
     (True, False): (37.2, 2.0),
     (False, False): (36.6, 10.1),
     (True, True): (4.8, 1.9),
-    (False, True): (2.1, 10.25),
+    (False, True): (3.37, 10.25),
 }
 # The fused loss keeps one 4096-token chunk: fp32 logits turned into probabilities, and their
 # 16-bit gradient.

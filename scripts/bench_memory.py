@@ -27,7 +27,7 @@ from lib.data import TokenData  # noqa: E402
 from lib.io import atomic_write_json  # noqa: E402
 from lib.memory import GIB, estimate, largest_batch  # noqa: E402
 from lib.optim import build_optimizer  # noqa: E402
-from lib.runtime import resolve_device  # noqa: E402
+from lib.runtime import resolve_device, use_expandable_segments  # noqa: E402
 from lib.settings import Settings  # noqa: E402
 from lib.trainer import Trainer  # noqa: E402
 from scripts.bench_train import synthetic_data  # noqa: E402
@@ -142,6 +142,7 @@ def fit(model: str, block: int, args, checkpointing: bool, device, data, work) -
 
 
 def main(argv: list[str] | None = None) -> int:
+    use_expandable_segments()  # as gpt2/train.py does
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--device", default="auto")
     p.add_argument("--probe", action="append", default=[], metavar="MODEL:BATCH[:BLOCK]")

@@ -52,6 +52,7 @@ from lib.runtime import (  # noqa: E402
     resolve_device,
     select_attention_backend,
     synchronize,
+    use_expandable_segments,
 )
 from lib.settings import Settings  # noqa: E402
 from lib.trainer import Trainer  # noqa: E402
@@ -327,6 +328,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    use_expandable_segments()  # as gpt2/train.py does
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--device", default="auto")
     p.add_argument("--model", default="gpt2", choices=list(SIZES))

@@ -4,13 +4,15 @@
     python -m scripts.run_test_matrix --dry-run       # the plan only
     python -m scripts.run_test_matrix --rerun-failed  # also rerun runs that failed before
     python -m scripts.run_test_matrix --report-only [RESULTS_DIR]
+    python -m scripts.run_test_matrix --slurm         # a Slurm job array, one task per run
 
 Results go to test_matrix_results_<time>/<run-name>/. Running again reuses the
 newest results folder made from the same config.py: finished runs are kept,
 interrupted ones resume from their checkpoint, failed ones are kept unless
 --rerun-failed. Each run takes GPT2_NPROC_PER_NODE of the visible GPUs (torchrun when
 more than one) and runs go side by side until the queue is empty; without GPUs,
-TEST_MATRIX_PARALLEL at a time.
+TEST_MATRIX_PARALLEL at a time. With --slurm, Slurm places the runs instead
+(lib/slurm.py): one array task each, and a report job once all have ended.
 """
 
 import argparse
@@ -31,7 +33,8 @@ from lib.matrix import Run, expand
 from lib.pruning.scores import bitter2_overrides
 from lib.report import FAILURE_FILE, PLAN_FILE, run_status, write_report
 from lib.settings import Settings, SettingsError, cli_flag, load_settings
-from scripts.launch import train_command
+from lib.slurm import ARRAY_SCRIPT, REPORT_SCRIPT, SLURM_DIR, array_script, job_id, report_script
+from scripts.launch import ROOT, train_command
 
 RESULTS_PREFIX = "test_matrix_results_"
 FINISHED = ("completed", "time_budget")
@@ -153,6 +156,31 @@ class Runner:
         )
         return "failed"
 
+    def run_task(self, index: int) -> int:
+        """Run plan entry `index` in the foreground (a Slurm array task); its exit code."""
+        if not 0 <= index < len(self.runs):
+            raise ValueError(f"--task {index}: the matrix has runs 0..{len(self.runs) - 1}")
+        run = self.runs[index]
+        status, _ = run_status(self.results / run.name)
+        if status in FINISHED or (status == "failed" and not self.rerun_failed):
+            print(f"{run.name}: {status} before; nothing to do")
+            return 0
+        proc = self.launch(run, gpu=None)  # the GPUs Slurm gave this task (CUDA_VISIBLE_DEVICES)
+
+        def on_signal(signum, _frame):  # scancel or the time limit: the run checkpoints and stops
+            self.stopping = True
+            proc.send_signal(signal.SIGTERM)
+
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            returncode = proc.wait()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+        outcome = self.finish(run, returncode)
+        print(f"{run.name}: {outcome}")
+        return {"done": 0, "interrupted": 130}.get(outcome, 1)
+
     def run_all(self, parallel: int) -> dict:
         queue = self.todo()
         free = slots(parallel, self.base.runtime.nproc_per_node)
@@ -204,6 +232,56 @@ class Runner:
         return {**counts, "skipped": skipped, "not_started": len(queue)}
 
 
+def submit_slurm(results: Path, base: Settings, num_runs: int) -> int:
+    """Write the job-array and report scripts into results/slurm/ and submit both with sbatch."""
+    m = base.matrix
+    folder = results / SLURM_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    gpus = 0 if base.runtime.device == "cpu" else base.runtime.nproc_per_node
+    common = dict(python=sys.executable, root=ROOT)
+    array = folder / ARRAY_SCRIPT
+    atomic_write_text(
+        array,
+        array_script(
+            results=results,
+            num_runs=num_runs,
+            gpus_per_task=gpus,
+            max_parallel=m.slurm_max_parallel,
+            extra=m.slurm_args,
+            **common,
+        ),
+    )
+    report = folder / REPORT_SCRIPT
+    atomic_write_text(report, report_script(results=results, extra=m.slurm_args, **common))
+    if shutil.which("sbatch") is None:
+        print(
+            f"error: sbatch is not on PATH. The scripts are in {folder}/: submit them on a Slurm login "
+            f"node with `sbatch {array}`, then `sbatch --dependency=afterany:<job id> {report}`.",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        out = subprocess.run(["sbatch", "--parsable", str(array)], capture_output=True, text=True, check=True)
+        array_id = job_id(out.stdout)
+        out = subprocess.run(
+            ["sbatch", "--parsable", f"--dependency=afterany:{array_id}", str(report)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        report_id = job_id(out.stdout)
+    except subprocess.CalledProcessError as e:
+        print(f"error: sbatch failed ({e.returncode}): {e.stderr.strip()}", file=sys.stderr)
+        return 2
+    atomic_write_json(folder / "jobs.json", {"array": array_id, "report": report_id})
+    print(
+        f"submitted: job array {array_id} ({num_runs} tasks), report job {report_id} after it.\n"
+        f"  squeue -j {array_id},{report_id}     # progress; task logs in {folder}/\n"
+        f"  scancel {array_id}                  # stop: runs checkpoint; submit again to resume"
+    )
+    return 0
+
+
 def newest_results() -> Path | None:
     folders = sorted(p for p in Path.cwd().glob(RESULTS_PREFIX + "*") if (p / PLAN_FILE).is_file())
     return folders[-1] if folders else None
@@ -217,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rerun-failed", action="store_true", help="run failed runs again")
     p.add_argument("--report-only", nargs="?", const="", metavar="RESULTS_DIR", help="rebuild the report")
     p.add_argument("--is-matrix", action="store_true", help="exit 0 if config.py selects a matrix, else 1")
+    p.add_argument("--slurm", action="store_true", help="submit as a Slurm job array plus a report job")
+    p.add_argument("--task", type=int, metavar="I", help="run plan entry I only (a Slurm array task)")
     args = p.parse_args(argv)
 
     if args.report_only is not None:
@@ -241,11 +321,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"test matrix: {len(runs)} runs")
-    for run in runs:
-        print(f"  {run.name:<45} {' '.join(flags_for(run))}")
-    for line in dropped:
-        print(f"  {line}")
+    if args.task is None:
+        print(f"test matrix: {len(runs)} runs")
+        for run in runs:
+            print(f"  {run.name:<45} {' '.join(flags_for(run))}")
+        for line in dropped:
+            print(f"  {line}")
     if args.dry_run:
         return 0
 
@@ -275,8 +356,16 @@ def main(argv: list[str] | None = None) -> int:
             "dropped": dropped,
         }
         atomic_write_json(results / PLAN_FILE, plan)
-    print(f"results: {results}")
     runner = Runner(results, base, runs, args.rerun_failed)
+    if args.task is not None:
+        try:
+            return runner.run_task(args.task)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    print(f"results: {results}")
+    if args.slurm:
+        return submit_slurm(results, base, len(runs))
     try:
         counts = runner.run_all(base.matrix.parallel)
     except ValueError as e:

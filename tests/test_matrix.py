@@ -167,6 +167,43 @@ def test_runs_take_gpu_groups_of_their_process_count(monkeypatch):
     assert visible_gpus() == ["5", "7"]  # a user's selection is kept
 
 
+def test_the_runner_keeps_every_gpu_group_busy_until_the_queue_is_empty(tmp_path, monkeypatch):
+    """6 runs on 2 GPU groups: each GPU takes a new run as soon as its last one ends.
+
+    A stand-in for train.py records when it ran and on which GPU, so the schedule is
+    checked without GPUs: the wall time of N runs on G groups stays near ceil(N/G) runs.
+    """
+    import sys
+    import time
+
+    from scripts.run_test_matrix import Runner
+
+    log = tmp_path / "schedule.txt"
+    stand_in = (
+        "import os, sys, time; t = time.time(); time.sleep(0.5); "
+        f"open({str(log)!r}, 'a').write(f\"{{os.environ['CUDA_VISIBLE_DEVICES']}} {{t}} {{time.time()}}\\n\")"
+    )
+    monkeypatch.setattr(run_test_matrix, "train_command", lambda nproc, args: [sys.executable, "-c", stand_in])
+    monkeypatch.setattr(run_test_matrix, "visible_gpus", lambda: ["0", "1", "2", "3"])
+    base = matrix(adamwspam=False, adamwprune=False, magnitude=False, state=False, repeats=6)
+    base = base.replace({"runtime.nproc_per_node": 2, "training.gradient_accumulation": 2})
+    runs, _ = expand(base)
+    assert len(runs) == 6
+    start = time.time()
+    counts = Runner(tmp_path, base, runs, rerun_failed=False).run_all(parallel=1)
+    wall = time.time() - start
+    assert counts["done"] == 6
+    rows = [line.split() for line in log.read_text().splitlines()]
+    assert sorted({gpus for gpus, _, _ in rows}) == ["0,1", "2,3"]  # two groups of two GPUs
+    for group in ("0,1", "2,3"):
+        spans = sorted((float(a), float(b)) for gpus, a, b in rows if gpus == group)
+        assert len(spans) == 3
+        gaps = [nxt[0] - prev[1] for prev, nxt in zip(spans, spans[1:])]
+        assert all(0 <= g < 1.0 for g in gaps), gaps  # never two runs at once; no long idle gap
+    one_run = max(float(b) - float(a) for _, a, b in rows)
+    assert wall < 3 * one_run + 3.0  # ceil(6 / 2) = 3 runs deep, plus process start-up
+
+
 def test_launch_uses_torchrun_for_several_processes(tmp_path, kconf, capsys):
     from scripts.launch import main, train_command
 

@@ -132,3 +132,39 @@ def test_every_optimizer_builds_and_decays_only_matrices(name):
     assert decay["weight_decay"] == 0.1 and all(p.dim() >= 2 for p in decay["params"])
     assert no_decay["weight_decay"] == 0.0 and all(p.dim() == 1 for p in no_decay["params"])
     train(model, opt, steps=2)
+
+
+def test_one_pass_spam_step_equals_the_pre_step_then_adamw():
+    """The fused path (one compiled function on CUDA) computes what the simple path does.
+
+    Spikes, clipped entries and a periodic reset with its warm-up all happen in 25 steps.
+    """
+    cfg = SpamConfig(theta=5.0, spike_threshold=0.5, reset_interval=7, warmup_steps=3)
+    models, optimizers = [], []
+    for one_pass in (True, False):
+        model = tiny_net()
+        groups = [
+            {"params": [p for p in model.parameters() if p.dim() >= 2], "weight_decay": 0.1},
+            {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        opt = AdamWSPAM(groups, spam=cfg, one_pass=one_pass, lr=1e-2, betas=(0.9, 0.95), foreach=True)
+        models.append(model)
+        optimizers.append(opt)
+    torch.manual_seed(2)
+    for step in range(25):
+        x = torch.randn(32, 8) * (8.0 if step in (12, 18) else 1.0)
+        for model, opt in zip(models, optimizers, strict=True):
+            for g in opt.param_groups:
+                g["lr"] = 1e-2 * (1 - step / 30)
+            (model(x) ** 2).mean().backward()
+            opt.observe_grad_norm(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
+            opt.step()
+            opt.zero_grad()
+    fast, simple = optimizers
+    assert fast.log_stats()["spam_spikes"] == simple.log_stats()["spam_spikes"] >= 1
+    for pa, pb in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
+    for pa in models[0].parameters():
+        sa, sb = fast.state[pa], simple.state[dict(zip(models[0].parameters(), models[1].parameters()))[pa]]
+        assert torch.equal(sa["step"], sb["step"])  # same bias correction after the reset
+        torch.testing.assert_close(sa["exp_avg_sq"], sb["exp_avg_sq"], rtol=1e-5, atol=1e-9)

@@ -1,0 +1,74 @@
+"""The test matrix as a Slurm job array: one array task per run, then a report job.
+
+Slurm does the scheduling across hosts; this module only writes the two batch
+scripts. Task i of the array runs the i-th run of the results folder's plan
+(matrix.json) through `run_test_matrix --task i`, in the foreground, on the
+GPUs Slurm gives it; a second job, started once every task has ended
+(`--dependency=afterany`), writes the report. Runs that finished before are
+skipped, interrupted ones resume, so resubmitting completes a matrix.
+"""
+
+import re
+import shlex
+from pathlib import Path
+
+SLURM_DIR = "slurm"
+ARRAY_SCRIPT = "matrix.sbatch"
+REPORT_SCRIPT = "report.sbatch"
+
+
+def _header(name: str, output: Path, options: list[str]) -> list[str]:
+    lines = ["#!/bin/bash", f"#SBATCH --job-name={name}", f"#SBATCH --output={output}"]
+    return lines + [f"#SBATCH {o}" for o in options]
+
+
+def array_script(
+    *,
+    results: Path,
+    num_runs: int,
+    python: str,
+    root: Path,
+    gpus_per_task: int,
+    max_parallel: int = 0,
+    extra: str = "",
+) -> str:
+    """The job-array script: task $SLURM_ARRAY_TASK_ID runs plan entry of that index.
+
+    gpus_per_task 0 asks for no GPU (CPU runs); max_parallel > 0 caps concurrent tasks
+    (--array=0-N%M); `extra` is appended as sbatch options (partition, time, account).
+    """
+    if num_runs < 1:
+        raise ValueError("the matrix has no runs to submit")
+    results = results.resolve()
+    array = f"0-{num_runs - 1}" + (f"%{max_parallel}" if max_parallel > 0 else "")
+    options = [f"--array={array}", "--ntasks=1"]
+    if gpus_per_task > 0:
+        options.append(f"--gres=gpu:{gpus_per_task}")
+    options += shlex.split(extra)
+    output = results / SLURM_DIR / "%x_%A_%a.out"
+    command = [python, "-m", "scripts.run_test_matrix", "--config", str(results / "config.py")]
+    command += ["--results", str(results), "--task"]
+    body = [
+        f"cd {shlex.quote(str(root))}",
+        "# Slurm sets CUDA_VISIBLE_DEVICES to this task's GPUs; the run uses them all.",
+        f'exec {shlex.join(command)} "$SLURM_ARRAY_TASK_ID"',
+    ]
+    return "\n".join(_header(f"{results.name}", output, options) + ["", *body]) + "\n"
+
+
+def report_script(*, results: Path, python: str, root: Path, extra: str = "") -> str:
+    """The report job: rebuilds summary.{md,csv,json} and plots once the array has ended."""
+    results = results.resolve()
+    options = ["--ntasks=1"] + [o for o in shlex.split(extra) if not o.startswith("--gres")]
+    output = results / SLURM_DIR / "%x_%j.out"
+    command = [python, "-m", "scripts.run_test_matrix", "--report-only", str(results)]
+    body = [f"cd {shlex.quote(str(root))}", f"exec {shlex.join(command)}"]
+    return "\n".join(_header(f"{results.name}-report", output, options) + ["", *body]) + "\n"
+
+
+def job_id(sbatch_output: str) -> str:
+    """The job id `sbatch --parsable` printed ("1234" or "1234;cluster")."""
+    match = re.match(r"\s*(\d+)", sbatch_output)
+    if match is None:
+        raise ValueError(f"sbatch printed no job id: {sbatch_output.strip()!r}")
+    return match.group(1)
