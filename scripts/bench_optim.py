@@ -83,14 +83,15 @@ def check_one_pass(model: torch.nn.Module, device: torch.device) -> None:
         for step in range(6):
             for p in m.parameters():
                 p.grad = torch.randn_like(p) * (10.0 if step == 4 else 1.0)
-            opt.observe_grad_norm(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in m.parameters()])))
+            opt.observe_grad_norm(
+                torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in m.parameters()]))
+            )
             opt.step()
         results.append([p.detach().clone() for p in m.parameters()])
-    err = max(
-        ((a - b).abs().max() / (b.abs().max() + 1e-12)).item()
-        for a, b in zip(*results, strict=True)
+    err = max(((a - b).abs().max() / (b.abs().max() + 1e-12)).item() for a, b in zip(*results, strict=True))
+    print(
+        f"AdamWSPAM one pass (compiled) vs pre-step + AdamW (eager), 6 steps: max relative difference {err:.2e}"
     )
-    print(f"AdamWSPAM one pass (compiled) vs pre-step + AdamW (eager), 6 steps: max relative difference {err:.2e}")
 
 
 def main() -> None:

@@ -41,11 +41,11 @@ import torch.nn.functional as F  # noqa: E402
 
 from gpt2.model import GPT, SIZES  # noqa: E402
 from lib.data import META_FILE, TOKEN_DTYPE, TokenData  # noqa: E402
+from lib.fp8 import convert_to_fp8  # noqa: E402
 from lib.io import atomic_write_json  # noqa: E402
 from lib.metrics import peak_flops  # noqa: E402
 from lib.optim import build_optimizer  # noqa: E402
 from lib.pruning import build_pruner  # noqa: E402
-from lib.fp8 import convert_to_fp8  # noqa: E402
 from lib.runtime import (  # noqa: E402
     autocast,
     compile_model,

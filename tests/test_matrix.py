@@ -183,7 +183,9 @@ def test_the_runner_keeps_every_gpu_group_busy_until_the_queue_is_empty(tmp_path
         "import os, sys, time; t = time.time(); time.sleep(0.5); "
         f"open({str(log)!r}, 'a').write(f\"{{os.environ['CUDA_VISIBLE_DEVICES']}} {{t}} {{time.time()}}\\n\")"
     )
-    monkeypatch.setattr(run_test_matrix, "train_command", lambda nproc, args: [sys.executable, "-c", stand_in])
+    monkeypatch.setattr(
+        run_test_matrix, "train_command", lambda nproc, args: [sys.executable, "-c", stand_in]
+    )
     monkeypatch.setattr(run_test_matrix, "visible_gpus", lambda: ["0", "1", "2", "3"])
     base = matrix(adamwspam=False, adamwprune=False, magnitude=False, state=False, repeats=6)
     base = base.replace({"runtime.nproc_per_node": 2, "training.gradient_accumulation": 2})
@@ -198,7 +200,7 @@ def test_the_runner_keeps_every_gpu_group_busy_until_the_queue_is_empty(tmp_path
     for group in ("0,1", "2,3"):
         spans = sorted((float(a), float(b)) for gpus, a, b in rows if gpus == group)
         assert len(spans) == 3
-        gaps = [nxt[0] - prev[1] for prev, nxt in zip(spans, spans[1:])]
+        gaps = [nxt[0] - prev[1] for prev, nxt in zip(spans, spans[1:], strict=False)]
         assert all(0 <= g < 1.0 for g in gaps), gaps  # never two runs at once; no long idle gap
     one_run = max(float(b) - float(a) for _, a, b in rows)
     assert wall < 3 * one_run + 3.0  # ceil(6 / 2) = 3 runs deep, plus process start-up

@@ -164,7 +164,7 @@ def test_one_pass_spam_step_equals_the_pre_step_then_adamw():
     assert fast.log_stats()["spam_spikes"] == simple.log_stats()["spam_spikes"] >= 1
     for pa, pb in zip(models[0].parameters(), models[1].parameters(), strict=True):
         torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
-    for pa in models[0].parameters():
-        sa, sb = fast.state[pa], simple.state[dict(zip(models[0].parameters(), models[1].parameters()))[pa]]
+    for pa, pb in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        sa, sb = fast.state[pa], simple.state[pb]
         assert torch.equal(sa["step"], sb["step"])  # same bias correction after the reset
         torch.testing.assert_close(sa["exp_avg_sq"], sb["exp_avg_sq"], rtol=1e-5, atol=1e-9)

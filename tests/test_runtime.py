@@ -21,7 +21,11 @@ def restore_sdpa():
 def test_an_attention_choice_leaves_that_kernel_and_the_fallback(name, restore_sdpa):
     select_attention_backend(name)
     kernel = {"efficient": "mem_efficient"}.get(name, name)
-    enabled = {k for k in ("flash", "cudnn", "mem_efficient", "math") if getattr(torch.backends.cuda, f"{k}_sdp_enabled")()}
+    enabled = {
+        k
+        for k in ("flash", "cudnn", "mem_efficient", "math")
+        if getattr(torch.backends.cuda, f"{k}_sdp_enabled")()
+    }
     assert enabled == {kernel, "math"}
     select_attention_backend("auto")
     assert all(getattr(torch.backends.cuda, f"{k}_sdp_enabled")() for k in ("flash", "mem_efficient", "math"))

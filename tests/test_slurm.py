@@ -67,7 +67,9 @@ def two_run_config(tmp_path, kconf, data_dir):
     return make_config(tmp_path, TINY_RUN + TWO_RUNS + f'CONFIG_DATA_DIR="{data_dir}"\n', kconf)
 
 
-def test_without_sbatch_the_scripts_are_written_and_the_user_told(tmp_path, two_run_config, monkeypatch, capsys):
+def test_without_sbatch_the_scripts_are_written_and_the_user_told(
+    tmp_path, two_run_config, monkeypatch, capsys
+):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no sbatch anywhere
     assert run_test_matrix.main(["--config", str(two_run_config), "--slurm"]) == 2
@@ -100,7 +102,9 @@ def slurm_available() -> bool:
 
 
 @pytest.mark.slurm
-@pytest.mark.skipif(not slurm_available(), reason="opt-in: GPT2_TEST_SLURM=1 and a Slurm cluster (make test-slurm)")
+@pytest.mark.skipif(
+    not slurm_available(), reason="opt-in: GPT2_TEST_SLURM=1 and a Slurm cluster (make test-slurm)"
+)
 def test_a_real_slurm_runs_the_matrix_and_then_the_report(tmp_path, two_run_config):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "scripts.run_test_matrix", "--config", str(two_run_config), "--slurm"]

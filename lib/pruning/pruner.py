@@ -199,7 +199,9 @@ class MovementPruner(Pruner):
         self.movement = [torch.zeros_like(w, dtype=torch.bfloat16) for w in self.weights]
         on_cuda = self.weights[0].is_cuda
         # One fused kernel per tensor on CUDA; the loop over tensors runs once, at tracing.
-        self._accumulate = torch.compile(accumulate_movement_, dynamic=False) if on_cuda else accumulate_movement_
+        self._accumulate = (
+            torch.compile(accumulate_movement_, dynamic=False) if on_cuda else accumulate_movement_
+        )
 
     @torch.no_grad()
     def before_step(self) -> None:
