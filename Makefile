@@ -13,7 +13,7 @@ PY := $(VENV)/bin/python
 TORCH ?=
 DEFAULT_DEFCONFIG := gpt2-tiny-cpu
 KCONFIG_FILES := Kconfig $(wildcard gpt2/Kconfig.* lib/Kconfig.* lib/*/Kconfig)
-DEFCONFIGS := $(notdir $(wildcard defconfigs/*))
+DEFCONFIGS := $(filter-out %.sweep.toml,$(notdir $(wildcard defconfigs/*)))
 # A local copy of Tiny Shakespeare for offline use (else it is downloaded).
 SHAKESPEARE_SOURCE ?=
 # Extra flags for gpt2/train.py, e.g. TRAIN_ARGS="--max-iters 100"; RESUME=1 continues the latest run.
@@ -33,7 +33,7 @@ STAMP := $(VENV)/.installed
 export KCONFIG_CONFIG := .config
 
 .DEFAULT_GOAL := all
-.PHONY: all train bench test-matrix test-matrix-report data test test-slurm lint menuconfig savedefconfig olddefconfig listnewconfig \
+.PHONY: all train bench test-matrix sweep test-matrix-report data test test-slurm lint menuconfig savedefconfig olddefconfig listnewconfig \
 	list-defconfigs help clean distclean venv $(addprefix defconfig-,$(DEFCONFIGS))
 
 all: train
@@ -98,6 +98,14 @@ test-matrix: data
 	$(PY) -m scripts.run_test_matrix $(if $(DRY_RUN),--dry-run) $(if $(RERUN_FAILED),--rerun-failed) \
 		$(if $(RESULTS),--results $(RESULTS)) $(if $(SLURM),--slurm)
 
+# A hyperparameter sweep over the current configuration: SWEEP=defconfigs/<name>.sweep.toml (values per
+# setting; docs/test-matrix.md). DRY_RUN=1 lists the runs; the matrix runner runs, resumes and reports.
+SWEEP ?=
+sweep: data
+	@test -n "$(SWEEP)" || { echo "error: name the sweep file: make sweep SWEEP=defconfigs/<name>.sweep.toml" >&2; exit 2; }
+	$(PY) -m scripts.run_test_matrix --sweep "$(SWEEP)" $(if $(DRY_RUN),--dry-run) \
+		$(if $(RERUN_FAILED),--rerun-failed) $(if $(RESULTS),--results $(RESULTS)) $(if $(SLURM),--slurm)
+
 test-matrix-report: | $(STAMP)
 	$(PY) -m scripts.run_test_matrix --report-only $(RESULTS)
 
@@ -141,6 +149,7 @@ help:
 	@echo "  make test-matrix         one run per selected combination, then the report (also plain make)"
 	@echo "                           DRY_RUN=1: the plan only; RERUN_FAILED=1; RESULTS=dir"
 	@echo "                           SLURM=1: submit as a Slurm job array + report job"
+	@echo "  make sweep SWEEP=file    a hyperparameter sweep (values per setting in a .sweep.toml), as a matrix"
 	@echo "  make test-matrix-report  rebuild the report of the newest (or RESULTS=) results folder"
 	@echo ""
 	@echo "Configuring"

@@ -9,7 +9,8 @@ settings only in what the matrix varies.
 import itertools
 import shlex
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from lib.pruning import PAIRINGS
 from lib.validate import kc
@@ -68,6 +69,8 @@ class Run:
     variant: str | None
     sparsity: float | None
     seed: int
+    swept: tuple[tuple[str, Any], ...] = ()
+    """(settings path, value) pairs of a sweep (lib/sweep.py)."""
 
     def overrides(self) -> dict:
         """Dotted-path settings overrides that turn the base settings into this run's."""
@@ -76,6 +79,7 @@ class Run:
             o["optimizer.adamwprune_variant"] = self.variant
         if self.sparsity is not None:
             o["pruning.target_sparsity"] = self.sparsity
+        o.update(self.swept)
         return o
 
 
@@ -95,8 +99,34 @@ def _selected(pairs: Iterable[tuple[bool, str]]) -> list:
     return [name for on, name in pairs if on]
 
 
-def expand(settings) -> tuple[list[Run], list[str]]:
-    """All runs of the matrix, and a line per dropped kind of combination saying why."""
+def with_sweep(runs: list[Run], settings, sweep) -> list[Run]:
+    """Each run once per combination of the sweep's values, named after them."""
+    from lib.sweep import check_combinations, label
+
+    m = settings.matrix
+    varied = {
+        "optimizer.name": m.multiple_optimizers,
+        "optimizer.adamwprune_variant": m.multiple_optimizers,
+        "pruning.method": m.multiple_pruning,
+        "pruning.target_sparsity": m.multiple_pruning,
+    }
+    clash = [p for p in sweep.values if varied.get(p) or (p == "runtime.seed" and m.repeats > 1)]
+    if clash:
+        raise ValueError(
+            f"the sweep varies {', '.join(clash)}, which the test matrix already varies; "
+            "sweep it with a single optimizer/pruning mode, or drop it from the sweep"
+        )
+    check_combinations(settings, sweep)
+    out = []
+    for run in runs:
+        for combo in sweep.combinations():
+            name = "_".join([run.name, *(label(p, v) for p, v in combo.items())])
+            out.append(replace(run, name=name, swept=tuple(combo.items())))
+    return out
+
+
+def expand(settings, sweep=None) -> tuple[list[Run], list[str]]:
+    """All runs of the matrix (times the sweep's combinations), and a line per dropped kind saying why."""
     m = settings.matrix
     if m.multiple_optimizers:
         optimizers = _selected([(m.adamw, "adamw"), (m.adamwspam, "adamwspam"), (m.adamwprune, "adamwprune")])
@@ -151,4 +181,5 @@ def expand(settings) -> tuple[list[Run], list[str]]:
             name = run_name(opt, method, variant, sparsity, seed if m.repeats > 1 else None)
             runs.setdefault(name, Run(name, opt, method, variant, sparsity, seed))
     notes = [f"dropped ({why}): {', '.join(sorted(items))}" for why, items in sorted(dropped.items())]
-    return list(runs.values()), notes
+    planned = list(runs.values())
+    return (planned if sweep is None else with_sweep(planned, settings, sweep)), notes

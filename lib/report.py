@@ -63,6 +63,7 @@ def collect(results: Path) -> list[dict]:
             state = (weight_bytes + summary.get("optimizer_state_bytes", 0)) / weight_bytes
         row = {
             "run": run["name"],
+            "swept": run.get("swept", {}),
             "status": status,
             "optimizer": run["optimizer"],
             "variant": run["variant"],
@@ -167,6 +168,53 @@ def _plots(results: Path, rows: list[dict]) -> list[str]:
     return made
 
 
+HIGHER_IS_BETTER = {"tokens_per_sec"}
+
+
+def _sweep_section(results: Path, rows: list[dict], sweep: dict) -> list[str]:
+    """The leaderboard by the sweep's metric and sweep.png: the metric against each swept value."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric, paths = sweep["metric"], list(sweep["values"])
+    done = [r for r in rows if r.get(metric) is not None]
+    done.sort(key=lambda r: -r[metric] if metric in HIGHER_IS_BETTER else r[metric])
+    better = "higher" if metric in HIGHER_IS_BETTER else "lower"
+    lines = [
+        "",
+        f"## Sweep leaderboard ({metric}, {better} is better)",
+        "",
+        "| rank | run | " + " | ".join(paths) + f" | {metric} |",
+        "|" + "---|" * (len(paths) + 3),
+    ]
+    for i, r in enumerate(done, 1):
+        values = [f"{r['swept'].get(p)!r}" for p in paths]
+        lines.append(f"| {i} | {r['run']} | " + " | ".join(values) + f" | {_fmt(r[metric], metric)} |")
+    fig, axes = plt.subplots(1, len(paths), figsize=(4.5 * len(paths), 4), squeeze=False)
+    for ax, path in zip(axes[0], paths, strict=True):
+        groups: dict[str, list] = {}
+        for r in done:
+            others = ", ".join(f"{q.split('.')[-1]}={r['swept'][q]}" for q in paths if q != path)
+            key = " ".join(x for x in (r["optimizer"], r["method"], others) if x)
+            groups.setdefault(key, []).append((r["swept"][path], r[metric]))
+        for key, pts in sorted(groups.items()):
+            pts.sort(key=lambda xy: xy[0])
+            ax.plot([x for x, _ in pts], [y for _, y in pts], "o-", ms=4, label=key)
+        xs = [v for v in sweep["values"][path] if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if xs and min(xs) > 0 and max(xs) / min(xs) >= 10:
+            ax.set_xscale("log")
+        ax.set(xlabel=path, ylabel=metric, title=f"{metric} vs {path.split('.')[-1]}")
+        ax.grid(alpha=0.3)
+        if len(groups) > 1:
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(results / "sweep.png", dpi=110)
+    plt.close(fig)
+    return [*lines, "", "![sweep.png](sweep.png)"]
+
+
 def write_report(results: Path) -> list[dict]:
     """Write summary.json, summary.csv, summary.md and the plots into `results`; return the rows."""
     results = Path(results)
@@ -201,6 +249,8 @@ def write_report(results: Path) -> list[dict]:
         lines.append("| " + " | ".join(cells) + " |")
     if plan["dropped"]:
         lines += ["", "Combinations not run:", *[f"- {d}" for d in plan["dropped"]]]
+    if "sweep" in plan:
+        lines += _sweep_section(results, rows, plan["sweep"])
     failed = [r for r in rows if r["status"] == "failed"]
     for r in failed:
         lines += ["", f"## {r['run']} failed: {r['reason']}", "", "```", r["log_tail"] or "", "```"]

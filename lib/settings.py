@@ -9,6 +9,7 @@ the symbol or flag that sets it. Nothing else reads config.py.
 import argparse
 import ast
 import dataclasses
+import difflib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -293,6 +294,44 @@ def _convert(value: Any, typ: Any, where: str) -> Any:
     return value
 
 
+def setting_path(name: str) -> str:
+    """The dotted settings path ("training.learning_rate") of a Kconfig symbol or of a path itself.
+
+    Accepts LEARNING_RATE, CONFIG_LEARNING_RATE or training.learning_rate; raises SettingsError
+    naming close matches otherwise.
+    """
+    symbol = name.removeprefix("CONFIG_")
+    for section, cls in _SECTIONS.items():
+        for f in fields(cls):
+            if f.metadata["kconfig"] == symbol or f"{section}.{f.name}" == name:
+                return f"{section}.{f.name}"
+    known = [f"{s}.{f.name}" for s, c in _SECTIONS.items() for f in fields(c)]
+    known += [f.metadata["kconfig"] for c in _SECTIONS.values() for f in fields(c)]
+    close = difflib.get_close_matches(symbol, known, n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise SettingsError(f"{name!r} is neither a Kconfig symbol nor a settings path{hint}")
+
+
+def setting_value(path: str, value: Any) -> Any:
+    """`value` (a TOML/JSON value, or text from the command line) as the field's type."""
+    section, _, name = path.partition(".")
+    f = _field_map(_SECTIONS[section])[name]
+    where = f"{path} (CONFIG_{f.metadata['kconfig']})"
+    if isinstance(value, str) and f.type in (int, "int", bool, "bool"):
+        text = value.strip().lower()
+        if f.type in (bool, "bool"):
+            if text not in ("y", "n", "true", "false", "1", "0"):
+                raise SettingsError(f"{where} = {value!r} is not a bool (y/n)")
+            return text in ("y", "true", "1")
+        try:
+            return int(text)
+        except ValueError:
+            raise SettingsError(f"{where} = {value!r} is not an int") from None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and f.type in (float, "float"):
+        value = float(value)
+    return _convert(value, f.type, where)
+
+
 def settings_from_config(config: Mapping[str, Any]) -> Settings:
     """Build Settings from config.py's CONFIG dict; symbols that are absent keep their defaults."""
     sections = {}
@@ -364,6 +403,14 @@ def add_override_flags(parser: argparse.ArgumentParser) -> None:
         choices=sorted(DTYPES),
         help="overrides CONFIG_MIXED_PRECISION and CONFIG_GPT2_AMP_DTYPE",
     )
+    parser.add_argument(
+        "--set",
+        dest="set_values",
+        action="append",
+        default=[],
+        metavar="SYMBOL=VALUE",
+        help="override any setting, flag or not: --set SPAM_THETA=25 (Kconfig symbol or settings path)",
+    )
 
 
 _FLAG_CHOICES = {
@@ -388,8 +435,29 @@ def cli_flag(path: str) -> str:
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The dotted-path overrides the user actually passed (flags left unset are skipped)."""
+    """The dotted-path overrides the user actually passed (flags left unset are skipped).
+
+    Raises SettingsError for a malformed or unknown --set.
+    """
     out = {k: v for k, v in vars(args).items() if "." in k and v is not None}
     if (dtype := out.pop("runtime.dtype", None)) is not None:
         out["runtime.mixed_precision"], out["runtime.amp_dtype"] = DTYPES[dtype]
+    for item in getattr(args, "set_values", []):
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SettingsError(f"--set {item!r}: write SYMBOL=VALUE, e.g. --set LEARNING_RATE=3e-4")
+        path = setting_path(name.strip())
+        out[path] = setting_value(path, value)
     return out
+
+
+def set_flag(path: str, value: Any) -> list[str]:
+    """The --set arguments that give setting `path` this value on gpt2/train.py's command line."""
+    text = (
+        ("y" if value else "n")
+        if isinstance(value, bool)
+        else repr(value)
+        if isinstance(value, float)
+        else str(value)
+    )
+    return ["--set", f"{path}={text}"]

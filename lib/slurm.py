@@ -31,11 +31,13 @@ def array_script(
     gpus_per_task: int,
     max_parallel: int = 0,
     extra: str = "",
+    sweep: Path | None = None,
 ) -> str:
     """The job-array script: task $SLURM_ARRAY_TASK_ID runs plan entry of that index.
 
     gpus_per_task 0 asks for no GPU (CPU runs); max_parallel > 0 caps concurrent tasks
-    (--array=0-N%M); `extra` is appended as sbatch options (partition, time, account).
+    (--array=0-N%M); `extra` is appended as sbatch options (partition, time, account);
+    `sweep` is the results folder's copy of a sweep file, so tasks expand the same runs.
     """
     if num_runs < 1:
         raise ValueError("the matrix has no runs to submit")
@@ -47,7 +49,10 @@ def array_script(
     options += shlex.split(extra)
     output = results / SLURM_DIR / "%x_%A_%a.out"
     command = [python, "-m", "scripts.run_test_matrix", "--config", str(results / "config.py")]
-    command += ["--results", str(results), "--task"]
+    command += ["--results", str(results)]
+    if sweep is not None:
+        command += ["--sweep", str(sweep.resolve())]
+    command.append("--task")
     body = [
         f"cd {shlex.quote(str(root))}",
         "# Slurm sets CUDA_VISIBLE_DEVICES to this task's GPUs; the run uses them all.",

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.cmd == "list":
         for path in sorted(Path(args.dir).iterdir()):
-            if path.is_file():
+            if path.is_file() and not path.name.endswith(".sweep.toml"):
                 print(f"  defconfig-{path.name:<40} {_describe(path)}")
         return 0
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         if not src.exists() and (Path("defconfigs") / src).exists():
             src = Path("defconfigs") / src
         if not src.is_file():
-            names = " ".join(sorted(f.name for f in Path("defconfigs").glob("*")))
+            names = " ".join(sorted(f.name for f in Path("defconfigs").glob("*") if f.suffix != ".toml"))
             print(
                 f"error: no defconfig {args.defconfig!r}. Known: {names}",
                 file=sys.stderr,

@@ -5,6 +5,7 @@
     python -m scripts.run_test_matrix --rerun-failed  # also rerun runs that failed before
     python -m scripts.run_test_matrix --report-only [RESULTS_DIR]
     python -m scripts.run_test_matrix --slurm         # a Slurm job array, one task per run
+    python -m scripts.run_test_matrix --sweep defconfigs/gpt2-tiny-cpu.sweep.toml   # a sweep
 
 Results go to test_matrix_results_<time>/<run-name>/. Running again reuses the
 newest results folder made from the same config.py: finished runs are kept,
@@ -32,8 +33,9 @@ from lib.io import atomic_write_json, atomic_write_text
 from lib.matrix import Run, expand
 from lib.pruning.scores import bitter2_overrides
 from lib.report import FAILURE_FILE, PLAN_FILE, run_status, write_report
-from lib.settings import Settings, SettingsError, cli_flag, load_settings
+from lib.settings import Settings, SettingsError, cli_flag, load_settings, set_flag
 from lib.slurm import ARRAY_SCRIPT, REPORT_SCRIPT, SLURM_DIR, array_script, job_id, report_script
+from lib.sweep import load_sweep
 from scripts.launch import ROOT, train_command
 
 RESULTS_PREFIX = "test_matrix_results_"
@@ -43,8 +45,15 @@ EXIT_REASONS = {2: "configuration, data or checkpoint error", 3: "diverged: the 
 
 
 def flags_for(run: Run) -> list[str]:
-    """The gpt2/train.py flags that apply a run's overrides."""
-    return [item for path, value in run.overrides().items() for item in (cli_flag(path), str(value))]
+    """The gpt2/train.py flags that apply a run's overrides (swept settings through --set)."""
+    swept = dict(run.swept)
+    flags = [
+        item
+        for path, value in run.overrides().items()
+        if path not in swept
+        for item in (cli_flag(path), str(value))
+    ]
+    return flags + [item for path, value in run.swept for item in set_flag(path, value)]
 
 
 def resolved_config_text(base: Settings, run: Run, cmd: list[str]) -> str:
@@ -232,7 +241,7 @@ class Runner:
         return {**counts, "skipped": skipped, "not_started": len(queue)}
 
 
-def submit_slurm(results: Path, base: Settings, num_runs: int) -> int:
+def submit_slurm(results: Path, base: Settings, num_runs: int, sweep: Path | None) -> int:
     """Write the job-array and report scripts into results/slurm/ and submit both with sbatch."""
     m = base.matrix
     folder = results / SLURM_DIR
@@ -248,6 +257,7 @@ def submit_slurm(results: Path, base: Settings, num_runs: int) -> int:
             gpus_per_task=gpus,
             max_parallel=m.slurm_max_parallel,
             extra=m.slurm_args,
+            sweep=sweep,
             **common,
         ),
     )
@@ -297,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--is-matrix", action="store_true", help="exit 0 if config.py selects a matrix, else 1")
     p.add_argument("--slurm", action="store_true", help="submit as a Slurm job array plus a report job")
     p.add_argument("--task", type=int, metavar="I", help="run plan entry I only (a Slurm array task)")
+    p.add_argument("--sweep", metavar="FILE", help="also sweep the values in this TOML file (lib/sweep.py)")
     args = p.parse_args(argv)
 
     if args.report_only is not None:
@@ -317,8 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.is_matrix:
         return 0 if base.matrix.enabled else 1
     try:
-        runs, dropped = expand(base)
-    except ValueError as e:
+        sweep = load_sweep(args.sweep) if args.sweep else None
+        runs, dropped = expand(base, sweep)
+    except ValueError as e:  # SettingsError included
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.task is None:
@@ -331,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     config_text = Path(args.config).read_text()
-    sha = hashlib.sha256(config_text.encode()).hexdigest()
+    sweep_text = Path(args.sweep).read_text() if args.sweep else ""
+    sha = hashlib.sha256((config_text + sweep_text).encode()).hexdigest()
     results = choose_results_dir(args.results, sha)
     results.mkdir(parents=True, exist_ok=True)
     if not (results / PLAN_FILE).is_file():
@@ -350,11 +363,15 @@ def main(argv: list[str] | None = None) -> int:
                     "variant": r.variant,
                     "sparsity": r.sparsity,
                     "seed": r.seed,
+                    "swept": dict(r.swept),
                 }
                 for r in runs
             ],
             "dropped": dropped,
         }
+        if sweep is not None:
+            plan["sweep"] = {"metric": sweep.metric, "values": sweep.values, "file": str(args.sweep)}
+            atomic_write_text(results / "sweep.toml", sweep_text)
         atomic_write_json(results / PLAN_FILE, plan)
     runner = Runner(results, base, runs, args.rerun_failed)
     if args.task is not None:
@@ -365,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     print(f"results: {results}")
     if args.slurm:
-        return submit_slurm(results, base, len(runs))
+        return submit_slurm(results, base, len(runs), results / "sweep.toml" if sweep else None)
     try:
         counts = runner.run_all(base.matrix.parallel)
     except ValueError as e:

@@ -17,7 +17,7 @@ from lib.kconfig import (
 from lib.settings import _SECTIONS, read_config_py, settings_from_config
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFCONFIGS = sorted(p.name for p in (ROOT / "defconfigs").iterdir())
+DEFCONFIGS = sorted(p.name for p in (ROOT / "defconfigs").iterdir() if not p.name.endswith(".sweep.toml"))
 
 
 def load_lines(kconf, tmp_path, text: str):

@@ -44,7 +44,7 @@ def test_estimate_parts_follow_the_settings():
     assert abs(double.parts["activations"] - 2 * e.parts["activations"]) <= 1
     assert double.parts["optimizer"] == e.parts["optimizer"]
     movement = estimate(base.replace({"pruning.method": "movement"}), compiled=True)
-    assert 0 < movement.parts["pruning"] < e.parts["weights"]  # fp32 scores of the Linear weights only
+    assert 0 < movement.parts["pruning"] < e.parts["weights"]  # bf16 scores of the Linear weights only
     assert estimate(base, world_size=2, compiled=True).parts["ddp_buckets"] == 4 * n
     ckpt = estimate(base.replace({"model.activation_checkpointing": True}), compiled=True)
     fused = estimate(base.replace({"model.fused_loss": True}), compiled=False)
