@@ -7,7 +7,8 @@
     torchrun --standalone --nproc_per_node=2 gpt2/train.py   # one run over two GPUs (DDP)
 
 Writes runs/<run>/: config.py and .config, settings.json, environment.json,
-metrics.jsonl, output.log, ckpt.pt, summary.json, loss.png and sample.txt.
+metrics.jsonl, output.log, ckpt.pt, best.pt, summary.json, loss.png, sample.txt,
+and on GPUs gpu.jsonl and gpu.png (lib/gpu_monitor.py).
 """
 
 import argparse
@@ -30,6 +31,8 @@ from lib.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint  # 
 from lib.data import DataError, TokenData  # noqa: E402
 from lib.distributed import Dist, broadcast, wrap_ddp  # noqa: E402
 from lib.fp8 import convert_to_fp8  # noqa: E402
+from lib.gpu_monitor import GPU_FILE, GPUMonitor, plot_gpu  # noqa: E402
+from lib.inference import latency_table, measure_latency  # noqa: E402
 from lib.io import atomic_write_json, atomic_write_text  # noqa: E402
 from lib.memory import check_gpu_fits, host_bytes_needed, host_ram_warning  # noqa: E402
 from lib.metrics import bookkeeping, peak_memory_bytes  # noqa: E402
@@ -303,11 +306,20 @@ def train(
         f"{data.num_tokens('train'):,}",
     )
     started = time.time()
-    with logging_redirect_tqdm():
-        outcome = trainer.fit()
+    gpu_file = run_dir / (GPU_FILE if dist.is_main else f"gpu_rank{dist.rank}.jsonl")
+    monitor = GPUMonitor.for_device(gpu_file, device, s.monitor).start()
+    try:
+        with logging_redirect_tqdm():
+            outcome = trainer.fit()
+    finally:
+        gpu = monitor.stop()
     if not dist.is_main:
         return EXIT_CODES[outcome["status"]]
     final = trainer.last_eval or {}
+    latency = None
+    if s.inference.enabled and outcome["status"] in ("completed", "time_budget"):
+        latency = measure_latency(model, device, amp, s.inference.shapes(s.model.block_size), s.inference.repeats)
+        log.info("inference latency (eager, %s):\n%s", device, latency_table(latency))
     summary = {
         "run": run_dir.name,
         **outcome,
@@ -339,8 +351,11 @@ def train(
         "global_batch": s.training.batch_size * s.training.gradient_accumulation,
         "dtype": "float32" if amp is None else str(amp).removeprefix("torch."),
         "compiled": compiled,
+        "gpu": gpu,
+        "inference": latency,
     }
     atomic_write_json(run_dir / "summary.json", summary)
+    plot_gpu(gpu_file, run_dir / "gpu.png", f"{run_dir.name}: GPU")
     if tracker is not None:
         tracker.finish()
     if pruner is not None:

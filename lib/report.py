@@ -32,8 +32,17 @@ COLUMNS = [
     ("tokens_per_sec", "tok/s"),
     ("peak_memory_gib", "peak mem GiB"),
     ("state_per_weight", "state bytes / weight bytes"),
+    ("mean_power_w", "mean GPU W"),
+    ("energy_wh", "GPU Wh"),
+    ("decode_p50_ms", "decode p50 ms"),
     ("reason", "failure"),
 ]
+
+
+def decode_latency(inference: list[dict] | None) -> float | None:
+    """p50 ms of one generation step at batch 1 and the longest timed length, if timed."""
+    steps = [r for r in inference or [] if r["mode"] == "decode" and r["batch_size"] == 1]
+    return max(steps, key=lambda r: r["seq_len"])["p50_ms"] if steps else None
 
 
 def run_status(run_dir: Path) -> tuple[str, dict]:
@@ -73,6 +82,9 @@ def collect(results: Path) -> list[dict]:
             if summary.get("peak_memory_bytes")
             else None,
             "state_per_weight": state,
+            "mean_power_w": (summary.get("gpu") or {}).get("mean_power_watts"),
+            "energy_wh": (summary.get("gpu") or {}).get("energy_wh"),
+            "decode_p50_ms": decode_latency(summary.get("inference")),
             "reason": record.get("reason") if status == "failed" else None,
             "log_tail": record.get("log_tail") if status == "failed" else None,
         }
@@ -99,7 +111,16 @@ def _fmt(value, key: str) -> str:
         return f"{100 * value:.2f}%"
     if key in ("final_val_loss",):
         return f"{value:.4f}"
-    if key in ("final_val_ppl", "train_seconds", "ms_per_iter", "peak_memory_gib", "state_per_weight"):
+    if key in (
+        "final_val_ppl",
+        "train_seconds",
+        "ms_per_iter",
+        "peak_memory_gib",
+        "state_per_weight",
+        "mean_power_w",
+        "energy_wh",
+        "decode_p50_ms",
+    ):
         return f"{value:,.2f}"
     if isinstance(value, float):
         return f"{value:,.0f}"
@@ -154,13 +175,19 @@ def _plots(results: Path, rows: list[dict]) -> list[str]:
     plt.close(fig)
     made.append("ppl_vs_sparsity.png")
 
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 0.5 * max(4, len(done)) + 1))
+    energy = any(r["energy_wh"] for r in done)  # GPU runs with NVML power samples
+    panels = 3 if energy else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 0.5 * max(4, len(done)) + 1))
     names = [r["run"].removeprefix("gpt2_") for r in done]
-    a1.barh(names, [r["train_seconds"] or 0 for r in done])
-    a1.set(xlabel="training time (s)", title="Time")
-    a2.barh(names, [r["peak_memory_gib"] or 0 for r in done], color="tab:orange")
-    a2.set(xlabel="peak memory (GiB)", title="Memory")
-    a2.set_yticklabels([])
+    axes[0].barh(names, [r["train_seconds"] or 0 for r in done])
+    axes[0].set(xlabel="training time (s)", title="Time")
+    axes[1].barh(names, [r["peak_memory_gib"] or 0 for r in done], color="tab:orange")
+    axes[1].set(xlabel="peak memory (GiB)", title="Memory")
+    if energy:
+        axes[2].barh(names, [r["energy_wh"] or 0 for r in done], color="tab:green")
+        axes[2].set(xlabel="GPU energy (Wh; NVML power samples)", title="Energy")
+    for ax in axes[1:]:
+        ax.set_yticklabels([])
     fig.tight_layout()
     fig.savefig(results / "time_memory.png", dpi=110)
     plt.close(fig)

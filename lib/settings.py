@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from lib.gpu_monitor import MonitorSettings
+from lib.inference import InferenceSettings
 from lib.matrix import MatrixSettings
 from lib.optim import OPTIMIZERS, OptimizerSettings
 from lib.pruning import PAIRINGS, PRUNERS, PruningSettings
@@ -226,6 +228,8 @@ class Settings:
     optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
     pruning: PruningSettings = field(default_factory=PruningSettings)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
+    inference: InferenceSettings = field(default_factory=InferenceSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     matrix: MatrixSettings = field(default_factory=MatrixSettings)
 

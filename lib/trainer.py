@@ -51,6 +51,12 @@ RESUMABLE_CHANGES = {
     "runtime.memory_check",  # a step sees the same tokens on any number of processes
     "runtime.run_name",
     "runtime.output_dir",
+    "monitor.enabled",  # measurements beside and after training
+    "monitor.interval_seconds",
+    "inference.enabled",
+    "inference.seq_lens",
+    "inference.batch_sizes",
+    "inference.repeats",
     "generation.max_tokens",
     "generation.temperature",
     "generation.top_k",

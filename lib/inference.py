@@ -1,0 +1,127 @@
+"""Serving cost of the final model: forward latency percentiles and tokens/s after training.
+
+For each (batch, sequence length) the model, in eval mode and the run's autocast,
+runs `repeats` timed forward passes after `warmup` untimed ones:
+
+  prefill   a forward over all B x T tokens that returns every position's logits
+            (scoring a prompt): p50/p95 ms and B*T/p50 tokens/s;
+  decode    a forward over the same window that returns only the last position's
+            logits, which is one generation step here (gpt2/model.py's generate keeps
+            no KV cache): p50/p95 ms and B/p50 new tokens/s.
+
+Pruned weights are exact zeros in dense tensors, so unstructured sparsity makes no
+kernel faster: comparing these figures across a matrix shows exactly that.
+"""
+
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from lib.runtime import autocast, synchronize
+from lib.validate import check, kc
+
+
+def _int_list(text: str) -> list[int] | None:
+    try:
+        values = [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        return None
+    return values if values and all(v >= 1 for v in values) else None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class InferenceSettings:
+    """After training: time the final model's forward passes (lib/inference.py)."""
+
+    enabled: bool = field(default=False, metadata=kc("GPT2_LATENCY", "--latency"))
+    seq_lens: str = field(default="512,1024", metadata=kc("GPT2_LATENCY_SEQ_LENS"))
+    """Comma-separated sequence lengths; those above the block size are skipped."""
+    batch_sizes: str = field(default="1,8", metadata=kc("GPT2_LATENCY_BATCH_SIZES"))
+    repeats: int = field(default=20, metadata=kc("GPT2_LATENCY_REPEATS"))
+
+    def __post_init__(self) -> None:
+        check(self, "seq_lens", _int_list(self.seq_lens) is not None, 'positive integers, e.g. "512,1024"')
+        check(self, "batch_sizes", _int_list(self.batch_sizes) is not None, 'positive integers, e.g. "1,8"')
+        check(self, "repeats", 3 <= self.repeats <= 10_000, "3..10000")
+
+    def shapes(self, block_size: int) -> list[tuple[int, int]]:
+        """(batch, sequence length) pairs to time, lengths capped at the block size (deduplicated)."""
+        lens = sorted({min(t, block_size) for t in _int_list(self.seq_lens)})
+        return [(b, t) for b in _int_list(self.batch_sizes) for t in lens]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-quantile (0..1) by linear interpolation between order statistics."""
+    ordered = sorted(values)
+    pos = q * (len(ordered) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def _timed(fn, device: torch.device, repeats: int, warmup: int) -> list[float]:
+    """Milliseconds of each of `repeats` calls of fn(), after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(1000 * (time.perf_counter() - start))
+    return times
+
+
+@torch.no_grad()
+def measure_latency(
+    model: torch.nn.Module,
+    device: torch.device,
+    amp: torch.dtype | None,
+    shapes: list[tuple[int, int]],
+    repeats: int,
+    warmup: int = 3,
+    vocab: int = 50257,
+) -> list[dict]:
+    """One record per (batch, length, mode) with p50/p95 ms and tokens/s (see the module doc)."""
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        gen = torch.Generator().manual_seed(0)
+        for batch, length in shapes:
+            idx = torch.randint(0, vocab, (batch, length), generator=gen).to(device)
+            for mode, all_positions, tokens in (("prefill", True, batch * length), ("decode", False, batch)):
+
+                def forward(idx=idx, all_positions=all_positions):
+                    with autocast(device, amp):
+                        model(idx, all_positions=all_positions)
+
+                times = _timed(forward, device, repeats, warmup)
+                p50 = statistics.median(times)
+                out.append(
+                    {
+                        "mode": mode,
+                        "batch_size": batch,
+                        "seq_len": length,
+                        "p50_ms": p50,
+                        "p95_ms": percentile(times, 0.95),
+                        "tokens_per_sec": 1000 * tokens / p50,
+                    }
+                )
+    finally:
+        model.train(was_training)
+    return out
+
+
+def latency_table(rows: list[dict]) -> str:
+    """The records as log lines."""
+    lines = [f"{'mode':<8} {'batch':>5} {'tokens':>6} {'p50 ms':>9} {'p95 ms':>9} {'tokens/s':>12}"]
+    lines += [
+        f"{r['mode']:<8} {r['batch_size']:>5} {r['seq_len']:>6} {r['p50_ms']:>9.2f} {r['p95_ms']:>9.2f} "
+        f"{r['tokens_per_sec']:>12,.0f}"
+        for r in rows
+    ]
+    return "\n".join(lines)
