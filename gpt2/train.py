@@ -27,6 +27,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm  # noqa: E402
 
 from gpt2.model import GPT, GPT2_VOCAB_SIZE  # noqa: E402
 from lib import distributed  # noqa: E402
+from lib.batch import choose_batch, make_probe, refuse_manual_values, resumed_batch  # noqa: E402
 from lib.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint  # noqa: E402
 from lib.data import DataError, TokenData  # noqa: E402
 from lib.distributed import Dist, broadcast, wrap_ddp  # noqa: E402
@@ -160,7 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     use_expandable_segments()  # before anything touches the GPU
     try:
         dist = Dist.from_env()
-        s = load_settings(args.config, overrides_from_args(args))
+        overrides = overrides_from_args(args)
+        s = load_settings(args.config, overrides)
+        if s.training.batch_mode == "auto":
+            refuse_manual_values(overrides)
         scale_overrides, scaling = bitter2_overrides(s)
         s = s.replace(scale_overrides)
         check_world(s, dist)
@@ -229,13 +233,20 @@ def train(
             for stale in ("metrics.jsonl", "summary.json"):
                 (run_dir / stale).unlink(missing_ok=True)
             copy_config(Path(args.config), run_dir)
-            atomic_write_json(run_dir / "settings.json", s.to_dict())
         atomic_write_json(
             run_dir / "environment.json", {**environment(device), "world_size": dist.world_size}
         )
 
+    sizing = None  # GPT2_BATCH_MODE=auto: the micro-batch is chosen once the model exists
+    if s.training.batch_mode == "auto" and resume_state is not None:
+        s, sizing = resumed_batch(s, resume_state["settings"])
+    resumed_dir = run_dir if resume_state is not None else None
     try:
-        memory = preflight(s, device, dist, run_dir if resume_state is not None else None)
+        memory = (
+            None
+            if s.training.batch_mode == "auto" and sizing is None
+            else preflight(s, device, dist, resumed_dir)
+        )
     except MemoryError as e:
         log.error("error: %s", e)
         return 2
@@ -259,6 +270,23 @@ def train(
     amp = amp_dtype(device, s.runtime.mixed_precision, s.runtime.amp_dtype)
     compiled = s.runtime.compile and device.type == "cuda"
     train_model = compile_model(wrap_ddp(model, dist, device), device, compiled, s.runtime.compile_mode)
+    if s.training.batch_mode == "auto" and sizing is None:
+        try:
+            probe = make_probe(train_model, model, device, amp, s.model.block_size, dist)
+            s, sizing = choose_batch(s, device, dist.world_size, probe)
+            memory = preflight(s, device, dist, resumed_dir)
+        except MemoryError as e:
+            log.error("error: %s", e)
+            return 2
+        log.info(
+            "batch sizing: GPT2_TARGET_BATCH %d = micro-batch %d x accumulation %d (%s)",
+            s.training.target_batch,
+            s.training.batch_size,
+            s.training.gradient_accumulation,
+            sizing["rule"],
+        )
+    if dist.is_main and resume_state is None:
+        atomic_write_json(run_dir / "settings.json", s.to_dict())
     try:
         total_iters = planned_iters(s, data.num_tokens("train"))
         pruner = build_pruner(model, optimizer, s.pruning, s.optimizer.adamwprune_variant, total_iters)
@@ -318,7 +346,9 @@ def train(
     final = trainer.last_eval or {}
     latency = None
     if s.inference.enabled and outcome["status"] in ("completed", "time_budget"):
-        latency = measure_latency(model, device, amp, s.inference.shapes(s.model.block_size), s.inference.repeats)
+        latency = measure_latency(
+            model, device, amp, s.inference.shapes(s.model.block_size), s.inference.repeats
+        )
         log.info("inference latency (eager, %s):\n%s", device, latency_table(latency))
     summary = {
         "run": run_dir.name,
@@ -351,6 +381,7 @@ def train(
         "global_batch": s.training.batch_size * s.training.gradient_accumulation,
         "dtype": "float32" if amp is None else str(amp).removeprefix("torch."),
         "compiled": compiled,
+        "batch_sizing": sizing,
         "gpu": gpu,
         "inference": latency,
     }

@@ -148,6 +148,11 @@ def fit_advice(s: Settings, capacity: int, world_size: int = 1) -> list[str]:
     return tips
 
 
+def usable_gpu_bytes(device: torch.device) -> int:
+    """95% of the GPU's memory: the CUDA context and allocator slack take the rest."""
+    return int(0.95 * torch.cuda.get_device_properties(device).total_memory)
+
+
 def check_gpu_fits(s: Settings, device: torch.device, world_size: int = 1) -> MemoryEstimate:
     """Raise MemoryError with advice when the estimate exceeds the GPU's memory; return it otherwise."""
     est = estimate(
@@ -158,8 +163,7 @@ def check_gpu_fits(s: Settings, device: torch.device, world_size: int = 1) -> Me
     )
     if device.type != "cuda":
         return est
-    capacity = torch.cuda.get_device_properties(device).total_memory
-    usable = int(0.95 * capacity)  # the CUDA context and allocator fragmentation take the rest
+    usable = usable_gpu_bytes(device)
     if est.total > usable:
         tips = "\n  - ".join(fit_advice(s, usable, world_size))
         raise MemoryError(

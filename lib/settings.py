@@ -116,6 +116,10 @@ class DataSettings:
 class TrainingSettings:
     """Batching, length, learning-rate schedule, evaluation and checkpoints."""
 
+    batch_mode: str = field(default="manual", metadata=kc("GPT2_BATCH_MODE", "--batch-mode"))
+    """manual, or auto: batch_size and gradient_accumulation found for target_batch (lib/batch.py)."""
+    target_batch: int = field(default=128, metadata=kc("GPT2_TARGET_BATCH", "--target-batch"))
+    """Sequences per optimizer step in auto mode."""
     batch_size: int = field(default=12, metadata=kc("BATCH_SIZE", "--batch-size"))
     """Sequences per micro-batch, per device."""
     gradient_accumulation: int = field(
@@ -138,6 +142,8 @@ class TrainingSettings:
     save_checkpoint: bool = field(default=True, metadata=kc("GPT2_SAVE_CHECKPOINT"))
 
     def __post_init__(self) -> None:
+        check(self, "batch_mode", self.batch_mode in ("manual", "auto"), "manual or auto")
+        check(self, "target_batch", self.target_batch >= 1, "1 or more")
         check(self, "batch_size", self.batch_size >= 1, "1 or more")
         check(self, "gradient_accumulation", self.gradient_accumulation >= 1, "1 or more")
         check(self, "max_iters", self.max_iters >= 0, "0 or more")
@@ -248,7 +254,13 @@ class Settings:
                 "make menuconfig)"
             )
         accumulation, nproc = self.training.gradient_accumulation, self.runtime.nproc_per_node
-        if accumulation % nproc:
+        if self.training.batch_mode == "auto":
+            if self.training.target_batch % nproc:
+                raise SettingsError(
+                    f"GPT2_TARGET_BATCH={self.training.target_batch} (--target-batch) does not divide over "
+                    f"GPT2_NPROC_PER_NODE={nproc} processes; use a multiple of {nproc}"
+                )
+        elif accumulation % nproc:
             raise SettingsError(
                 f"GPT2_GRADIENT_ACCUMULATION={accumulation} (--gradient-accumulation) does not divide "
                 f"over GPT2_NPROC_PER_NODE={nproc} (--nproc-per-node) processes: each step's "
@@ -424,6 +436,7 @@ _FLAG_CHOICES = {
     "pruning.method": tuple(PRUNERS),
     "optimizer.adamwprune_variant": tuple(ADAMWPRUNE_VARIANTS),
     "runtime.compile_mode": COMPILE_MODES,
+    "training.batch_mode": ("manual", "auto"),
     "runtime.attention_backend": tuple(ATTENTION_BACKENDS),
     "runtime.fp8_recipe": FP8_RECIPES,
 }

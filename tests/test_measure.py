@@ -14,7 +14,11 @@ from lib.settings import SettingsError
 
 def test_monitor_samples_in_the_background_and_stops_at_once(tmp_path):
     count = iter(range(10_000))
-    sampler = lambda: {"gpu_util_percent": 50.0, "power_watts": 100.0 + next(count), "memory_used_bytes": 2**30}
+    sampler = lambda: {
+        "gpu_util_percent": 50.0,
+        "power_watts": 100.0 + next(count),
+        "memory_used_bytes": 2**30,
+    }
     monitor = GPUMonitor(tmp_path / "gpu.jsonl", sampler, interval=0.01, source="fake").start()
     time.sleep(0.2)
     start = time.perf_counter()
@@ -83,6 +87,11 @@ def test_a_run_with_latency_records_it_in_its_summary(tiny_config, tmp_path):
     argv += ["--latency", "--set", "GPT2_LATENCY_SEQ_LENS=8,64", "--set", "GPT2_LATENCY_REPEATS=3"]
     assert train.main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert {(r["batch_size"], r["seq_len"]) for r in summary["inference"]} == {(1, 8), (1, 32), (8, 8), (8, 32)}
+    assert {(r["batch_size"], r["seq_len"]) for r in summary["inference"]} == {
+        (1, 8),
+        (1, 32),
+        (8, 8),
+        (8, 32),
+    }
     assert decode_latency(summary["inference"]) > 0 and summary["gpu"] is None  # a CPU run
     assert "inference latency" in (out / "output.log").read_text()

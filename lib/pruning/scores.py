@@ -64,6 +64,8 @@ def bitter2_overrides(settings) -> tuple[dict, dict | None]:
     if o.name != "adamwprune" or not ADAMWPRUNE_VARIANTS[o.adamwprune_variant].scaled:
         return {}, None
     path, factor = BITTER2_SCALINGS[o.bitter2_scaling]
+    if path == "training.batch_size" and settings.training.batch_mode == "auto":
+        path = "training.target_batch"  # the micro-batch is chosen; scale what the user set
     section, name = path.split(".")
     before = getattr(getattr(settings, section), name)
     if before == 0:
