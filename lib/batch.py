@@ -98,19 +98,22 @@ def make_probe(
         saved = rng_state(device)
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-        fits, x, loss = True, None, None
+        fits, x, y, loss = True, None, None, None
         try:
+            # Distinct inputs and targets, as in training: the same tensor for both would be
+            # another guard for torch.compile, and training would compile again.
             x = torch.randint(0, 50257, (batch, block_size), device=device)
+            y = torch.randint(0, 50257, (batch, block_size), device=device)
             with no_sync(train_model):
                 with autocast(device, amp):
-                    _, loss = train_model(x, x)
+                    _, loss = train_model(x, y)
                 loss.backward()
             later = 8 * n + (4 * n if accumulation > 1 else 0)
             fits = torch.cuda.max_memory_allocated(device) + later <= usable_gpu_bytes(device)
         except torch.OutOfMemoryError:
             fits = False
         finally:
-            x = loss = None
+            x = y = loss = None
             for p in params:
                 p.grad = None
             set_rng_state(device, saved)
