@@ -31,6 +31,7 @@ from lib.batch import choose_batch, make_probe, refuse_manual_values, resumed_ba
 from lib.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint  # noqa: E402
 from lib.data import DataError, TokenData  # noqa: E402
 from lib.distributed import Dist, broadcast, wrap_ddp  # noqa: E402
+from lib.downstream import run_lm_eval  # noqa: E402
 from lib.fp8 import convert_to_fp8  # noqa: E402
 from lib.gpu_monitor import GPU_FILE, GPUMonitor, plot_gpu  # noqa: E402
 from lib.inference import latency_table, measure_latency  # noqa: E402
@@ -350,6 +351,14 @@ def train(
             model, device, amp, s.inference.shapes(s.model.block_size), s.inference.repeats
         )
         log.info("inference latency (eager, %s):\n%s", device, latency_table(latency))
+    downstream = None
+    if s.downstream.enabled and outcome["status"] in ("completed", "time_budget"):
+        try:
+            downstream = run_lm_eval(model, device, amp, s.downstream)
+            log.info("lm-eval: %s", downstream)
+        except Exception as e:  # the training result stands; say why the evaluation did not
+            log.error("error: lm-evaluation-harness failed (%s: %s); training results are kept", type(e).__name__, e)
+            downstream = {"error": f"{type(e).__name__}: {e}"}
     summary = {
         "run": run_dir.name,
         **outcome,
@@ -384,6 +393,7 @@ def train(
         "batch_sizing": sizing,
         "gpu": gpu,
         "inference": latency,
+        "lm_eval": downstream,
     }
     atomic_write_json(run_dir / "summary.json", summary)
     plot_gpu(gpu_file, run_dir / "gpu.png", f"{run_dir.name}: GPU")

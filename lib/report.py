@@ -35,8 +35,21 @@ COLUMNS = [
     ("mean_power_w", "mean GPU W"),
     ("energy_wh", "GPU Wh"),
     ("decode_p50_ms", "decode p50 ms"),
+    ("downstream", "lm-eval"),
     ("reason", "failure"),
 ]
+
+
+def downstream_text(lm_eval: dict | None) -> str | None:
+    """'task metric=value ...' of an lm-eval result, for one table cell."""
+    if not lm_eval:
+        return None
+    if "error" in lm_eval:
+        return "failed"
+    return "; ".join(
+        f"{task} " + " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+        for task, metrics in sorted(lm_eval.items())
+    )
 
 
 def decode_latency(inference: list[dict] | None) -> float | None:
@@ -85,6 +98,7 @@ def collect(results: Path) -> list[dict]:
             "mean_power_w": (summary.get("gpu") or {}).get("mean_power_watts"),
             "energy_wh": (summary.get("gpu") or {}).get("energy_wh"),
             "decode_p50_ms": decode_latency(summary.get("inference")),
+            "downstream": downstream_text(summary.get("lm_eval")),
             "reason": record.get("reason") if status == "failed" else None,
             "log_tail": record.get("log_tail") if status == "failed" else None,
         }

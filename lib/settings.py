@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from lib.downstream import DownstreamSettings
 from lib.gpu_monitor import MonitorSettings
 from lib.inference import InferenceSettings
 from lib.matrix import MatrixSettings
@@ -236,6 +237,7 @@ class Settings:
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
     inference: InferenceSettings = field(default_factory=InferenceSettings)
+    downstream: DownstreamSettings = field(default_factory=DownstreamSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     matrix: MatrixSettings = field(default_factory=MatrixSettings)
 
