@@ -33,7 +33,7 @@ STAMP := $(VENV)/.installed
 export KCONFIG_CONFIG := .config
 
 .DEFAULT_GOAL := all
-.PHONY: all train bench test-matrix sweep test-matrix-report data test test-slurm lint menuconfig savedefconfig olddefconfig listnewconfig \
+.PHONY: all train bench test-matrix test-matrix-dry-run sweep test-matrix-report data test test-slurm lint menuconfig savedefconfig olddefconfig listnewconfig \
 	list-defconfigs help clean distclean venv $(addprefix defconfig-,$(DEFCONFIGS))
 
 all: train
@@ -98,6 +98,9 @@ test-matrix: data
 	$(PY) -m scripts.run_test_matrix $(if $(DRY_RUN),--dry-run) $(if $(RERUN_FAILED),--rerun-failed) \
 		$(if $(RESULTS),--results $(RESULTS)) $(if $(SLURM),--slurm)
 
+test-matrix-dry-run:
+	@$(MAKE) --no-print-directory test-matrix DRY_RUN=1
+
 # A hyperparameter sweep over the current configuration: SWEEP=defconfigs/<name>.sweep.toml (values per
 # setting; docs/test-matrix.md). DRY_RUN=1 lists the runs; the matrix runner runs, resumes and reports.
 SWEEP ?=
@@ -147,7 +150,7 @@ help:
 	@echo "  make TRAIN_ARGS='...'    extra gpt2/train.py flags, e.g. --max-iters 100"
 	@echo "  make data                prepare the dataset .config names (SHAKESPEARE_SOURCE=file: offline copy)"
 	@echo "  make test-matrix         one run per selected combination, then the report (also plain make)"
-	@echo "                           DRY_RUN=1: the plan only; RERUN_FAILED=1; RESULTS=dir"
+	@echo "                           DRY_RUN=1 (or make test-matrix-dry-run): the plan only; RERUN_FAILED=1; RESULTS=dir"
 	@echo "                           SLURM=1: submit as a Slurm job array + report job"
 	@echo "  make sweep SWEEP=file    a hyperparameter sweep (values per setting in a .sweep.toml), as a matrix"
 	@echo "  make test-matrix-report  rebuild the report of the newest (or RESULTS=) results folder"

@@ -34,6 +34,7 @@ from lib.distributed import Dist, broadcast, wrap_ddp  # noqa: E402
 from lib.downstream import run_lm_eval  # noqa: E402
 from lib.fp8 import convert_to_fp8  # noqa: E402
 from lib.gpu_monitor import GPU_FILE, GPUMonitor, plot_gpu  # noqa: E402
+from lib.hf import import_hf  # noqa: E402
 from lib.inference import latency_table, measure_latency  # noqa: E402
 from lib.io import atomic_write_json, atomic_write_text  # noqa: E402
 from lib.memory import check_gpu_fits, host_bytes_needed, host_ram_warning  # noqa: E402
@@ -210,6 +211,20 @@ def preflight(s: Settings, device: torch.device, dist: Dist, resume_dir: Path | 
     return {"estimated_peak_bytes": est.total, "estimate_parts": est.parts}
 
 
+def build_model(s: Settings) -> tuple[GPT, dict | None]:
+    """The GPT the settings describe: random, or GPT2_INIT_FROM's pretrained weights (same shape)."""
+    if not s.model.init_from:
+        return GPT(s.model.gpt_config()), None
+    model, record = import_hf(s.model.init_from, s.model.block_size)
+    want, got = s.model.gpt_config(), model.config
+    if (want.n_layer, want.n_head, want.n_embd) != (got.n_layer, got.n_head, got.n_embd):
+        raise RuntimeError(
+            f"GPT2_INIT_FROM={s.model.init_from!r} holds a {got.n_layer}-layer, {got.n_embd}-wide model with "
+            f"{got.n_head} heads, but GPT2_MODEL_NAME is {s.model.name!r}; choose the matching size"
+        )
+    return model, record
+
+
 def train(
     args: argparse.Namespace, s: Settings, scaling: dict | None, dist: Dist, device: torch.device
 ) -> int:
@@ -257,8 +272,12 @@ def train(
     except DataError as e:
         log.error("error: %s", e)
         return 2
-    config = s.model.gpt_config()
-    model = GPT(config).to(device)
+    try:
+        model, init = build_model(s)
+    except RuntimeError as e:
+        log.error("error: %s", e)
+        return 2
+    model = model.to(device)
     if s.runtime.fp8:
         try:
             convert_to_fp8(model, s.runtime.fp8_recipe, device)
@@ -357,7 +376,9 @@ def train(
             downstream = run_lm_eval(model, device, amp, s.downstream)
             log.info("lm-eval: %s", downstream)
         except Exception as e:  # the training result stands; say why the evaluation did not
-            log.error("error: lm-evaluation-harness failed (%s: %s); training results are kept", type(e).__name__, e)
+            log.error(
+                "error: lm-evaluation-harness failed (%s: %s); training results are kept", type(e).__name__, e
+            )
             downstream = {"error": f"{type(e).__name__}: {e}"}
     summary = {
         "run": run_dir.name,
@@ -391,6 +412,7 @@ def train(
         "dtype": "float32" if amp is None else str(amp).removeprefix("torch."),
         "compiled": compiled,
         "batch_sizing": sizing,
+        "init_from": init,
         "gpu": gpu,
         "inference": latency,
         "lm_eval": downstream,

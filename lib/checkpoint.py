@@ -20,11 +20,17 @@ def save_checkpoint(path: Path, state: dict) -> None:
     atomic_write(path, lambda f: torch.save(state, f))
 
 
-def load_checkpoint(path: Path) -> dict:
-    """Load a checkpoint onto the CPU with weights_only=True (tensors and plain data only)."""
+def load_checkpoint(
+    path: Path, required: tuple[str, ...] = ("iter_num", "model", "optimizer", "settings")
+) -> dict:
+    """Load a checkpoint onto the CPU with weights_only=True (tensors and plain data only).
+
+    `required` are the keys it must hold: a resumable one by default; ("model", "settings")
+    for best.pt or an export.
+    """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}; nothing to resume")
+        raise CheckpointError(f"no checkpoint at {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for truncated or foreign files
@@ -32,7 +38,7 @@ def load_checkpoint(path: Path) -> dict:
             f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:200]}). "
             "It may be truncated or from another program; start a new run, or restore a copy."
         ) from None
-    missing = {"iter_num", "model", "optimizer", "settings"} - set(state)
+    missing = set(required) - set(state)
     if missing:
         raise CheckpointError(f"{path} lacks {', '.join(sorted(missing))}; it is not from gpt2/train.py")
     return state

@@ -26,7 +26,9 @@ class DownstreamSettings:
     """After training: lm-evaluation-harness tasks on the final model."""
 
     enabled: bool = field(default=False, metadata=kc("GPT2_LM_EVAL", "--lm-eval"))
-    tasks: str = field(default="hellaswag,lambada_openai", metadata=kc("GPT2_LM_EVAL_TASKS", "--lm-eval-tasks"))
+    tasks: str = field(
+        default="hellaswag,lambada_openai", metadata=kc("GPT2_LM_EVAL_TASKS", "--lm-eval-tasks")
+    )
     """Comma-separated harness task names."""
     limit: int = field(default=0, metadata=kc("GPT2_LM_EVAL_LIMIT"))
     """Examples per task (0: all)."""
@@ -121,7 +123,9 @@ def make_adapter(model: torch.nn.Module, device: torch.device, amp, batch_size: 
                 context, kwargs = req.args
                 until = kwargs.get("until") or []
                 until = [until] if isinstance(until, str) else until
-                idx = torch.tensor([enc.encode(context, allowed_special="all")[-block:] or [eot]], device=device)
+                idx = torch.tensor(
+                    [enc.encode(context, allowed_special="all")[-block:] or [eot]], device=device
+                )
                 new: list[int] = []
                 for _ in range(int(kwargs.get("max_gen_toks", 64))):
                     with autocast(device, amp):
@@ -153,7 +157,9 @@ def run_lm_eval(model: torch.nn.Module, device: torch.device, amp, s: Downstream
     if s.include_path:
         include = Path(s.include_path)
         if not include.is_dir():
-            raise RuntimeError(f"GPT2_LM_EVAL_INCLUDE_PATH={s.include_path!r} is not a folder of task YAML files")
+            raise RuntimeError(
+                f"GPT2_LM_EVAL_INCLUDE_PATH={s.include_path!r} is not a folder of task YAML files"
+            )
     was_training = model.training
     model.eval()
     try:

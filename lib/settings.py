@@ -40,6 +40,8 @@ class ModelSettings:
     """One of MODEL_NAMES."""
     block_size: int = field(default=1024, metadata=kc("GPT2_BLOCK_SIZE", "--block-size"))
     """Tokens per sequence."""
+    init_from: str = field(default="", metadata=kc("GPT2_INIT_FROM", "--init-from"))
+    """An HF GPT-2 folder or hub name to start from (lib/hf.py); empty: random initialisation."""
     dropout: float = field(default=0.0, metadata=kc("GPT2_DROPOUT"))
     bias: bool = field(default=True, metadata=kc("GPT2_BIAS"))
     weight_tying: bool = field(default=True, metadata=kc("GPT2_WEIGHT_TYING"))

@@ -88,7 +88,9 @@ def test_a_run_with_lm_eval_records_it_and_a_missing_harness_is_explained(tiny_c
     argv += ["--lm-eval", "--lm-eval-tasks", "tiny_mc", "--set", f"GPT2_LM_EVAL_INCLUDE_PATH={tmp_path}"]
     assert train.main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["lm_eval"]) == {"tiny_mc"} and downstream_text(summary["lm_eval"]).startswith("tiny_mc acc=")
+    assert set(summary["lm_eval"]) == {"tiny_mc"} and downstream_text(summary["lm_eval"]).startswith(
+        "tiny_mc acc="
+    )
     monkeypatch.setitem(sys.modules, "lm_eval.api.model", None)  # as if not installed
     out2 = tmp_path / "run2"
     assert train.main([*argv[:3], str(out2), *argv[4:]]) == 0  # training results are kept
