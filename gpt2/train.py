@@ -29,6 +29,7 @@ from gpt2.model import GPT, GPT2_VOCAB_SIZE  # noqa: E402
 from lib import distributed  # noqa: E402
 from lib.batch import choose_batch, make_probe, refuse_manual_values, resumed_batch  # noqa: E402
 from lib.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint  # noqa: E402
+from lib.cli import add_override_flags, overrides_from_args  # noqa: E402
 from lib.data import DataError, TokenData  # noqa: E402
 from lib.distributed import Dist, broadcast, wrap_ddp  # noqa: E402
 from lib.downstream import run_lm_eval  # noqa: E402
@@ -44,7 +45,7 @@ from lib.pruning import build_pruner  # noqa: E402
 from lib.pruning.scores import bitter2_overrides  # noqa: E402
 from lib.records import copy_config, environment, latest_run_dir, new_run_dir, plot_losses  # noqa: E402
 from lib.runtime import amp_dtype, compile_model, configure, use_expandable_segments  # noqa: E402
-from lib.settings import Settings, SettingsError, add_override_flags, load_settings, overrides_from_args  # noqa: E402
+from lib.settings import Settings, SettingsError, load_settings  # noqa: E402
 from lib.tracking import start_tracker  # noqa: E402
 from lib.trainer import Trainer, planned_iters  # noqa: E402
 

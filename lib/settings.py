@@ -6,12 +6,11 @@ in __post_init__; errors name the field, the value seen, what is allowed and
 the symbol or flag that sets it. Nothing else reads config.py.
 """
 
-import argparse
 import ast
 import dataclasses
 import difflib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,8 @@ from lib.downstream import DownstreamSettings
 from lib.gpu_monitor import MonitorSettings
 from lib.inference import InferenceSettings
 from lib.matrix import MatrixSettings
-from lib.optim import OPTIMIZERS, OptimizerSettings
-from lib.pruning import PAIRINGS, PRUNERS, PruningSettings
-from lib.pruning.scores import ADAMWPRUNE_VARIANTS
+from lib.optim import OptimizerSettings
+from lib.pruning import PAIRINGS, PruningSettings
 from lib.runtime import ATTENTION_BACKENDS, COMPILE_MODES, FP8_RECIPES
 from lib.tracking import TrackingSettings
 from lib.validate import SettingsError, check, kc
@@ -400,85 +398,3 @@ def load_settings(
     """Settings from config.py, then CLI-style dotted-path overrides, validated once."""
     settings = settings_from_config(read_config_py(config_py))
     return settings.replace(overrides) if overrides else settings
-
-
-def add_override_flags(parser: argparse.ArgumentParser) -> None:
-    """Add one CLI flag per field that names a flag in its metadata, plus --dtype."""
-    for section, cls in _SECTIONS.items():
-        for f in fields(cls):
-            flag = f.metadata.get("flag")
-            if flag is None:
-                continue
-            dest = f"{section}.{f.name}"
-            help_ = f"overrides CONFIG_{f.metadata['kconfig']}"
-            if f.type in (bool, "bool"):
-                parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, help=help_)
-            else:
-                typ: Callable = {"int": int, "float": float, "str": str}.get(f.type, f.type)
-                choices = _FLAG_CHOICES.get(dest)
-                parser.add_argument(flag, dest=dest, type=typ, choices=choices, help=help_)
-    parser.add_argument(
-        "--dtype",
-        dest="runtime.dtype",
-        choices=sorted(DTYPES),
-        help="overrides CONFIG_MIXED_PRECISION and CONFIG_GPT2_AMP_DTYPE",
-    )
-    parser.add_argument(
-        "--set",
-        dest="set_values",
-        action="append",
-        default=[],
-        metavar="SYMBOL=VALUE",
-        help="override any setting, flag or not: --set SPAM_THETA=25 (Kconfig symbol or settings path)",
-    )
-
-
-_FLAG_CHOICES = {
-    "model.name": MODEL_NAMES,
-    "data.dataset": DATASETS,
-    "optimizer.name": tuple(OPTIMIZERS),
-    "pruning.method": tuple(PRUNERS),
-    "optimizer.adamwprune_variant": tuple(ADAMWPRUNE_VARIANTS),
-    "runtime.compile_mode": COMPILE_MODES,
-    "training.batch_mode": ("manual", "auto"),
-    "runtime.attention_backend": tuple(ATTENTION_BACKENDS),
-    "runtime.fp8_recipe": FP8_RECIPES,
-}
-
-
-def cli_flag(path: str) -> str:
-    """The command-line flag of a dotted settings path ("training.batch_size" -> "--batch-size")."""
-    section, _, name = path.partition(".")
-    flag = _field_map(_SECTIONS[section])[name].metadata.get("flag")
-    if flag is None:
-        raise SettingsError(f"setting {path!r} has no command-line flag")
-    return flag
-
-
-def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The dotted-path overrides the user actually passed (flags left unset are skipped).
-
-    Raises SettingsError for a malformed or unknown --set.
-    """
-    out = {k: v for k, v in vars(args).items() if "." in k and v is not None}
-    if (dtype := out.pop("runtime.dtype", None)) is not None:
-        out["runtime.mixed_precision"], out["runtime.amp_dtype"] = DTYPES[dtype]
-    for item in getattr(args, "set_values", []):
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise SettingsError(f"--set {item!r}: write SYMBOL=VALUE, e.g. --set LEARNING_RATE=3e-4")
-        path = setting_path(name.strip())
-        out[path] = setting_value(path, value)
-    return out
-
-
-def set_flag(path: str, value: Any) -> list[str]:
-    """The --set arguments that give setting `path` this value on gpt2/train.py's command line."""
-    text = (
-        ("y" if value else "n")
-        if isinstance(value, bool)
-        else repr(value)
-        if isinstance(value, float)
-        else str(value)
-    )
-    return ["--set", f"{path}={text}"]

@@ -10,7 +10,11 @@ skipped, interrupted ones resume, so resubmitting completes a matrix.
 
 import re
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
+
+from lib.io import atomic_write_json, atomic_write_text
 
 SLURM_DIR = "slurm"
 ARRAY_SCRIPT = "matrix.sbatch"
@@ -77,3 +81,57 @@ def job_id(sbatch_output: str) -> str:
     if match is None:
         raise ValueError(f"sbatch printed no job id: {sbatch_output.strip()!r}")
     return match.group(1)
+
+
+class SlurmError(RuntimeError):
+    """Submission failed; the message says what to do (the scripts are written either way)."""
+
+
+def submit(results: Path, base, num_runs: int, python: str, root: Path, sweep: Path | None = None) -> str:
+    """Write the job-array and report scripts into results/slurm/ and submit both; what to tell the user.
+
+    Raises SlurmError when sbatch is missing or refuses; the scripts stay written for a manual submit.
+    """
+    m = base.matrix
+    folder = results / SLURM_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    gpus = 0 if base.runtime.device == "cpu" else base.runtime.nproc_per_node
+    common = dict(python=python, root=root)
+    array = folder / ARRAY_SCRIPT
+    atomic_write_text(
+        array,
+        array_script(
+            results=results,
+            num_runs=num_runs,
+            gpus_per_task=gpus,
+            max_parallel=m.slurm_max_parallel,
+            extra=m.slurm_args,
+            sweep=sweep,
+            **common,
+        ),
+    )
+    report = folder / REPORT_SCRIPT
+    atomic_write_text(report, report_script(results=results, extra=m.slurm_args, **common))
+    if shutil.which("sbatch") is None:
+        raise SlurmError(
+            f"sbatch is not on PATH. The scripts are in {folder}/: submit them on a Slurm login "
+            f"node with `sbatch {array}`, then `sbatch --dependency=afterany:<job id> {report}`."
+        )
+    try:
+        out = subprocess.run(["sbatch", "--parsable", str(array)], capture_output=True, text=True, check=True)
+        array_id = job_id(out.stdout)
+        out = subprocess.run(
+            ["sbatch", "--parsable", f"--dependency=afterany:{array_id}", str(report)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        report_id = job_id(out.stdout)
+    except subprocess.CalledProcessError as e:
+        raise SlurmError(f"sbatch failed ({e.returncode}): {e.stderr.strip()}") from None
+    atomic_write_json(folder / "jobs.json", {"array": array_id, "report": report_id})
+    return (
+        f"submitted: job array {array_id} ({num_runs} tasks), report job {report_id} after it.\n"
+        f"  squeue -j {array_id},{report_id}     # progress; task logs in {folder}/\n"
+        f"  scancel {array_id}                  # stop: runs checkpoint; submit again to resume"
+    )

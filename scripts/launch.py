@@ -14,7 +14,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from lib.settings import SettingsError, cli_flag, load_settings
+from lib.cli import cli_flag
+from lib.settings import SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = ROOT / "gpt2" / "train.py"

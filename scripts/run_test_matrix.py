@@ -29,12 +29,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from lib.cli import cli_flag, set_flag
 from lib.io import atomic_write_json, atomic_write_text
 from lib.matrix import Run, expand
 from lib.pruning.scores import bitter2_overrides
 from lib.report import FAILURE_FILE, PLAN_FILE, run_status, write_report
-from lib.settings import Settings, SettingsError, cli_flag, load_settings, set_flag
-from lib.slurm import ARRAY_SCRIPT, REPORT_SCRIPT, SLURM_DIR, array_script, job_id, report_script
+from lib.settings import Settings, SettingsError, load_settings
+from lib.slurm import SlurmError, submit
 from lib.sweep import load_sweep
 from scripts.launch import ROOT, train_command
 
@@ -241,57 +242,6 @@ class Runner:
         return {**counts, "skipped": skipped, "not_started": len(queue)}
 
 
-def submit_slurm(results: Path, base: Settings, num_runs: int, sweep: Path | None) -> int:
-    """Write the job-array and report scripts into results/slurm/ and submit both with sbatch."""
-    m = base.matrix
-    folder = results / SLURM_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    gpus = 0 if base.runtime.device == "cpu" else base.runtime.nproc_per_node
-    common = dict(python=sys.executable, root=ROOT)
-    array = folder / ARRAY_SCRIPT
-    atomic_write_text(
-        array,
-        array_script(
-            results=results,
-            num_runs=num_runs,
-            gpus_per_task=gpus,
-            max_parallel=m.slurm_max_parallel,
-            extra=m.slurm_args,
-            sweep=sweep,
-            **common,
-        ),
-    )
-    report = folder / REPORT_SCRIPT
-    atomic_write_text(report, report_script(results=results, extra=m.slurm_args, **common))
-    if shutil.which("sbatch") is None:
-        print(
-            f"error: sbatch is not on PATH. The scripts are in {folder}/: submit them on a Slurm login "
-            f"node with `sbatch {array}`, then `sbatch --dependency=afterany:<job id> {report}`.",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        out = subprocess.run(["sbatch", "--parsable", str(array)], capture_output=True, text=True, check=True)
-        array_id = job_id(out.stdout)
-        out = subprocess.run(
-            ["sbatch", "--parsable", f"--dependency=afterany:{array_id}", str(report)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        report_id = job_id(out.stdout)
-    except subprocess.CalledProcessError as e:
-        print(f"error: sbatch failed ({e.returncode}): {e.stderr.strip()}", file=sys.stderr)
-        return 2
-    atomic_write_json(folder / "jobs.json", {"array": array_id, "report": report_id})
-    print(
-        f"submitted: job array {array_id} ({num_runs} tasks), report job {report_id} after it.\n"
-        f"  squeue -j {array_id},{report_id}     # progress; task logs in {folder}/\n"
-        f"  scancel {array_id}                  # stop: runs checkpoint; submit again to resume"
-    )
-    return 0
-
-
 def newest_results() -> Path | None:
     folders = sorted(p for p in Path.cwd().glob(RESULTS_PREFIX + "*") if (p / PLAN_FILE).is_file())
     return folders[-1] if folders else None
@@ -382,7 +332,16 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     print(f"results: {results}")
     if args.slurm:
-        return submit_slurm(results, base, len(runs), results / "sweep.toml" if sweep else None)
+        try:
+            print(
+                submit(
+                    results, base, len(runs), sys.executable, ROOT, results / "sweep.toml" if sweep else None
+                )
+            )
+        except SlurmError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
     try:
         counts = runner.run_all(base.matrix.parallel)
     except ValueError as e:

@@ -4,15 +4,9 @@ import argparse
 
 import pytest
 
+from lib.cli import add_override_flags, overrides_from_args
 from lib.kconfig import render_config_py
-from lib.settings import (
-    Settings,
-    SettingsError,
-    add_override_flags,
-    load_settings,
-    overrides_from_args,
-    settings_from_config,
-)
+from lib.settings import Settings, SettingsError, load_settings, settings_from_config
 
 
 def parse(*argv: str) -> dict:
