@@ -38,6 +38,7 @@ from lib.gpu_monitor import GPU_FILE, GPUMonitor, plot_gpu  # noqa: E402
 from lib.hf import import_hf  # noqa: E402
 from lib.inference import latency_table, measure_latency  # noqa: E402
 from lib.io import atomic_write_json, atomic_write_text  # noqa: E402
+from lib.lora import apply_lora  # noqa: E402
 from lib.memory import check_gpu_fits, host_bytes_needed, host_ram_warning  # noqa: E402
 from lib.metrics import bookkeeping, peak_memory_bytes  # noqa: E402
 from lib.optim import build_optimizer  # noqa: E402
@@ -275,16 +276,13 @@ def train(
         return 2
     try:
         model, init = build_model(s)
+        model = model.to(device)
+        if s.runtime.fp8:
+            convert_to_fp8(model, s.runtime.fp8_recipe, device)
+        lora = apply_lora(model, s.lora) if s.lora.enabled else None
     except RuntimeError as e:
         log.error("error: %s", e)
         return 2
-    model = model.to(device)
-    if s.runtime.fp8:
-        try:
-            convert_to_fp8(model, s.runtime.fp8_recipe, device)
-        except RuntimeError as e:
-            log.error("error: %s", e)
-            return 2
     if dist.enabled:  # the same initial weights everywhere (DDP checks), then dropout differs per rank
         torch.manual_seed(s.runtime.seed + 7919 * dist.rank)
     optimizer = build_optimizer(model, s.optimizer, s.training.learning_rate, compile=s.runtime.compile)
@@ -414,6 +412,7 @@ def train(
         "compiled": compiled,
         "batch_sizing": sizing,
         "init_from": init,
+        "lora": lora,
         "gpu": gpu,
         "inference": latency,
         "lm_eval": downstream,

@@ -18,6 +18,7 @@ from typing import Any
 from lib.downstream import DownstreamSettings
 from lib.gpu_monitor import MonitorSettings
 from lib.inference import InferenceSettings
+from lib.lora import LoraSettings
 from lib.matrix import MatrixSettings
 from lib.optim import OptimizerSettings
 from lib.pruning import PAIRINGS, PruningSettings
@@ -238,6 +239,7 @@ class Settings:
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
     inference: InferenceSettings = field(default_factory=InferenceSettings)
     downstream: DownstreamSettings = field(default_factory=DownstreamSettings)
+    lora: LoraSettings = field(default_factory=LoraSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     matrix: MatrixSettings = field(default_factory=MatrixSettings)
 
@@ -255,6 +257,13 @@ class Settings:
                 f"works with {allowed} ({hint}; CONFIG_PRUNING_METHOD and CONFIG_OPTIMIZER in "
                 "make menuconfig)"
             )
+        if self.lora.enabled and method in ("movement", "state"):
+            raise SettingsError(
+                f"GPT2_LORA (--lora) freezes the weights that {method} pruning scores by their gradients "
+                "or optimizer moments; use --pruning-method magnitude (or none) with LoRA"
+            )
+        if self.lora.enabled and self.runtime.fp8:
+            raise SettingsError("GPT2_LORA and GPT2_FP8 together are not supported; say N to one of them")
         accumulation, nproc = self.training.gradient_accumulation, self.runtime.nproc_per_node
         if self.training.batch_mode == "auto":
             if self.training.target_batch % nproc:

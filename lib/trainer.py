@@ -138,7 +138,7 @@ class Trainer:
         self.tokens_per_iter = t.batch_size * t.gradient_accumulation * settings.model.block_size
         self.state = TrainState()
         self.metrics = MetricsWriter(run_dir / "metrics.jsonl") if dist.is_main else None
-        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.params = [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapters only
         self.peak = peak_flops(device, amp if device.type == "cuda" else None)
         self._stop_signal: str | None = None
         self.last_eval: dict | None = None

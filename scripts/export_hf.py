@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gpt2.model import GPT  # noqa: E402
 from lib.checkpoint import BEST_FILE, CHECKPOINT_FILE, CheckpointError, load_checkpoint  # noqa: E402
 from lib.hf import export_hf, linear_sparsity  # noqa: E402
+from lib.lora import apply_lora, merge_lora_state  # noqa: E402
 from lib.settings import Settings, SettingsError  # noqa: E402
 
 
@@ -31,10 +32,18 @@ def model_from_run(run_dir: Path, which: str) -> GPT:
         )
     checkpoint = load_checkpoint(path, required=("model", "settings"))
     saved = checkpoint["settings"]["model"]
-    s = Settings().replace({f"model.{k}": v for k, v in saved.items()})
+    lora = checkpoint["settings"].get("lora", {})
+    s = Settings().replace(
+        {**{f"model.{k}": v for k, v in saved.items()}, **{f"lora.{k}": v for k, v in lora.items()}}
+    )
     state = checkpoint["model"]
     vocab = state["transformer.wte.weight"].shape[0]  # unpadded when the run started from HF weights
     model = GPT(replace(s.model.gpt_config(), vocab_size=vocab))
+    if s.lora.enabled:  # fold the adapters into the weights: the export is a plain GPT-2
+        adapted = GPT(replace(s.model.gpt_config(), vocab_size=vocab))
+        apply_lora(adapted, s.lora)
+        adapted.load_state_dict(state)
+        state = merge_lora_state(adapted)
     model.load_state_dict(state)
     print(f"{path}: {s.model.name}, {model.num_params() / 1e6:.2f}M parameters")
     return model

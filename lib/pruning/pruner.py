@@ -24,6 +24,8 @@ def prunable_parameters(
     linear_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
     chosen = []
     for name, p in model.named_parameters():  # each tied tensor once
+        if "lora_" in name:  # LoRA adapters (lib/lora.py) are never pruned
+            continue
         if id(p) in linear_ids and id(p) not in embedding_ids:
             chosen.append((name, p))
         elif id(p) in embedding_ids and include_embeddings:
@@ -88,7 +90,7 @@ class Pruner:
     @torch.no_grad()
     def before_step(self) -> None:
         """After backward, before the optimizer: pruned weights get no gradient."""
-        if self.active:
+        if self.active and self.weights[0].requires_grad:  # frozen (LoRA) base weights get no gradient
             grads = [w.grad for w in self.weights]
             torch._foreach_mul_(grads, torch._foreach_sign(torch._foreach_abs(self.weights)))
 
