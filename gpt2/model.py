@@ -3,7 +3,8 @@
 Pre-LayerNorm transformer blocks (attention, then a 4x GELU MLP), learned
 position embeddings, and an output head tied to the token embedding, in the
 shapes of OpenAI's four released sizes plus a tiny one for CPUs. Read top to
-bottom: GPTConfig, CausalSelfAttention, MLP, Block, GPT.
+bottom: GPTConfig, CausalSelfAttention, LatentAttention (the RA+MLA option), MLP,
+Block, GPT.
 """
 
 import math
@@ -44,12 +45,24 @@ class GPTConfig:
     flash_attention: bool = True
     activation_checkpointing: bool = False  # keep block inputs only; recompute the rest in backward
     fused_loss: bool = False  # head + cross-entropy chunk by chunk (lib/fused_loss.py)
+    # Multi-head latent attention (MLA) with reciprocal attention (RA); mla_latent 0 = plain attention.
+    mla_latent: int = 0
+    mla_q_latent: bool = True  # queries from their own latent too, up-projected per head
+    mla_v_per_head: bool = True  # each head its own value up-projection (else one shared by all)
+    ra_alpha: float = 0.0  # weight of the reciprocal score inside the window; 0 = pure MLA
+    ra_window: int = 64
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_embd={self.n_embd} is not a multiple of n_head={self.n_head}")
         if self.vocab_size < GPT2_VOCAB_SIZE:
             raise ValueError(f"vocab_size={self.vocab_size} < GPT-2's {GPT2_VOCAB_SIZE} tokens")
+        if not 0.0 <= self.ra_alpha <= 1.0:
+            raise ValueError(f"ra_alpha={self.ra_alpha} is outside [0, 1]")
+
+    def kv_cache_values_per_token(self) -> int:
+        """Values a generation cache keeps per token: keys and values, or MLA's shared latent."""
+        return self.n_layer * (self.mla_latent if self.mla_latent else 2 * self.n_embd)
 
     @classmethod
     def from_name(cls, name: str, *, pad_vocab: bool = True, **kwargs) -> "GPTConfig":
@@ -95,6 +108,69 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.c_proj(y))
 
 
+def reciprocal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, alpha: float, window: int, dropout: float = 0.0
+) -> torch.Tensor:
+    """Causal attention whose score of (i, j) inside the window is (1 - alpha) S_ij + alpha S_ji.
+
+    S_ji = q_j . k_i is the reciprocal score: how much the earlier token j's query
+    looks for token i. For j <= i both depend on tokens up to i only, and every j > i
+    is masked after mixing, so no token sees the future. q, k, v: (B, H, T, D).
+    """
+    T = q.size(-2)
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
+    i = torch.arange(T, device=q.device)[:, None]
+    j = torch.arange(T, device=q.device)[None, :]
+    local = (j <= i) & (i - j < window)
+    mixed = torch.where(local, (1.0 - alpha) * scores + alpha * scores.transpose(-2, -1), scores)
+    att = F.softmax(mixed.masked_fill(j > i, float("-inf")), dim=-1)
+    return F.dropout(att, p=dropout, training=dropout > 0) @ v
+
+
+class LatentAttention(nn.Module):
+    """Multi-head latent attention: keys and values come from one low-rank latent of the input.
+
+    A cache for generation needs only the mla_latent values per token and layer
+    instead of 2 x n_embd. With ra_alpha > 0 the scores near the diagonal are mixed
+    with their reciprocals (reciprocal_attention), which needs the explicit T x T
+    scores; ra_alpha = 0 is plain MLA through the fused kernels.
+    """
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        C, L = config.n_embd, config.mla_latent
+        self.n_head, self.head_dim = config.n_head, C // config.n_head
+        self.dropout, self.alpha, self.window = config.dropout, config.ra_alpha, config.ra_window
+        self.kv_down = nn.Linear(C, L, bias=config.bias)
+        self.k_up = nn.Linear(L, C, bias=config.bias)
+        self.v_per_head = config.mla_v_per_head
+        self.v_up = nn.Linear(L, C if self.v_per_head else self.head_dim, bias=config.bias)
+        if config.mla_q_latent:
+            self.q_down = nn.Linear(C, L, bias=config.bias)
+            self.q_up = nn.Linear(L, C, bias=config.bias)
+        else:
+            self.q_proj = nn.Linear(C, C, bias=config.bias)
+        self.c_proj = nn.Linear(C, C, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        H, D = self.n_head, self.head_dim
+        latent = self.kv_down(x)  # (B, T, L): all a KV cache would keep
+        k = self.k_up(latent).view(B, T, H, D).transpose(1, 2)
+        v = self.v_up(latent)
+        v = (v.view(B, T, H, D) if self.v_per_head else v.view(B, T, 1, D).expand(B, T, H, D)).transpose(1, 2)
+        q = self.q_up(self.q_down(x)) if hasattr(self, "q_up") else self.q_proj(x)
+        q = q.view(B, T, H, D).transpose(1, 2)
+        dropout = self.dropout if self.training else 0.0
+        if self.alpha > 0:
+            y = reciprocal_attention(q, k, v, self.alpha, self.window, dropout)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
 class MLP(nn.Module):
     """The position-wise feed-forward network: expand 4x, GELU, project back."""
 
@@ -115,7 +191,7 @@ class Block(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = CausalSelfAttention(config)
+        self.attn = LatentAttention(config) if config.mla_latent else CausalSelfAttention(config)
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 

@@ -17,6 +17,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 # Run as a script (python gpt2/train.py), the repository root is not on sys.path by itself.
@@ -213,6 +214,20 @@ def preflight(s: Settings, device: torch.device, dist: Dist, resume_dir: Path | 
     return {"estimated_peak_bytes": est.total, "estimate_parts": est.parts}
 
 
+def attention_sizes(config) -> dict:
+    """Parameters and generation-cache bytes per token (bf16) of this model and of the dense GPT-2."""
+    dense = replace(config, mla_latent=0)
+    with torch.device("meta"):
+        params, dense_params = GPT(config).num_params(), GPT(dense).num_params()
+    return {
+        "kind": "ra_mla" if config.mla_latent else "dense",
+        "params": params,
+        "dense_params": dense_params,
+        "kv_cache_bytes_per_token": 2 * config.kv_cache_values_per_token(),
+        "dense_kv_cache_bytes_per_token": 2 * dense.kv_cache_values_per_token(),
+    }
+
+
 def build_model(s: Settings) -> tuple[GPT, dict | None]:
     """The GPT the settings describe: random, or GPT2_INIT_FROM's pretrained weights (same shape)."""
     if not s.model.init_from:
@@ -398,6 +413,7 @@ def train(
         **bookkeeping(model, optimizer, pruner),
         "scaling": scaling,
         "num_params": model.num_params(),
+        "attention": attention_sizes(model.config),
         "model": s.model.name,
         "dataset": s.data.dataset,
         "optimizer": s.optimizer.name,

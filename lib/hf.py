@@ -133,6 +133,8 @@ def export_hf(model: GPT, folder: Path) -> Path:
     """Write `model` as an HF GPT-2 folder (config.json, model.safetensors); padded vocabulary rows dropped."""
     _, save_file = _safetensors()
     c = model.config
+    if c.mla_latent:
+        raise RuntimeError("an RA+MLA model (ENABLE_RA_MLA) has no GPT-2 layout in the HF format")
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {}
     for name, t in model.state_dict().items():

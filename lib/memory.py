@@ -41,6 +41,8 @@ FACTORS = {
 # 16-bit gradient.
 FUSED_CHUNK_TOKENS, FUSED_BYTES_PER_LOGIT = 4096, 6
 GIB = 2**30
+# Reciprocal attention keeps scores, their mix and the softmax (16-bit) for backward: not fitted.
+RA_BYTES_PER_SCORE = 6
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,8 @@ def estimate(
         logits = min(tokens, FUSED_CHUNK_TOKENS) * cfg.vocab_size * FUSED_BYTES_PER_LOGIT
     else:
         logits = tokens * cfg.vocab_size * per_logit
+    if cfg.mla_latent and cfg.ra_alpha > 0:  # explicit T x T scores, mixed, softmax and grads
+        activations += cfg.n_layer * b * cfg.n_head * cfg.block_size**2 * RA_BYTES_PER_SCORE
     if not amp:  # fp32 activations and logits: twice the 16-bit bytes
         activations, logits = 2 * activations, 2 * logits
     return MemoryEstimate(

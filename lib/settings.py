@@ -50,9 +50,26 @@ class ModelSettings:
         default=False, metadata=kc("GPT2_ACTIVATION_CHECKPOINTING", "--activation-checkpointing")
     )
     fused_loss: bool = field(default=False, metadata=kc("GPT2_FUSED_LOSS", "--fused-loss"))
+    ra_mla: bool = field(default=False, metadata=kc("ENABLE_RA_MLA", "--ra-mla"))
+    """Multi-head latent attention with reciprocal attention (gpt2/model.py: LatentAttention)."""
+    ra_mla_latent_dim: int = field(default=128, metadata=kc("RA_MLA_LATENT_DIM"))
+    ra_mla_ra_alpha: float = field(default=0.0, metadata=kc("RA_MLA_RA_ALPHA", "--ra-alpha"))
+    ra_mla_ra_window: int = field(default=64, metadata=kc("RA_MLA_RA_WINDOW"))
+    ra_mla_per_head_q_latent: bool = field(default=True, metadata=kc("RA_MLA_PER_HEAD_Q_LATENT"))
+    ra_mla_per_head_v_up: bool = field(default=True, metadata=kc("RA_MLA_PER_HEAD_V_UP"))
 
     def __post_init__(self) -> None:
         check(self, "name", self.name in MODEL_NAMES, f"one of {', '.join(MODEL_NAMES)}")
+        check(self, "ra_mla_latent_dim", 1 <= self.ra_mla_latent_dim <= 8192, "1..8192")
+        check(self, "ra_mla_ra_alpha", 0.0 <= self.ra_mla_ra_alpha <= 1.0, "a number in [0, 1]")
+        check(self, "ra_mla_ra_window", 1 <= self.ra_mla_ra_window <= 8192, "1..8192")
+        if self.ra_mla:
+            check(
+                self,
+                "init_from",
+                not self.init_from,
+                "empty with ENABLE_RA_MLA (GPT-2 weights have no latent)",
+            )
         check(self, "block_size", 8 <= self.block_size <= 8192, "8..8192")
         check(self, "dropout", 0.0 <= self.dropout < 1.0, "a number in [0, 1)")
 
@@ -70,6 +87,11 @@ class ModelSettings:
             flash_attention=self.flash_attention,
             activation_checkpointing=self.activation_checkpointing,
             fused_loss=self.fused_loss,
+            mla_latent=self.ra_mla_latent_dim if self.ra_mla else 0,
+            mla_q_latent=self.ra_mla_per_head_q_latent,
+            mla_v_per_head=self.ra_mla_per_head_v_up,
+            ra_alpha=self.ra_mla_ra_alpha,
+            ra_window=self.ra_mla_ra_window,
         )
 
 
