@@ -8,7 +8,7 @@ Block, GPT.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -287,3 +287,17 @@ class GPT(nn.Module):
             next_id = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
             idx = torch.cat((idx, next_id), dim=1)
         return idx
+
+
+def attention_sizes(config: GPTConfig) -> dict:
+    """Parameters and generation-cache bytes per token (16-bit) of this shape and of the dense GPT-2's."""
+    dense = replace(config, mla_latent=0)
+    with torch.device("meta"):
+        params, dense_params = GPT(config).num_params(), GPT(dense).num_params()
+    return {
+        "kind": "ra_mla" if config.mla_latent else "dense",
+        "params": params,
+        "dense_params": dense_params,
+        "kv_cache_bytes_per_token": 2 * config.kv_cache_values_per_token(),
+        "dense_kv_cache_bytes_per_token": 2 * dense.kv_cache_values_per_token(),
+    }

@@ -17,7 +17,6 @@ import math
 import os
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 # Run as a script (python gpt2/train.py), the repository root is not on sys.path by itself.
@@ -26,18 +25,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from tqdm.contrib.logging import logging_redirect_tqdm  # noqa: E402
 
-from gpt2.model import GPT, GPT2_VOCAB_SIZE  # noqa: E402
+from gpt2.model import GPT, GPT2_VOCAB_SIZE, attention_sizes  # noqa: E402
 from lib import distributed  # noqa: E402
+from lib.after_training import after_training  # noqa: E402
 from lib.batch import choose_batch, make_probe, refuse_manual_values, resumed_batch  # noqa: E402
 from lib.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint  # noqa: E402
 from lib.cli import add_override_flags, overrides_from_args  # noqa: E402
 from lib.data import DataError, TokenData  # noqa: E402
 from lib.distributed import Dist, broadcast, wrap_ddp  # noqa: E402
-from lib.downstream import run_lm_eval  # noqa: E402
 from lib.fp8 import convert_to_fp8  # noqa: E402
 from lib.gpu_monitor import GPU_FILE, GPUMonitor, plot_gpu  # noqa: E402
 from lib.hf import import_hf  # noqa: E402
-from lib.inference import latency_table, measure_latency  # noqa: E402
 from lib.io import atomic_write_json, atomic_write_text  # noqa: E402
 from lib.lora import apply_lora  # noqa: E402
 from lib.memory import check_gpu_fits, host_bytes_needed, host_ram_warning  # noqa: E402
@@ -214,20 +212,6 @@ def preflight(s: Settings, device: torch.device, dist: Dist, resume_dir: Path | 
     return {"estimated_peak_bytes": est.total, "estimate_parts": est.parts}
 
 
-def attention_sizes(config) -> dict:
-    """Parameters and generation-cache bytes per token (bf16) of this model and of the dense GPT-2."""
-    dense = replace(config, mla_latent=0)
-    with torch.device("meta"):
-        params, dense_params = GPT(config).num_params(), GPT(dense).num_params()
-    return {
-        "kind": "ra_mla" if config.mla_latent else "dense",
-        "params": params,
-        "dense_params": dense_params,
-        "kv_cache_bytes_per_token": 2 * config.kv_cache_values_per_token(),
-        "dense_kv_cache_bytes_per_token": 2 * dense.kv_cache_values_per_token(),
-    }
-
-
 def build_model(s: Settings) -> tuple[GPT, dict | None]:
     """The GPT the settings describe: random, or GPT2_INIT_FROM's pretrained weights (same shape)."""
     if not s.model.init_from:
@@ -378,22 +362,8 @@ def train(
     if not dist.is_main:
         return EXIT_CODES[outcome["status"]]
     final = trainer.last_eval or {}
-    latency = None
-    if s.inference.enabled and outcome["status"] in ("completed", "time_budget"):
-        latency = measure_latency(
-            model, device, amp, s.inference.shapes(s.model.block_size), s.inference.repeats
-        )
-        log.info("inference latency (eager, %s):\n%s", device, latency_table(latency))
-    downstream = None
-    if s.downstream.enabled and outcome["status"] in ("completed", "time_budget"):
-        try:
-            downstream = run_lm_eval(model, device, amp, s.downstream)
-            log.info("lm-eval: %s", downstream)
-        except Exception as e:  # the training result stands; say why the evaluation did not
-            log.error(
-                "error: lm-evaluation-harness failed (%s: %s); training results are kept", type(e).__name__, e
-            )
-            downstream = {"error": f"{type(e).__name__}: {e}"}
+    finished = outcome["status"] in ("completed", "time_budget")
+    measured = after_training(model, device, amp, s) if finished else {"inference": None, "lm_eval": None}
     summary = {
         "run": run_dir.name,
         **outcome,
@@ -430,8 +400,7 @@ def train(
         "init_from": init,
         "lora": lora,
         "gpu": gpu,
-        "inference": latency,
-        "lm_eval": downstream,
+        **measured,
     }
     atomic_write_json(run_dir / "summary.json", summary)
     plot_gpu(gpu_file, run_dir / "gpu.png", f"{run_dir.name}: GPU")
