@@ -16,6 +16,7 @@ KCONFIG_FILES := Kconfig $(wildcard gpt2/Kconfig.* lib/Kconfig.* lib/*/Kconfig)
 DEFCONFIGS := $(filter-out %.sweep.toml,$(notdir $(wildcard defconfigs/*)))
 # A local copy of Tiny Shakespeare for offline use (else it is downloaded).
 SHAKESPEARE_SOURCE ?=
+LINUXDOC_SOURCE ?=
 # Extra flags for gpt2/train.py, e.g. TRAIN_ARGS="--max-iters 100"; RESUME=1 continues the latest run.
 TRAIN_ARGS ?=
 RESUME ?=
@@ -84,7 +85,7 @@ list-defconfigs: | $(STAMP)
 # --- work -----------------------------------------------------------------------------------
 
 data: config.py
-	$(PY) gpt2/prepare_data.py $(if $(SHAKESPEARE_SOURCE),--source "$(SHAKESPEARE_SOURCE)")
+	SHAKESPEARE_SOURCE="$(SHAKESPEARE_SOURCE)" LINUXDOC_SOURCE="$(LINUXDOC_SOURCE)" $(PY) gpt2/prepare_data.py
 
 # One run, or the test matrix when several optimizers or pruning methods are selected.
 train: data
@@ -148,7 +149,7 @@ help:
 	@echo "  make RESUME=1            continue the latest run of this configuration"
 	@echo "                           GPT2_NPROC_PER_NODE>1 runs it under torchrun (DDP, one GPU each)"
 	@echo "  make TRAIN_ARGS='...'    extra gpt2/train.py flags, e.g. --max-iters 100"
-	@echo "  make data                prepare the dataset .config names (SHAKESPEARE_SOURCE=file: offline copy)"
+	@echo "  make data                prepare the dataset .config names (SHAKESPEARE_SOURCE/LINUXDOC_SOURCE: offline copies)"
 	@echo "  make test-matrix         one run per selected combination, then the report (also plain make)"
 	@echo "                           DRY_RUN=1 (or make test-matrix-dry-run): the plan only; RERUN_FAILED=1; RESULTS=dir"
 	@echo "                           SLURM=1: submit as a Slurm job array + report job"

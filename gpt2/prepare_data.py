@@ -2,6 +2,7 @@
 
     python gpt2/prepare_data.py                      # the dataset config.py names
     python gpt2/prepare_data.py --dataset shakespeare [--source input.txt]
+    python gpt2/prepare_data.py --dataset linuxdoc [--source linux-6.1.tar.xz]   # or a .deb, a folder
     python gpt2/prepare_data.py --dataset finewebedu --max-tokens 100   # millions
     python gpt2/prepare_data.py --dataset custom --path corpus/          # .txt/.jsonl/.parquet
 
@@ -12,11 +13,16 @@ last, marks a complete preparation.
 """
 
 import argparse
+import gzip
 import hashlib
+import io
 import json
 import logging
+import os
+import random
 import shutil
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.request
@@ -36,6 +42,12 @@ log = logging.getLogger("prepare_data")
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+# The Linux kernel's documentation: real English prose (technical), about 8.4M GPT-2 tokens.
+LINUXDOC_URL = "https://cdn.kernel.org/pub/linux/kernel/v6.x/linux-6.1.tar.xz"
+LINUXDOC_SUFFIXES = (".rst", ".txt")
+LINUXDOC_SHUFFLE_SEED = 1337
+# Local copies, for machines without network access (a --source flag wins).
+SOURCE_ENV = {"shakespeare": "SHAKESPEARE_SOURCE", "linuxdoc": "LINUXDOC_SOURCE"}
 
 # Streamed corpora: (Hugging Face dataset, config name, text column).
 HF_DATASETS = {
@@ -56,26 +68,31 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def shakespeare_text(out_dir: Path, source: str | None) -> tuple[str, dict]:
-    """The Tiny Shakespeare text, from `source` (a local copy) or downloaded; sha256-checked."""
+def _local_or_download(dataset: str, source: str | None, url: str, cached: Path) -> tuple[Path, str]:
+    """`source` (checked) or else `url` downloaded once to `cached`; returns (path, origin)."""
     if source is not None:
         path = Path(source)
-        if not path.is_file():
-            raise SystemExit(f"error: --source {source}: no such file")
-        origin = str(path.resolve())
-    else:
-        path = out_dir / "input.txt"
-        origin = SHAKESPEARE_URL
-        if not path.is_file():
-            log.info("downloading %s", SHAKESPEARE_URL)
-            try:
-                with urllib.request.urlopen(SHAKESPEARE_URL, timeout=60) as r:
-                    atomic_write(path, lambda f: shutil.copyfileobj(r, f))
-            except OSError as e:
-                raise SystemExit(
-                    f"error: could not download {SHAKESPEARE_URL}: {e}. Offline, pass a local "
-                    "copy with --source PATH (or SHAKESPEARE_SOURCE=PATH to make)."
-                ) from None
+        if not path.exists():
+            raise SystemExit(f"error: --source {source}: no such file or folder")
+        return path, str(path.resolve())
+    if not cached.is_file():
+        log.info("downloading %s", url)
+        try:
+            with urllib.request.urlopen(url, timeout=60) as r:
+                atomic_write(cached, lambda f: shutil.copyfileobj(r, f))
+        except OSError as e:
+            raise SystemExit(
+                f"error: could not download {url}: {e}. Offline, pass a local copy with "
+                f"--source PATH (or {SOURCE_ENV[dataset]}=PATH to make)."
+            ) from None
+    return cached, url
+
+
+def shakespeare_text(out_dir: Path, source: str | None) -> tuple[str, dict]:
+    """The Tiny Shakespeare text, from `source` (a local copy) or downloaded; sha256-checked."""
+    path, origin = _local_or_download("shakespeare", source, SHAKESPEARE_URL, out_dir / "input.txt")
+    if not path.is_file():
+        raise SystemExit(f"error: --source {source}: not a file (Tiny Shakespeare's input.txt)")
     digest = sha256_file(path)
     if digest != SHAKESPEARE_SHA256:
         raise SystemExit(
@@ -83,6 +100,73 @@ def shakespeare_text(out_dir: Path, source: str | None) -> tuple[str, dict]:
             "Shakespeare, 1,115,394 bytes). Delete it to download again, or pass the right file."
         )
     return path.read_text(encoding="utf-8"), {"source": origin, "source_sha256": digest}
+
+
+def _linuxdoc_name(name: str) -> str | None:
+    """The path under Documentation/ of a prose file worth keeping, else None."""
+    name = name.replace(os.sep, "/")
+    if name.endswith(".gz"):  # Debian's linux-doc package gzips its files
+        name = name[:-3]
+    head, sep, rel = ("/" + name.lstrip("./")).partition("/Documentation/")
+    if not sep or rel.startswith("translations/") or not rel.endswith(LINUXDOC_SUFFIXES):
+        return None
+    return rel
+
+
+def _deb_data_tar(path: Path) -> tarfile.TarFile:
+    """The data.tar.* member of a Debian package (an ar archive) as an open tar file."""
+    with open(path, "rb") as f:
+        if f.read(8) != b"!<arch>\n":
+            raise SystemExit(f"error: {path}: not a Debian package (no ar header)")
+        while header := f.read(60):
+            name, size = header[:16].decode().strip().rstrip("/"), int(header[48:58])
+            data = f.read(size)
+            f.read(size % 2)
+            if name.startswith("data.tar"):
+                return tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
+    raise SystemExit(f"error: {path}: a Debian package without data.tar")
+
+
+def _linuxdoc_files(path: Path) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of every file in a kernel tarball, a Debian linux-doc package or a folder."""
+    if path.is_dir():
+        for p in sorted(path.rglob("*")):
+            if p.is_file() and _linuxdoc_name(str(p.relative_to(path.parent))):
+                yield str(p.relative_to(path.parent)), p.read_bytes()
+        return
+    try:
+        archive = _deb_data_tar(path) if path.suffix == ".deb" else tarfile.open(path, mode="r:*")
+    except tarfile.TarError as e:
+        raise SystemExit(f"error: {path}: not a readable tar archive ({e})") from None
+    with archive:
+        for member in archive:
+            if member.isfile() and _linuxdoc_name(member.name):
+                yield member.name, archive.extractfile(member).read()
+
+
+def linuxdoc_documents(out_dir: Path, source: str | None) -> tuple[list[str], dict]:
+    """The kernel's Documentation/*.rst and *.txt (translations left out), one document each.
+
+    Shuffled with a fixed seed, so that the validation split (the tail of the token stream) is a
+    random sample of documents rather than the alphabetically last subsystems.
+    """
+    path, origin = _local_or_download("linuxdoc", source, LINUXDOC_URL, out_dir / Path(LINUXDOC_URL).name)
+    docs: dict[str, str] = {}
+    for name, data in tqdm(_linuxdoc_files(path), desc="reading Documentation/", unit=" files"):
+        if name.endswith(".gz"):
+            data = gzip.decompress(data)
+        docs[_linuxdoc_name(name)] = data.decode("utf-8", errors="replace")
+    if not docs:
+        raise SystemExit(
+            f"error: {path}: no Documentation/*.rst or *.txt files in it; pass a kernel source "
+            "tarball, Debian's linux-doc-<version> package, or a kernel tree / Documentation folder"
+        )
+    order = sorted(docs)
+    random.Random(LINUXDOC_SHUFFLE_SEED).shuffle(order)
+    meta = {"source": origin, "documents": len(order), "shuffle_seed": LINUXDOC_SHUFFLE_SEED}
+    if path.is_file():
+        meta["source_sha256"] = sha256_file(path)
+    return [docs[name] for name in order], meta
 
 
 def _custom_files(path: Path) -> list[Path]:
@@ -196,6 +280,9 @@ def prepare(
         text, origin = shakespeare_text(out_dir, source)
         docs: Iterable[str] = [text]
         meta.update(origin)
+    elif dataset == "linuxdoc":
+        docs, origin = linuxdoc_documents(out_dir, source)
+        meta.update(origin)
     elif dataset == "custom":
         if not path:
             raise SystemExit("error: --dataset custom needs --path (a file or folder)")
@@ -208,7 +295,7 @@ def prepare(
         meta["hf_config"] = HF_DATASETS[dataset][1]
         cap = max_tokens_millions * 1_000_000
     else:
-        known = ", ".join(["shakespeare", "custom", *HF_DATASETS])
+        known = ", ".join(["shakespeare", "linuxdoc", "custom", *HF_DATASETS])
         raise SystemExit(f"error: unknown dataset {dataset!r}; choose one of {known}")
 
     start = time.time()
@@ -240,8 +327,12 @@ def _pick(flag, default):
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--config", default="config.py", help="read defaults from this config.py")
-    p.add_argument("--dataset", help="shakespeare, finewebedu, openwebtext, tinystories, custom")
-    p.add_argument("--source", help="shakespeare: a local copy of input.txt instead of downloading")
+    p.add_argument("--dataset", help="shakespeare, linuxdoc, finewebedu, openwebtext, tinystories, custom")
+    p.add_argument(
+        "--source",
+        help="a local copy instead of downloading: shakespeare's input.txt (or SHAKESPEARE_SOURCE);\n"
+        "linuxdoc: a kernel tarball, Debian's linux-doc package or a folder (or LINUXDOC_SOURCE)",
+    )
     p.add_argument("--path", help="custom: a .txt/.jsonl/.parquet file or a folder of them")
     p.add_argument("--data-dir", help="output root (default: DATA_DIR, 'data')")
     p.add_argument("--max-tokens", type=int, help="token cap in millions for streamed corpora")
@@ -272,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     prepare(
         data.dataset,
         Path(data.data_dir),
-        source=args.source,
+        source=args.source or os.environ.get(SOURCE_ENV.get(data.dataset, ""), "") or None,
         path=data.custom_path,
         max_tokens_millions=data.max_tokens_millions,
         val_fraction=data.val_fraction,

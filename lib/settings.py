@@ -27,7 +27,7 @@ from lib.tracking import TrackingSettings
 from lib.validate import SettingsError, check, kc
 
 MODEL_NAMES = ("gpt2-tiny", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
-DATASETS = ("shakespeare", "finewebedu", "openwebtext", "tinystories", "custom")
+DATASETS = ("shakespeare", "linuxdoc", "finewebedu", "openwebtext", "tinystories", "custom")
 DTYPES = {"bf16": (True, "bfloat16"), "fp16": (True, "float16"), "fp32": (False, "bfloat16")}
 
 

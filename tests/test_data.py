@@ -1,8 +1,11 @@
 """Token preparation (offline, checked, atomic) and batch sampling."""
 
 import functools
+import gzip
 import http.server
+import io
 import json
+import tarfile
 import threading
 
 import numpy as np
@@ -64,6 +67,76 @@ def test_unreachable_download_says_how_to_work_offline(tmp_path, monkeypatch):
     monkeypatch.setattr(prepare_data, "SHAKESPEARE_URL", "http://127.0.0.1:9/input.txt")
     with pytest.raises(SystemExit, match="pass a local copy with --source PATH"):
         prepare("shakespeare", tmp_path / "data")
+
+
+LINUX_DOCS = {
+    "Documentation/admin-guide/README.rst": "Linux kernel release notes. Read them before asking.\n",
+    "Documentation/process/howto.rst": "HOWTO do Linux kernel development.\n" * 3,
+    "Documentation/memory-barriers.txt": "Linux kernel memory barriers.\n" * 5,
+    "Documentation/translations/it_IT/process/howto.rst": "Come partecipare allo sviluppo.\n",
+    "Documentation/devicetree/bindings/x.yaml": "compatible: x\n",
+    "README": "not documentation\n",
+}
+
+
+def _linux_tree(root, gz: bool = False):
+    for name, text in LINUX_DOCS.items():
+        path = root / (name + (".gz" if gz else ""))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(gzip.compress(text.encode()) if gz else text.encode())
+
+
+def _debian_package(path, tree):
+    """A minimal .deb: an ar archive whose data.tar.xz holds the gzipped docs, as Debian ships them."""
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w:xz") as tar:
+        tar.add(tree, arcname="./usr/share/doc/linux-doc-6.1")
+    members = [(b"debian-binary", b"2.0\n"), (b"control.tar.xz", b""), (b"data.tar.xz", data.getvalue())]
+    with open(path, "wb") as f:
+        f.write(b"!<arch>\n")
+        for name, body in members:
+            f.write(name.ljust(16) + b"0".ljust(12) + b"0".ljust(6) * 2 + b"100644".ljust(8))
+            f.write(str(len(body)).encode().ljust(10) + b"`\n" + body + b"\n" * (len(body) % 2))
+
+
+def test_linuxdoc_reads_a_tarball_a_debian_package_and_a_folder_alike(tmp_path):
+    tree = tmp_path / "linux-6.1"
+    _linux_tree(tree)
+    tarball = tmp_path / "linux-6.1.tar.xz"
+    with tarfile.open(tarball, "w:xz") as tar:
+        tar.add(tree, arcname="linux-6.1")
+    _linux_tree(tmp_path / "deb", gz=True)
+    _debian_package(tmp_path / "linux-doc-6.1.deb", tmp_path / "deb")
+
+    docs, meta = prepare_data.linuxdoc_documents(tmp_path, str(tarball))
+    # The three English .rst/.txt files, one document each; translations, YAML and README left out.
+    assert sorted(docs) == sorted(
+        t
+        for n, t in LINUX_DOCS.items()
+        if n.endswith(("README.rst", "howto.rst", ".txt")) and "it_IT" not in n
+    )
+    assert meta["documents"] == 3 and meta["source_sha256"] == prepare_data.sha256_file(tarball)
+    for other in (tmp_path / "linux-doc-6.1.deb", tree, tree / "Documentation"):
+        assert prepare_data.linuxdoc_documents(tmp_path, str(other))[0] == docs  # same fixed order
+
+    out = prepare("linuxdoc", tmp_path / "data", source=str(tarball), val_fraction=0.2)
+    enc = tiktoken.get_encoding("gpt2")
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["train_tokens"] + meta["val_tokens"] == sum(len(enc.encode_ordinary(d)) + 1 for d in docs)
+
+
+def test_linuxdoc_refuses_what_holds_no_kernel_documentation(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no Documentation/"):
+        prepare_data.linuxdoc_documents(tmp_path, str(tmp_path / "empty"))
+    (tmp_path / "notes.deb").write_text("plain text")
+    with pytest.raises(SystemExit, match="not a Debian package"):
+        prepare_data.linuxdoc_documents(tmp_path, str(tmp_path / "notes.deb"))
+    (tmp_path / "notes.tar.xz").write_text("plain text")
+    with pytest.raises(SystemExit, match="not a readable tar archive"):
+        prepare_data.linuxdoc_documents(tmp_path, str(tmp_path / "notes.tar.xz"))
+    with pytest.raises(SystemExit, match="no such file or folder"):
+        prepare_data.linuxdoc_documents(tmp_path, str(tmp_path / "missing.tar.xz"))
 
 
 def test_a_crash_mid_preparation_keeps_the_previous_files(
