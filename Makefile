@@ -34,7 +34,7 @@ STAMP := $(VENV)/.installed
 export KCONFIG_CONFIG := .config
 
 .DEFAULT_GOAL := all
-.PHONY: all train bench test-matrix test-matrix-dry-run sweep test-matrix-report data test test-slurm lint menuconfig savedefconfig olddefconfig listnewconfig \
+.PHONY: all train bench test-matrix test-matrix-dry-run sweep test-matrix-report results data test test-slurm lint menuconfig savedefconfig olddefconfig listnewconfig \
 	list-defconfigs help clean distclean venv $(addprefix defconfig-,$(DEFCONFIGS))
 
 all: train
@@ -113,6 +113,10 @@ sweep: data
 test-matrix-report: | $(STAMP)
 	$(PY) -m scripts.run_test_matrix --report-only $(RESULTS)
 
+# docs/results.md's tables, and each kept report, rebuilt from the summaries in docs/results/.
+results: | $(STAMP)
+	$(PY) -m scripts.results
+
 # Throughput beside a nanoGPT-style baseline (and HF GPT-2 when transformers is installed);
 # BENCH_ARGS="--only baseline,adamw" etc. Figures go to docs/benchmarks.md by hand, with the date.
 BENCH_ARGS ?=
@@ -155,6 +159,7 @@ help:
 	@echo "                           SLURM=1: submit as a Slurm job array + report job"
 	@echo "  make sweep SWEEP=file    a hyperparameter sweep (values per setting in a .sweep.toml), as a matrix"
 	@echo "  make test-matrix-report  rebuild the report of the newest (or RESULTS=) results folder"
+	@echo "  make results             rebuild docs/results.md's tables from docs/results/"
 	@echo ""
 	@echo "Configuring"
 	@echo "  make list-defconfigs     the named experiments in defconfigs/"

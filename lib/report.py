@@ -8,6 +8,8 @@ import csv
 import io
 import json
 import math
+import re
+import statistics
 from pathlib import Path
 
 from lib.io import atomic_write_json, atomic_write_text
@@ -123,6 +125,8 @@ def _fmt(value, key: str) -> str:
         return "-"
     if key in ("target_sparsity", "sparsity"):
         return f"{100 * value:.2f}%"
+    if key == "iters" and isinstance(value, float):
+        return f"{value:,.0f}"
     if key in ("final_val_loss",):
         return f"{value:.4f}"
     if key in (
@@ -141,6 +145,62 @@ def _fmt(value, key: str) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+SEED_SUFFIX = re.compile(r"_s\d+$")
+# Columns of the across-seeds table: (row key, title); the metrics are means over the seeds.
+SEED_COLUMNS = [
+    ("combination", "combination"),
+    ("seeds", "seeds"),
+    ("final_val_ppl", "val ppl (mean)"),
+    ("ppl_range", "val ppl (min-max)"),
+    ("sparsity", "sparsity (measured)"),
+    ("iters", "iters"),
+    ("ms_per_iter", "ms/iter"),
+    ("tokens_per_sec", "tok/s"),
+    ("peak_memory_gib", "peak mem GiB"),
+    ("state_per_weight", "state bytes / weight bytes"),
+]
+_MEANS = (
+    "final_val_ppl",
+    "final_val_loss",
+    "sparsity",
+    "iters",
+    "ms_per_iter",
+    "tokens_per_sec",
+    "peak_memory_gib",
+    "state_per_weight",
+)
+
+
+def seed_groups(rows: list[dict]) -> list[dict]:
+    """Completed runs grouped by combination (the run name without _s<seed>), best mean perplexity first."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["final_val_ppl"] is not None:
+            groups.setdefault(SEED_SUFFIX.sub("", r["run"]), []).append(r)
+    out = []
+    for name, members in groups.items():
+        ppl = [r["final_val_ppl"] for r in members]
+        group = {"combination": name, "seeds": len(members), "runs": [r["run"] for r in members]}
+        for key in _MEANS:
+            values = [r[key] for r in members if r[key] is not None]
+            group[key] = statistics.fmean(values) if values else None
+        group.update(ppl_min=min(ppl), ppl_max=max(ppl), ppl_range=f"{min(ppl):,.2f}-{max(ppl):,.2f}")
+        out.append(group)
+    out.sort(key=lambda g: g["final_val_ppl"])
+    return out
+
+
+def markdown_table(items: list[dict], columns: list[tuple[str, str]], bold: str | None = None) -> list[str]:
+    """A markdown table of `items` in `columns`; the first column of the row named `bold` is marked best."""
+    lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
+    first = columns[0][0]
+    for item in items:
+        cells = [f"**{item[first]}** (best)" if item[first] == bold else str(item[first])]
+        cells += [_fmt(item[k], k) for k, _ in columns[1:]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def _plots(results: Path, rows: list[dict]) -> list[str]:
@@ -261,8 +321,16 @@ def write_report(results: Path) -> list[dict]:
     results = Path(results)
     plan = json.loads((results / PLAN_FILE).read_text())
     rows = collect(results)
+    groups = seed_groups(rows)
+    repeated = any(g["seeds"] > 1 for g in groups)
     atomic_write_json(
-        results / "summary.json", {"runs": rows, "dropped": plan["dropped"], "created": plan["created"]}
+        results / "summary.json",
+        {
+            "runs": rows,
+            "across_seeds": groups if repeated else [],
+            "dropped": plan["dropped"],
+            "created": plan["created"],
+        },
     )
 
     buf = io.StringIO()
@@ -281,13 +349,17 @@ def write_report(results: Path) -> list[dict]:
         "perplexity; the best is marked. Sparsity is measured on the weights. State bytes count the prunable "
         "weights, their Adam moments and the pruning state, over the weights (dense runs: all parameters).",
         "",
-        "| " + " | ".join(title for key, title in COLUMNS if key != "reason") + " |",
-        "|" + "---|" * (len(COLUMNS) - 1),
+        *markdown_table(rows, [c for c in COLUMNS if c[0] != "reason"], bold=best),
     ]
-    for r in rows:
-        cells = [("**" + r["run"] + "** (best)") if r["run"] == best else r["run"]]
-        cells += [_fmt(r[k], k) for k, _ in COLUMNS[1:] if k != "reason"]
-        lines.append("| " + " | ".join(cells) + " |")
+    if repeated:
+        lines += [
+            "",
+            "## Across seeds",
+            "",
+            "Each combination's completed runs: the mean of each metric, and the spread of perplexity.",
+            "",
+            *markdown_table(groups, SEED_COLUMNS, bold=groups[0]["combination"]),
+        ]
     if plan["dropped"]:
         lines += ["", "Combinations not run:", *[f"- {d}" for d in plan["dropped"]]]
     if "sweep" in plan:

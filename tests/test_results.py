@@ -1,0 +1,79 @@
+"""docs/results.md: its tables are regenerated from the kept summaries, and the across-seeds rows."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lib.report import PLAN_FILE, collect, markdown_table, seed_groups
+from scripts import results
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def test_the_published_tables_match_the_kept_summaries():
+    assert results.main(["--check"]) == 0
+
+
+def test_the_published_study_is_complete_and_reached_its_sparsities():
+    folders = sorted(p.parent for p in (DOCS / "results").glob(f"*/{PLAN_FILE}"))
+    assert [f.name for f in folders] == [
+        "linuxdoc-bitter2-control",
+        "linuxdoc-pruning-study",
+        "linuxdoc-sparsity-study",
+    ]
+    for folder in folders:
+        for row in collect(folder):
+            assert row["status"] == "completed", row["run"]
+            if row["target_sparsity"]:
+                assert abs(row["sparsity"] - row["target_sparsity"]) < 1e-3, row["run"]
+
+
+def test_a_table_edited_by_hand_is_caught_and_regenerated(tmp_path, capsys):
+    root = tmp_path / "results"
+    shutil.copytree(DOCS / "results", root)
+    doc = tmp_path / "results.md"
+    original = (DOCS / "results.md").read_text()
+    doc.write_text(original.replace("| 36.52 |", "| 34.52 |", 1))
+    assert doc.read_text() != original
+    assert results.main(["--check", "--doc", str(doc), "--results", str(root)]) == 1
+    assert "differ" in capsys.readouterr().out
+    assert results.main(["--doc", str(doc), "--results", str(root)]) == 0
+    assert doc.read_text() == original
+    assert (root / "linuxdoc-pruning-study" / "summary.md").is_file()
+
+
+def test_a_document_without_tables_or_with_an_unknown_folder_is_refused(tmp_path):
+    doc = tmp_path / "results.md"
+    doc.write_text("# nothing here\n")
+    assert results.main(["--check", "--doc", str(doc)]) == 2
+    doc.write_text("<!-- results: missing runs -->\n<!-- /results -->\n")
+    with pytest.raises(SystemExit, match="not a test matrix results folder"):
+        results.main(["--check", "--doc", str(doc), "--results", str(tmp_path)])
+
+
+def _row(run, ppl, ms, sparsity=0.5):
+    keys = ("final_val_loss", "iters", "tokens_per_sec", "peak_memory_gib", "state_per_weight")
+    return {"run": run, "final_val_ppl": ppl, "ms_per_iter": ms, "sparsity": sparsity} | dict.fromkeys(keys)
+
+
+def test_seed_groups_average_each_combination_and_rank_by_mean_perplexity():
+    rows = [
+        _row("gpt2_adamw_magnitude_50_s1337", 40.0, 10.0),
+        _row("gpt2_adamw_magnitude_50_s1338", 44.0, 12.0),
+        _row("gpt2_adamw_none", 41.0, 9.0, None),
+        {**_row("gpt2_adamw_movement_50_s1337", None, None), "final_val_ppl": None},  # failed: left out
+    ]
+    groups = seed_groups(rows)
+    assert [g["combination"] for g in groups] == ["gpt2_adamw_none", "gpt2_adamw_magnitude_50"]
+    mag = groups[1]
+    assert mag["seeds"] == 2 and mag["final_val_ppl"] == 42.0 and mag["ms_per_iter"] == 11.0
+    assert mag["ppl_range"] == "40.00-44.00" and mag["sparsity"] == 0.5
+    assert groups[0]["sparsity"] is None
+    table = markdown_table(groups, [("combination", "c"), ("final_val_ppl", "ppl")], bold="gpt2_adamw_none")
+    assert (
+        table[2] == "| **gpt2_adamw_none** (best) | 41.00 |"
+        and table[3] == "| gpt2_adamw_magnitude_50 | 42.00 |"
+    )
+    json.dumps(groups)  # goes into summary.json as it is
