@@ -269,6 +269,35 @@ def _plots(results: Path, rows: list[dict]) -> list[str]:
     return made
 
 
+def _seeds_plot(results: Path, groups: list[dict]) -> str:
+    """seeds.png: each combination's mean perplexity, with a bar from its worst to its best seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(groups) + 1.5))
+    names = [g["combination"].removeprefix("gpt2_") for g in groups][::-1]
+    means = [g["final_val_ppl"] for g in groups][::-1]
+    low = [g["final_val_ppl"] - g["ppl_min"] for g in groups][::-1]
+    high = [g["ppl_max"] - g["final_val_ppl"] for g in groups][::-1]
+    ax.errorbar(means, names, xerr=[low, high], fmt="o", capsize=4)
+    for y, g in enumerate(groups[::-1]):
+        ax.annotate(
+            f"{g['final_val_ppl']:.2f} (n={g['seeds']})",
+            (g["ppl_max"], y),
+            xytext=(6, -3),
+            textcoords="offset points",
+            fontsize=7,
+        )
+    ax.set(xlabel="validation perplexity: mean, and the range over seeds", title="Across seeds")
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    fig.savefig(results / "seeds.png", dpi=110)
+    plt.close(fig)
+    return "seeds.png"
+
+
 HIGHER_IS_BETTER = {"tokens_per_sec"}
 
 
@@ -360,6 +389,7 @@ def write_report(results: Path) -> list[dict]:
             "",
             *markdown_table(groups, SEED_COLUMNS, bold=groups[0]["combination"]),
         ]
+        plots.append(_seeds_plot(results, groups))
     if plan["dropped"]:
         lines += ["", "Combinations not run:", *[f"- {d}" for d in plan["dropped"]]]
     if "sweep" in plan:

@@ -42,6 +42,7 @@ def test_a_table_edited_by_hand_is_caught_and_regenerated(tmp_path, capsys):
     assert results.main(["--doc", str(doc), "--results", str(root)]) == 0
     assert doc.read_text() == original
     assert (root / "linuxdoc-pruning-study" / "summary.md").is_file()
+    assert (root / "linuxdoc-pruning-study" / "seeds.png").is_file()  # two seeds: the across-seeds plot
 
 
 def test_a_document_without_tables_or_with_an_unknown_folder_is_refused(tmp_path):
