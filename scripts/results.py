@@ -35,6 +35,7 @@ RUN_COLUMNS = [
     ("sparsity", "sparsity (measured)"),
     ("iters", "iters"),
     ("tokens", "tokens"),
+    ("train_seconds", "train s"),
     ("ms_per_iter", "ms/iter"),
     ("tokens_per_sec", "tok/s"),
     ("peak_memory_gib", "peak mem GiB"),
