@@ -386,6 +386,7 @@ def train(
         "attention": attention_sizes(model.config),
         "model": s.model.name,
         "dataset": s.data.dataset,
+        "data": data.meta,  # the token files' meta.json: source, sha256s, token counts
         "optimizer": s.optimizer.name,
         "pruning_method": s.pruning.method,
         "adamwprune_variant": s.optimizer.adamwprune_variant if s.optimizer.name == "adamwprune" else None,

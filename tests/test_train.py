@@ -43,6 +43,7 @@ def test_cpu_default_lowers_validation_loss_and_records_the_run(tmp_path, kconf,
     assert summary["final_val_ppl"] < evals[0]["val_ppl"] / 5
     assert summary["tokens"] == 30 * 8 * 128 and summary["tokens_per_sec"] > 0
     assert summary["peak_memory_bytes"] > 0 and summary["num_params"] > 7e6
+    assert summary["data"]["dataset"] == "shakespeare" and summary["data"]["train_sha256"]  # what it trained on
     for name in (
         "config.py",
         ".config",
