@@ -41,6 +41,21 @@ def kernel_ms(fn, device, repeats: int = 5) -> float | None:
     return sum(e.self_device_time_total for e in kernels) / 1000 / repeats
 
 
+def top_kernels(fn, device, n: int = 12) -> None:
+    """Print the n costliest GPU kernels of one fn(): name, calls, total microseconds."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    kernels.sort(key=lambda e: -e.self_device_time_total)
+    print(f"  {len(kernels)} distinct kernels, {sum(e.count for e in kernels)} launches; costliest:")
+    for e in kernels[:n]:
+        print(f"  {e.self_device_time_total:9.1f} us {e.count:5d}x  {e.key[:90]}")
+
+
 def timed(fn, device, repeats: int, warmup: int = 3) -> float:
     """Median milliseconds of fn() over `repeats` runs."""
     for _ in range(warmup):
@@ -99,6 +114,7 @@ def main() -> None:
     p.add_argument("--model", default="gpt2")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--kernels", action="store_true", help="list the costliest kernels of each step")
     args = p.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -114,6 +130,9 @@ def main() -> None:
     )
     print(f"{'optimizer step':<34} {'ms':>8} {'x adamw':>8} {'GPU ms':>8} {'x adamw':>8}")
     base = base_gpu = None
+    # The trainer computes the gradient norm for clipping whatever the optimizer, and hands it
+    # to AdamWSPAM's spike test (observe_grad_norm); the step alone does not include it.
+    grad_norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
     for label in ("adamw", "adamwspam", "adamwspam (pre-step + fused)", "adamwprune"):
         name = label.split()[0]
         opt = build_optimizer(model, OptimizerSettings(name=name), lr=1e-4)
@@ -123,6 +142,8 @@ def main() -> None:
         def step(opt=opt):
             for p, g in zip(model.parameters(), grads, strict=True):
                 p.grad = g
+            if hasattr(opt, "observe_grad_norm"):
+                opt.observe_grad_norm(grad_norm)
             opt.step()
 
         ms = timed(step, device, args.repeats)
@@ -131,6 +152,8 @@ def main() -> None:
         base_gpu = base_gpu or gpu
         gpu_cols = "" if gpu is None else f" {gpu:8.2f} {gpu / base_gpu:8.3f}"
         print(f"{label:<34} {ms:8.2f} {ms / base:8.3f}{gpu_cols}")
+        if args.kernels and device.type == "cuda":
+            top_kernels(step, device)
     check_one_pass(model, device)
 
     print(f"{'mask update (score+threshold+apply)':<34} {'ms':>8}")
