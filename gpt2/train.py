@@ -17,6 +17,8 @@ import math
 import os
 import sys
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 # Run as a script (python gpt2/train.py), the repository root is not on sys.path by itself.
@@ -226,6 +228,38 @@ def build_model(s: Settings) -> tuple[GPT, dict | None]:
     return model, record
 
 
+class Refused(Exception):
+    """A run that cannot start as configured; its message says why and what to change."""
+
+
+@contextmanager
+def refusing(*errors: type[Exception], prefix: str = ""):
+    """Turn `errors` raised inside the block into Refused (logged as 'error: ...', exit code 2)."""
+    try:
+        yield
+    except errors as e:
+        raise Refused(f"{prefix}{e}") from e
+
+
+@dataclass
+class Run:
+    """Everything set up for one training run, and what the summary records about the set-up."""
+
+    s: Settings
+    run_dir: Path
+    dist: Dist
+    device: torch.device
+    model: GPT
+    optimizer: torch.optim.Optimizer
+    data: TokenData
+    pruner: object | None
+    tracker: object | None
+    trainer: Trainer
+    amp: torch.dtype | None
+    compiled: bool
+    record: dict  # memory, scaling, batch sizing, init and LoRA: copied into summary.json
+
+
 def train(
     args: argparse.Namespace, s: Settings, scaling: dict | None, dist: Dist, device: torch.device
 ) -> int:
@@ -235,6 +269,38 @@ def train(
         print(f"error: {e}", file=sys.stderr)
         return 2
     setup_logging(run_dir, dist)
+    try:
+        run = set_up(args, s, scaling, dist, device, run_dir, resume_state)
+    except Refused as e:
+        log.error("error: %s", e)
+        return 2
+    del resume_state
+    started = time.time()
+    gpu_file = run_dir / (GPU_FILE if dist.is_main else f"gpu_rank{dist.rank}.jsonl")
+    monitor = GPUMonitor.for_device(gpu_file, device, run.s.monitor).start()
+    try:
+        with logging_redirect_tqdm():
+            outcome = run.trainer.fit()
+    finally:
+        gpu = monitor.stop()
+    if not dist.is_main:
+        return EXIT_CODES[outcome["status"]]
+    summary = write_summary(run, outcome, gpu, time.time() - started)
+    plot_gpu(gpu_file, run_dir / "gpu.png", f"{run_dir.name}: GPU")
+    finish(run, summary)
+    return EXIT_CODES[outcome["status"]]
+
+
+def set_up(
+    args: argparse.Namespace,
+    s: Settings,
+    scaling: dict | None,
+    dist: Dist,
+    device: torch.device,
+    run_dir: Path,
+    resume_state: dict | None,
+) -> Run:
+    """Model, data, optimizer, pruner and trainer for the run, restored when resuming; or Refused."""
     if s.runtime.nproc_per_node != dist.world_size:
         log.warning(
             "GPT2_NPROC_PER_NODE is %d but this run has %d process(es): start it with `make` or "
@@ -258,30 +324,18 @@ def train(
     if s.training.batch_mode == "auto" and resume_state is not None:
         s, sizing = resumed_batch(s, resume_state["settings"])
     resumed_dir = run_dir if resume_state is not None else None
-    try:
-        memory = (
-            None
-            if s.training.batch_mode == "auto" and sizing is None
-            else preflight(s, device, dist, resumed_dir)
-        )
-    except MemoryError as e:
-        log.error("error: %s", e)
-        return 2
-    try:
+    with refusing(MemoryError):
+        choose_later = s.training.batch_mode == "auto" and sizing is None
+        memory = None if choose_later else preflight(s, device, dist, resumed_dir)
+    with refusing(DataError):
         data = TokenData(s.data.token_dir, s.data.dataset, s.data.data_dir, s.runtime.seed)
         data.check_block_size(s.model.block_size)
-    except DataError as e:
-        log.error("error: %s", e)
-        return 2
-    try:
+    with refusing(RuntimeError):
         model, init = build_model(s)
         model = model.to(device)
         if s.runtime.fp8:
             convert_to_fp8(model, s.runtime.fp8_recipe, device)
         lora = apply_lora(model, s.lora) if s.lora.enabled else None
-    except RuntimeError as e:
-        log.error("error: %s", e)
-        return 2
     if dist.enabled:  # the same initial weights everywhere (DDP checks), then dropout differs per rank
         torch.manual_seed(s.runtime.seed + 7919 * dist.rank)
     optimizer = build_optimizer(model, s.optimizer, s.training.learning_rate, compile=s.runtime.compile)
@@ -289,13 +343,10 @@ def train(
     compiled = s.runtime.compile and device.type == "cuda"
     train_model = compile_model(wrap_ddp(model, dist, device), device, compiled, s.runtime.compile_mode)
     if s.training.batch_mode == "auto" and sizing is None:
-        try:
+        with refusing(MemoryError):
             probe = make_probe(train_model, model, device, amp, s.model.block_size, dist)
             s, sizing = choose_batch(s, device, dist.world_size, probe)
             memory = preflight(s, device, dist, resumed_dir)
-        except MemoryError as e:
-            log.error("error: %s", e)
-            return 2
         log.info(
             "batch sizing: GPT2_TARGET_BATCH %d = micro-batch %d x accumulation %d (%s)",
             s.training.target_batch,
@@ -305,17 +356,11 @@ def train(
         )
     if dist.is_main and resume_state is None:
         atomic_write_json(run_dir / "settings.json", s.to_dict())
-    try:
+    with refusing(ValueError):
         total_iters = planned_iters(s, data.num_tokens("train"))
         pruner = build_pruner(model, optimizer, s.pruning, s.optimizer.adamwprune_variant, total_iters)
-    except ValueError as e:
-        log.error("error: %s", e)
-        return 2
-    try:
+    with refusing(RuntimeError):
         tracker = start_tracker(s.tracking, run_dir, run_dir.name, s.to_dict()) if dist.is_main else None
-    except RuntimeError as e:
-        log.error("error: %s", e)
-        return 2
     trainer = Trainer(s, run_dir, device, model, train_model, optimizer, data, amp, pruner, tracker, dist)
     if scaling is not None:
         log.info(
@@ -326,12 +371,8 @@ def train(
             scaling["to"],
         )
     if resume_state is not None:
-        try:
+        with refusing(ValueError, prefix=f"cannot resume {run_dir}: "):
             trainer.restore(resume_state)
-        except ValueError as e:
-            log.error("error: cannot resume %s: %s", run_dir, e)
-            return 2
-        del resume_state
 
     log.info(
         "run %s | %s, %.2fM parameters | %s%s %s%s | batch %d x %d accumulation x %d tokens = %s tokens/step"
@@ -351,77 +392,88 @@ def train(
         s.data.dataset,
         f"{data.num_tokens('train'):,}",
     )
-    started = time.time()
-    gpu_file = run_dir / (GPU_FILE if dist.is_main else f"gpu_rank{dist.rank}.jsonl")
-    monitor = GPUMonitor.for_device(gpu_file, device, s.monitor).start()
-    try:
-        with logging_redirect_tqdm():
-            outcome = trainer.fit()
-    finally:
-        gpu = monitor.stop()
-    if not dist.is_main:
-        return EXIT_CODES[outcome["status"]]
+    record = {
+        "memory_estimate": memory,
+        "scaling": scaling,
+        "batch_sizing": sizing,
+        "init_from": init,
+        "lora": lora,
+    }
+    return Run(
+        s, run_dir, dist, device, model, optimizer, data, pruner, tracker, trainer, amp, compiled, record
+    )
+
+
+def write_summary(run: Run, outcome: dict, gpu: dict | None, wall_seconds: float) -> dict:
+    """summary.json: the outcome, the final metrics, the costs and the set-up of the run."""
+    s, trainer, model = run.s, run.trainer, run.model
     final = trainer.last_eval or {}
     finished = outcome["status"] in ("completed", "time_budget")
-    measured = after_training(model, device, amp, s) if finished else {"inference": None, "lm_eval": None}
+    measured = (
+        after_training(model, run.device, run.amp, s) if finished else {"inference": None, "lm_eval": None}
+    )
     summary = {
-        "run": run_dir.name,
+        "run": run.run_dir.name,
         **outcome,
         "iters": trainer.state.iter_num,
         "planned_iters": trainer.total_iters,
         "tokens": trainer.state.iter_num * trainer.tokens_per_iter,
         "train_seconds": trainer.state.train_seconds,
-        "wall_seconds_this_session": time.time() - started,
+        "wall_seconds_this_session": wall_seconds,
         "final_train_loss": final.get("train_loss"),
         "final_val_loss": final.get("val_loss"),
         "final_val_ppl": final.get("val_ppl"),
         "model_sparsity": final.get("model_sparsity"),
         "best_val_loss": trainer.state.best_val_loss if math.isfinite(trainer.state.best_val_loss) else None,
-        "best_checkpoint": "best.pt" if (run_dir / "best.pt").is_file() else None,
-        "peak_memory_bytes": peak_memory_bytes(device),
-        "memory_estimate": memory,
-        **bookkeeping(model, optimizer, pruner),
-        "scaling": scaling,
+        "best_checkpoint": "best.pt" if (run.run_dir / "best.pt").is_file() else None,
+        "peak_memory_bytes": peak_memory_bytes(run.device),
+        "memory_estimate": run.record["memory_estimate"],
+        **bookkeeping(model, run.optimizer, run.pruner),
+        "scaling": run.record["scaling"],
         "num_params": model.num_params(),
         "attention": attention_sizes(model.config),
         "model": s.model.name,
         "dataset": s.data.dataset,
-        "data": data.meta,  # the token files' meta.json: source, sha256s, token counts
+        "data": run.data.meta,  # the token files' meta.json: source, sha256s, token counts
         "optimizer": s.optimizer.name,
         "pruning_method": s.pruning.method,
         "adamwprune_variant": s.optimizer.adamwprune_variant if s.optimizer.name == "adamwprune" else None,
-        "target_sparsity": s.pruning.target_sparsity if pruner is not None else None,
+        "target_sparsity": s.pruning.target_sparsity if run.pruner is not None else None,
         "seed": s.runtime.seed,
-        "device": str(device),
-        "world_size": dist.world_size,
+        "device": str(run.device),
+        "world_size": run.dist.world_size,
         "global_batch": s.training.batch_size * s.training.gradient_accumulation,
-        "dtype": "float32" if amp is None else str(amp).removeprefix("torch."),
-        "compiled": compiled,
-        "batch_sizing": sizing,
-        "init_from": init,
-        "lora": lora,
+        "dtype": "float32" if run.amp is None else str(run.amp).removeprefix("torch."),
+        "compiled": run.compiled,
+        "batch_sizing": run.record["batch_sizing"],
+        "init_from": run.record["init_from"],
+        "lora": run.record["lora"],
         "gpu": gpu,
         **measured,
     }
-    atomic_write_json(run_dir / "summary.json", summary)
-    plot_gpu(gpu_file, run_dir / "gpu.png", f"{run_dir.name}: GPU")
-    if tracker is not None:
-        tracker.finish()
-    if pruner is not None:
-        atomic_write_json(run_dir / "sparsity.json", pruner.sparsity())
+    atomic_write_json(run.run_dir / "summary.json", summary)
+    return summary
+
+
+def finish(run: Run, summary: dict) -> None:
+    """After the summary: tracker, sparsity per layer, the loss plot, a sample, the closing line."""
+    s, run_dir = run.s, run.run_dir
+    if run.tracker is not None:
+        run.tracker.finish()
+    if run.pruner is not None:
+        atomic_write_json(run_dir / "sparsity.json", run.pruner.sparsity())
     plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png", f"{run_dir.name} ({s.model.name})")
-    if outcome["status"] in ("completed", "time_budget") and s.generation.max_tokens > 0:
-        text = sample(model, s, device)
+    if summary["status"] in ("completed", "time_budget") and s.generation.max_tokens > 0:
+        text = sample(run.model, s, run.device)
         atomic_write_text(run_dir / "sample.txt", text)
         log.info("sample:\n%s", text)
     log.info(
         "done (%s) | val loss %s | val ppl %s | %s",
-        outcome["status"],
+        summary["status"],
         f"{summary['final_val_loss']:.4f}" if summary["final_val_loss"] is not None else "n/a",
         f"{summary['final_val_ppl']:.2f}" if summary["final_val_ppl"] is not None else "n/a",
         run_dir,
     )
-    return EXIT_CODES[outcome["status"]]
 
 
 if __name__ == "__main__":
