@@ -464,9 +464,17 @@ def finish(run: Run, summary: dict) -> None:
         atomic_write_json(run_dir / "sparsity.json", run.pruner.sparsity())
     plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png", f"{run_dir.name} ({s.model.name})")
     if summary["status"] in ("completed", "time_budget") and s.generation.max_tokens > 0:
-        text = sample(run.model, s, run.device)
-        atomic_write_text(run_dir / "sample.txt", text)
-        log.info("sample:\n%s", text)
+        try:
+            text = sample(run.model, s, run.device)
+        except OSError as e:  # tiktoken could not fetch the GPT-2 BPE files: the results stay
+            log.error(
+                "error: no sample: the GPT-2 tokenizer files could not be loaded (%s). Offline, point "
+                "TIKTOKEN_CACHE_DIR at a copy of them, or set GPT2_GENERATION_MAX_TOKENS=0",
+                e.__class__.__name__,
+            )
+        else:
+            atomic_write_text(run_dir / "sample.txt", text)
+            log.info("sample:\n%s", text)
     log.info(
         "done (%s) | val loss %s | val ppl %s | %s",
         summary["status"],

@@ -43,7 +43,9 @@ def test_cpu_default_lowers_validation_loss_and_records_the_run(tmp_path, kconf,
     assert summary["final_val_ppl"] < evals[0]["val_ppl"] / 5
     assert summary["tokens"] == 30 * 8 * 128 and summary["tokens_per_sec"] > 0
     assert summary["peak_memory_bytes"] > 0 and summary["num_params"] > 7e6
-    assert summary["data"]["dataset"] == "shakespeare" and summary["data"]["train_sha256"]  # what it trained on
+    assert (
+        summary["data"]["dataset"] == "shakespeare" and summary["data"]["train_sha256"]
+    )  # what it trained on
     for name in (
         "config.py",
         ".config",
@@ -200,3 +202,19 @@ def test_best_checkpoint_is_the_last_when_loss_keeps_falling(tiny_config, tmp_pa
     assert best["iter_num"] == 30
     for name, tensor in last["model"].items():
         assert torch.equal(best["model"][name], tensor)
+
+
+def test_a_sample_that_cannot_load_the_tokenizer_keeps_the_results(
+    tiny_config, tmp_path, monkeypatch, caplog
+):
+    import tiktoken
+
+    def offline(name):
+        raise ConnectionError("no network")  # what tiktoken raises offline without TIKTOKEN_CACHE_DIR
+
+    monkeypatch.setattr(tiktoken, "get_encoding", offline)
+    out = tmp_path / "run"
+    assert run(tiny_config, out, "--max-iters", "2") == 0  # tiny_config samples 8 tokens
+    assert json.loads((out / "summary.json").read_text())["status"] == "completed"
+    assert not (out / "sample.txt").exists()
+    assert "TIKTOKEN_CACHE_DIR" in (out / "output.log").read_text()
