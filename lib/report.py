@@ -148,29 +148,23 @@ def _fmt(value, key: str) -> str:
 
 
 SEED_SUFFIX = re.compile(r"_s\d+$")
-# Columns of the across-seeds table: (row key, title); the metrics are means over the seeds.
+
+
+def columns(*keys: str) -> list[tuple[str, str]]:
+    """(row key, title) pairs of COLUMNS, in the order given."""
+    titles = dict(COLUMNS)
+    return [(k, titles[k]) for k in keys]
+
+
+# The across-seeds table: each metric is the mean over the combination's seeds.
 SEED_COLUMNS = [
     ("combination", "combination"),
     ("seeds", "seeds"),
     ("final_val_ppl", "val ppl (mean)"),
     ("ppl_range", "val ppl (min-max)"),
-    ("sparsity", "sparsity (measured)"),
-    ("iters", "iters"),
-    ("ms_per_iter", "ms/iter"),
-    ("tokens_per_sec", "tok/s"),
-    ("peak_memory_gib", "peak mem GiB"),
-    ("state_per_weight", "state bytes / weight bytes"),
+    *columns("sparsity", "iters", "ms_per_iter", "tokens_per_sec", "peak_memory_gib", "state_per_weight"),
 ]
-_MEANS = (
-    "final_val_ppl",
-    "final_val_loss",
-    "sparsity",
-    "iters",
-    "ms_per_iter",
-    "tokens_per_sec",
-    "peak_memory_gib",
-    "state_per_weight",
-)
+_MEANS = ("final_val_loss", *(k for k, _ in SEED_COLUMNS if k not in ("combination", "seeds", "ppl_range")))
 
 
 def seed_groups(rows: list[dict]) -> list[dict]:

@@ -20,7 +20,7 @@ import re
 import sys
 from pathlib import Path
 
-from lib.report import PLAN_FILE, SEED_COLUMNS, collect, markdown_table, seed_groups, write_report
+from lib.report import PLAN_FILE, SEED_COLUMNS, collect, columns, markdown_table, seed_groups, write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "results.md"
@@ -28,20 +28,20 @@ BLOCK = re.compile(
     r"(?P<open><!-- results: (?P<folder>[\w.-]+) (?P<kind>runs|seeds) -->\n)(?P<body>.*?)(?P<close><!-- /results -->)",
     re.S,
 )
-RUN_COLUMNS = [
-    ("run", "run"),
-    ("final_val_ppl", "val ppl"),
-    ("final_val_loss", "val loss"),
-    ("sparsity", "sparsity (measured)"),
-    ("iters", "iters"),
-    ("tokens", "tokens"),
-    ("train_seconds", "train s"),
-    ("ms_per_iter", "ms/iter"),
-    ("tokens_per_sec", "tok/s"),
-    ("peak_memory_gib", "peak mem GiB"),
-    ("state_per_weight", "state bytes / weight bytes"),
-    ("energy_wh", "GPU Wh"),
-]
+RUN_COLUMNS = columns(
+    "run",
+    "final_val_ppl",
+    "final_val_loss",
+    "sparsity",
+    "iters",
+    "tokens",
+    "train_seconds",
+    "ms_per_iter",
+    "tokens_per_sec",
+    "peak_memory_gib",
+    "state_per_weight",
+    "energy_wh",
+)
 
 
 def table(folder: Path, kind: str) -> str:
