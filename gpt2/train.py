@@ -334,7 +334,7 @@ def set_up(
         model, init = build_model(s)
         model = model.to(device)
         if s.runtime.fp8:
-            convert_to_fp8(model, s.runtime.fp8_recipe, device)
+            convert_to_fp8(model, s.runtime.fp8_recipe, device, s.runtime.fp8_layers)
         lora = apply_lora(model, s.lora) if s.lora.enabled else None
     if dist.enabled:  # the same initial weights everywhere (DDP checks), then dropout differs per rank
         torch.manual_seed(s.runtime.seed + 7919 * dist.rank)

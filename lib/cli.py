@@ -13,7 +13,7 @@ from typing import Any
 from lib.optim import OPTIMIZERS
 from lib.pruning import PRUNERS
 from lib.pruning.scores import ADAMWPRUNE_VARIANTS
-from lib.runtime import ATTENTION_BACKENDS, COMPILE_MODES, FP8_RECIPES
+from lib.runtime import ATTENTION_BACKENDS, COMPILE_MODES, FP8_LAYERS, FP8_RECIPES
 from lib.settings import (
     _SECTIONS,
     DATASETS,
@@ -67,6 +67,7 @@ _FLAG_CHOICES = {
     "training.batch_mode": ("manual", "auto"),
     "runtime.attention_backend": tuple(ATTENTION_BACKENDS),
     "runtime.fp8_recipe": FP8_RECIPES,
+    "runtime.fp8_layers": FP8_LAYERS,
 }
 
 

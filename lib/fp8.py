@@ -13,6 +13,8 @@ import logging
 import torch
 import torch.nn as nn
 
+from lib.runtime import FP8_LAYERS
+
 log = logging.getLogger(__name__)
 
 # FP8 tensor cores: Ada (8.9) and Hopper (9.0) and newer.
@@ -34,13 +36,36 @@ def fp8_unavailable(device: torch.device) -> str | None:
     return None
 
 
-def _fp8_friendly(module: nn.Module, _name: str) -> bool:
-    """FP8 GEMMs need both matrix dimensions to be multiples of 16."""
-    return isinstance(module, nn.Linear) and module.in_features % 16 == 0 and module.out_features % 16 == 0
+# GPT2_FP8_LAYERS -> which Linear layers (by their name in the model) get FP8 matmuls.
+_LAYER_PICKS = {
+    "all": lambda name: True,
+    "blocks": lambda name: name != "lm_head",  # its output gradient, tokens x vocab, is the largest cast
+    "mlp": lambda name: ".mlp." in f".{name}",  # the feed-forward layers, the widest of the blocks
+    "head": lambda name: name == "lm_head",  # the largest matmul of all: width x vocabulary
+}
+assert tuple(_LAYER_PICKS) == FP8_LAYERS
 
 
-def convert_to_fp8(model: nn.Module, recipe: str, device: torch.device) -> int:
-    """Swap the model's Linear layers for torchao Float8Linear in place; returns how many.
+def fp8_filter(layers: str):
+    """The module filter of GPT2_FP8_LAYERS: the chosen Linear layers whose two
+    dimensions are multiples of 16 (FP8 GEMMs need that)."""
+    if layers not in _LAYER_PICKS:
+        raise ValueError(f"GPT2_FP8_LAYERS={layers!r}: expected one of {', '.join(FP8_LAYERS)}")
+    picks = _LAYER_PICKS[layers]
+
+    def wanted(module: nn.Module, name: str) -> bool:
+        return (
+            isinstance(module, nn.Linear)
+            and module.in_features % 16 == 0
+            and module.out_features % 16 == 0
+            and picks(name)
+        )
+
+    return wanted
+
+
+def convert_to_fp8(model: nn.Module, recipe: str, device: torch.device, layers: str = "all") -> int:
+    """Swap the model's Linear layers (those `layers` names) for torchao Float8Linear; returns how many.
 
     Raises RuntimeError, saying why and what to do, where FP8 cannot run. The tied
     output head stays one Parameter with the token embedding (torchao keeps the
@@ -53,8 +78,8 @@ def convert_to_fp8(model: nn.Module, recipe: str, device: torch.device) -> int:
 
     before = sum(isinstance(m, nn.Linear) for m in model.modules())
     convert_to_float8_training(
-        model, config=Float8LinearConfig.from_recipe_name(recipe), module_filter_fn=_fp8_friendly
+        model, config=Float8LinearConfig.from_recipe_name(recipe), module_filter_fn=fp8_filter(layers)
     )
     converted = sum(type(m).__name__ == "Float8Linear" for m in model.modules())
-    log.info("FP8 (%s scaling): %d of %d Linear layers converted", recipe, converted, before)
+    log.info("FP8 (%s scaling, %s): %d of %d Linear layers converted", recipe, layers, converted, before)
     return converted

@@ -21,7 +21,9 @@ ATTENTION_BACKENDS = {
     "math": "math",
 }
 SDPA_KERNELS = ("flash", "cudnn", "mem_efficient", "math")
-FP8_RECIPES = ("tensorwise", "rowwise")
+FP8_RECIPES = ("tensorwise", "rowwise", "rowwise_with_gw_hp")
+# GPT2_FP8_LAYERS -> which Linear layers run in FP8 (lib/fp8.py).
+FP8_LAYERS = ("all", "blocks", "mlp", "head")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -22,7 +22,7 @@ from lib.lora import LoraSettings
 from lib.matrix import MatrixSettings
 from lib.optim import OptimizerSettings
 from lib.pruning import PAIRINGS, PruningSettings
-from lib.runtime import ATTENTION_BACKENDS, COMPILE_MODES, FP8_RECIPES
+from lib.runtime import ATTENTION_BACKENDS, COMPILE_MODES, FP8_LAYERS, FP8_RECIPES
 from lib.tracking import TrackingSettings
 from lib.validate import SettingsError, check, kc
 
@@ -211,6 +211,8 @@ class RuntimeSettings:
     fp8: bool = field(default=False, metadata=kc("GPT2_FP8", "--fp8"))
     fp8_recipe: str = field(default="tensorwise", metadata=kc("GPT2_FP8_RECIPE", "--fp8-recipe"))
     """A key of FP8_RECIPES."""
+    fp8_layers: str = field(default="all", metadata=kc("GPT2_FP8_LAYERS", "--fp8-layers"))
+    """One of FP8_LAYERS."""
     nproc_per_node: int = field(default=1, metadata=kc("GPT2_NPROC_PER_NODE", "--nproc-per-node"))
     memory_check: bool = field(default=True, metadata=kc("GPT2_MEMORY_CHECK", "--memory-check"))
     seed: int = field(default=1337, metadata=kc("SEED", "--seed"))
@@ -231,6 +233,7 @@ class RuntimeSettings:
             f"one of {', '.join(ATTENTION_BACKENDS)}",
         )
         check(self, "fp8_recipe", self.fp8_recipe in FP8_RECIPES, f"one of {', '.join(FP8_RECIPES)}")
+        check(self, "fp8_layers", self.fp8_layers in FP8_LAYERS, f"one of {', '.join(FP8_LAYERS)}")
         check(self, "nproc_per_node", 1 <= self.nproc_per_node <= 64, "1..64")
         check(self, "seed", 0 <= self.seed < 2**31, "0..2147483647")
         check(self, "output_dir", self.output_dir != "", "a non-empty path")

@@ -72,6 +72,10 @@ PROJECT = {
     "adamw-cudagraphs": {"runtime.compile_mode": "max-autotune"},
     "adamw-fp8": {"runtime.fp8": True},
     "adamw-fp8-rowwise": {"runtime.fp8": True, "runtime.fp8_recipe": "rowwise"},
+    "adamw-fp8-rowwise-gw-hp": {"runtime.fp8": True, "runtime.fp8_recipe": "rowwise_with_gw_hp"},
+    "adamw-fp8-blocks": {"runtime.fp8": True, "runtime.fp8_layers": "blocks"},
+    "adamw-fp8-mlp": {"runtime.fp8": True, "runtime.fp8_layers": "mlp"},
+    "adamw-fp8-head": {"runtime.fp8": True, "runtime.fp8_layers": "head"},
     "adamw-fp8-cudnn": {"runtime.fp8": True, "runtime.attention_backend": "cudnn"},
     "adamwspam-fp8-cudnn": {
         "optimizer.name": "adamwspam",
@@ -273,7 +277,7 @@ def run_one(name: str, args, device, amp, data, work: Path) -> dict:
         select_attention_backend(s.runtime.attention_backend)
         model = GPT(s.model.gpt_config()).to(device)
         if s.runtime.fp8:
-            convert_to_fp8(model, s.runtime.fp8_recipe, device)
+            convert_to_fp8(model, s.runtime.fp8_recipe, device, s.runtime.fp8_layers)
         optimizer = build_optimizer(model, s.optimizer, s.training.learning_rate, compile=args.compile)
         pruner = build_pruner(model, optimizer, s.pruning, s.optimizer.adamwprune_variant, 10_000)
         compiled = compile_model(model, device, args.compile, s.runtime.compile_mode)

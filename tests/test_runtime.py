@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gpt2.model import GPT, GPTConfig
-from lib.fp8 import convert_to_fp8, fp8_unavailable
+from lib.fp8 import convert_to_fp8, fp8_filter, fp8_unavailable
 from lib.runtime import compile_model, select_attention_backend, use_expandable_segments
 from lib.settings import Settings, SettingsError
 
@@ -55,6 +55,27 @@ def test_unknown_speed_settings_are_refused_with_the_symbol():
         Settings().replace({"runtime.attention_backend": "xformers"})
     with pytest.raises(SettingsError, match="CONFIG_GPT2_FP8_RECIPE"):
         Settings().replace({"runtime.fp8_recipe": "blockwise"})
+    with pytest.raises(SettingsError, match="one of all, blocks, mlp, head.*CONFIG_GPT2_FP8_LAYERS"):
+        Settings().replace({"runtime.fp8_layers": "attention"})
+
+
+@pytest.mark.parametrize(
+    "layers, expected",
+    [
+        ("all", {"lm_head", "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"}),
+        ("blocks", {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"}),
+        ("mlp", {"mlp.c_fc", "mlp.c_proj"}),
+        ("head", {"lm_head"}),
+    ],
+)
+def test_the_fp8_layer_choice_picks_those_linear_layers(layers, expected):
+    model = GPT(GPTConfig.from_name("gpt2-tiny", block_size=32))
+    wanted = fp8_filter(layers)
+    picked = {name for name, m in model.named_modules() if wanted(m, name)}
+    assert {".".join(name.split(".")[-2:]) for name in picked} == expected
+    per_block = {"all": 4, "blocks": 4, "mlp": 2, "head": 0}[layers]
+    assert len(picked) == ("lm_head" in expected) + model.config.n_layer * per_block
+    assert not wanted(torch.nn.Linear(10, 16), "h.0.mlp.c_fc")  # FP8 GEMMs need multiples of 16
 
 
 def test_fp8_is_refused_where_it_cannot_run_and_the_model_is_untouched():
