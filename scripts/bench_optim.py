@@ -23,6 +23,7 @@ import torch  # noqa: E402
 from gpt2.model import GPT, GPTConfig  # noqa: E402
 from lib.optim import OptimizerSettings, build_optimizer  # noqa: E402
 from lib.pruning import PruningSettings, build_pruner  # noqa: E402
+from lib.pruning.pruner import accumulate_movement_, foreach_mask_gradients_  # noqa: E402
 
 
 def kernel_ms(fn, device, repeats: int = 5) -> float | None:
@@ -157,6 +158,7 @@ def main() -> None:
     check_one_pass(model, device)
 
     print(f"{'mask update (score+threshold+apply)':<34} {'ms':>8}")
+    pruners = {}
     for method, optimizer, variant in (
         ("magnitude", "adamw", "bitter0"),
         ("movement", "adamw", "bitter0"),
@@ -172,6 +174,33 @@ def main() -> None:
         ms = timed(lambda pruner=pruner: pruner.prune_to(0.5), device, args.repeats)
         label = f"{method}" + (f" ({variant})" if method == "state" else "")
         print(f"{label:<34} {ms:8.2f}   ({pruner.num_prunable / 1e6:.1f}M prunable weights)")
+        pruners[method] = pruner
+    per_step_work(pruners, device, args.repeats)
+
+
+def per_step_work(pruners: dict, device: torch.device, repeats: int) -> None:
+    """What pruning adds to every step once masks are live (the pruner's before_step),
+    beside the multi-tensor eager path it replaced on CUDA, in GPU kernel time."""
+    magnitude, movement = pruners["magnitude"], pruners["movement"]
+    weights = magnitude.weights
+    grads = [w.grad for w in weights]
+    scores = (
+        torch.compile(accumulate_movement_, dynamic=False) if device.type == "cuda" else accumulate_movement_
+    )
+    rows = {
+        "mask gradients (before_step)": magnitude.before_step,
+        "  multi-tensor mask (the eager path)": lambda: foreach_mask_gradients_(grads, weights),
+        "movement scores + mask (before_step)": movement.before_step,
+        "  scores, then multi-tensor mask": lambda: (
+            scores(movement.movement, grads, weights),
+            foreach_mask_gradients_(grads, weights),
+        ),
+    }
+    print(f"{'per-step pruning work':<34} {'ms':>8} {'GPU ms':>8}")
+    for label, fn in rows.items():
+        ms = timed(fn, device, repeats)
+        gpu = kernel_ms(fn, device)
+        print(f"{label:<38} {ms:8.2f}" + ("" if gpu is None else f" {gpu:8.2f}"))
 
 
 if __name__ == "__main__":

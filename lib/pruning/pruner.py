@@ -84,6 +84,12 @@ class Pruner:
         self.needs_state = needs_state
         self.num_prunable = sum(w.numel() for w in self.weights)
         self.active = False  # True once a mask update has zeroed weights
+        self.on_cuda = self.weights[0].is_cuda
+        # One fused kernel per tensor on CUDA (the loop over tensors runs once, at tracing);
+        # multi-tensor kernels elsewhere.
+        self._mask_gradients = (
+            torch.compile(mask_gradients_, dynamic=False) if self.on_cuda else foreach_mask_gradients_
+        )
 
     # -- the schedule's two hooks --------------------------------------------------------------
 
@@ -91,8 +97,7 @@ class Pruner:
     def before_step(self) -> None:
         """After backward, before the optimizer: pruned weights get no gradient."""
         if self.active and self.weights[0].requires_grad:  # frozen (LoRA) base weights get no gradient
-            grads = [w.grad for w in self.weights]
-            torch._foreach_mul_(grads, torch._foreach_sign(torch._foreach_abs(self.weights)))
+            self._mask_gradients([w.grad for w in self.weights], self.weights)
 
     @torch.no_grad()
     def after_step(self, step: int) -> None:
@@ -164,6 +169,18 @@ class Pruner:
             t.copy_(saved)
 
 
+def mask_gradients_(grads: list[torch.Tensor], weights: list[torch.Tensor]) -> None:
+    """Zero each gradient where its weight is zero, in place, so a pruned weight stays an
+    exact zero. Compiled: one kernel per tensor reading g and w once and writing g."""
+    for g, w in zip(grads, weights, strict=True):
+        g.masked_fill_(w == 0, 0.0)
+
+
+def foreach_mask_gradients_(grads: list[torch.Tensor], weights: list[torch.Tensor]) -> None:
+    """mask_gradients_ in multi-tensor kernels (three passes), for runs that do not compile."""
+    torch._foreach_mul_(grads, torch._foreach_sign(torch._foreach_abs(weights)))
+
+
 # Multiplier of the integer hash that dithers bf16 movement scores (Knuth's multiplicative hash).
 HASH_MULTIPLIER = -1640531535  # 2654435761 as a wrapped int32
 
@@ -187,6 +204,16 @@ def accumulate_movement_(
         s.copy_(bits.view(torch.float32))  # exact: the dropped bits are zero
 
 
+def movement_step_(
+    scores: list[torch.Tensor], grads: list[torch.Tensor], weights: list[torch.Tensor], mask: bool
+) -> None:
+    """accumulate_movement_, then (once masks are live) mask_gradients_: compiled, each tensor's
+    g, w and score are read once."""
+    accumulate_movement_(scores, grads, weights)
+    if mask:
+        mask_gradients_(grads, weights)
+
+
 class MovementPruner(Pruner):
     """Movement pruning (Sanh et al., 2020): the score accumulates -g * w over every step.
 
@@ -199,17 +226,18 @@ class MovementPruner(Pruner):
     def __init__(self, params, optimizer, **kwargs):
         super().__init__(params, lambda w, m, v: w, optimizer, needs_state=False, **kwargs)
         self.movement = [torch.zeros_like(w, dtype=torch.bfloat16) for w in self.weights]
-        on_cuda = self.weights[0].is_cuda
-        # One fused kernel per tensor on CUDA; the loop over tensors runs once, at tracing.
-        self._accumulate = (
-            torch.compile(accumulate_movement_, dynamic=False) if on_cuda else accumulate_movement_
-        )
+        # On CUDA the scores and the gradient mask in one kernel per tensor.
+        self._step = torch.compile(movement_step_, dynamic=False) if self.on_cuda else None
 
     @torch.no_grad()
     def before_step(self) -> None:
         # S -= g * w, on unscaled gradients (the trainer unscales before this hook).
-        self._accumulate(self.movement, [w.grad for w in self.weights], self.weights)
-        super().before_step()
+        grads = [w.grad for w in self.weights]
+        if self._step is not None:
+            self._step(self.movement, grads, self.weights, self.active)
+        else:
+            accumulate_movement_(self.movement, grads, self.weights)
+            super().before_step()
 
     def scores(self) -> list[torch.Tensor]:
         return self.movement
