@@ -64,6 +64,8 @@ def nvml_sampler(device: torch.device) -> Callable[[], dict] | None:
             "memory_total_bytes": int(mem.total),
             "power_watts": pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0,
             "temperature_c": float(pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU)),
+            # Under its power cap a GPU lowers this clock: the same work then takes longer.
+            "sm_clock_mhz": float(pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM)),
         }
 
     return sample
@@ -132,7 +134,7 @@ class GPUMonitor:
 def summarize(samples: list[dict], source: str = "") -> dict:
     """Means and maxima over the samples, and the energy (trapezoid over the power samples)."""
     out: dict = {"source": source, "samples": len(samples)}
-    for key in ("gpu_util_percent", "power_watts", "temperature_c", "memory_used_bytes"):
+    for key in ("gpu_util_percent", "power_watts", "temperature_c", "sm_clock_mhz", "memory_used_bytes"):
         values = [s[key] for s in samples if key in s]
         if values:
             out[f"mean_{key}"] = sum(values) / len(values)

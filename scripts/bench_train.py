@@ -42,6 +42,7 @@ import torch.nn.functional as F  # noqa: E402
 from gpt2.model import GPT, SIZES  # noqa: E402
 from lib.data import META_FILE, TOKEN_DTYPE, TokenData  # noqa: E402
 from lib.fp8 import convert_to_fp8  # noqa: E402
+from lib.gpu_monitor import GPU_FILE, GPUMonitor, nvml_sampler  # noqa: E402
 from lib.io import atomic_write_json  # noqa: E402
 from lib.metrics import peak_flops  # noqa: E402
 from lib.optim import build_optimizer  # noqa: E402
@@ -181,13 +182,19 @@ def synthetic_data(folder: Path, tokens: int, seed: int) -> None:
     (folder / META_FILE).write_text(json.dumps({"train_tokens": tokens, "val_tokens": tokens // 10}))
 
 
-def measure(step, args, device) -> dict:
-    """Median ms/iter over the timed windows, after the warm-up; peak memory of the timed part."""
+def measure(step, args, device, work: Path) -> dict:
+    """Median ms/iter over the timed windows, after the warm-up; peak memory of the timed part;
+    and, where NVML can tell, the GPU's mean SM clock and power over the timed windows: an H100
+    near its power cap runs the same kernels up to ~5% slower at a lower clock, so rows measured
+    at different clocks differ by that much whatever their code."""
     for _ in range(args.warmup):
         step()
     synchronize(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    sampler = nvml_sampler(device) if device.type == "cuda" else None
+    work.mkdir(parents=True, exist_ok=True)
+    monitor = GPUMonitor(work / GPU_FILE, sampler, CLOCK_SAMPLE_SECONDS, "nvml").start()
     windows = []
     for _ in range(args.windows):
         start = time.perf_counter()
@@ -195,10 +202,19 @@ def measure(step, args, device) -> dict:
             step()
         synchronize(device)
         windows.append(1000 * (time.perf_counter() - start) / args.steps)
+    gpu = monitor.stop() or {}
     ms = statistics.median(windows)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    return {"ms_per_iter": ms, "window_ms": windows, "peak_memory_bytes": peak}
+    return {
+        "ms_per_iter": ms,
+        "window_ms": windows,
+        "peak_memory_bytes": peak,
+        "sm_clock_mhz": gpu.get("mean_sm_clock_mhz"),
+        "power_watts": gpu.get("mean_power_watts"),
+    }
 
+
+CLOCK_SAMPLE_SECONDS = 0.25
 
 # Kernel-name patterns -> where the time of an iteration goes (first match wins).
 KERNEL_KINDS = (
@@ -290,7 +306,7 @@ def run_one(name: str, args, device, amp, data, work: Path) -> dict:
             trainer.state.iter_num += 1
 
         flops = model.flops_per_token()
-    result = measure(step, args, device)
+    result = measure(step, args, device, work / name)
     if args.profile:
         result["profile"] = profile(step, name, Path(args.profile), device)
     tokens = args.batch_size * args.accumulation * args.block_size
@@ -316,7 +332,8 @@ def release(device: torch.device) -> None:
 def table(rows: list[dict]) -> str:
     base = next((r["ms_per_iter"] for r in rows if r["name"] == "baseline"), None)
     lines = [
-        f"{'configuration':<22} {'ms/iter':>9} {'tokens/s':>11} {'MFU':>7} {'peak GiB':>9} {'vs baseline':>12}",
+        f"{'configuration':<22} {'ms/iter':>9} {'tokens/s':>11} {'MFU':>7} {'peak GiB':>9} {'vs baseline':>12}"
+        f" {'SM MHz':>7} {'W':>5}",
     ]
     for r in rows:
         if "error" in r:
@@ -325,8 +342,11 @@ def table(rows: list[dict]) -> str:
         mfu = "" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
         mem = "" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / 2**30:.2f}"
         ratio = "" if base is None else f"{base / r['ms_per_iter']:.3f}x"
+        clock = "" if r.get("sm_clock_mhz") is None else f"{r['sm_clock_mhz']:.0f}"
+        watts = "" if r.get("power_watts") is None else f"{r['power_watts']:.0f}"
         lines.append(
             f"{r['name']:<22} {r['ms_per_iter']:>9.1f} {r['tokens_per_sec']:>11,.0f} {mfu:>7} {mem:>9} {ratio:>12}"
+            f" {clock:>7} {watts:>5}"
         )
     return "\n".join(lines)
 
