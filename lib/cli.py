@@ -67,7 +67,7 @@ _FLAG_CHOICES = {
     "training.batch_mode": ("manual", "auto"),
     "runtime.attention_backend": tuple(ATTENTION_BACKENDS),
     "runtime.fp8_recipe": FP8_RECIPES,
-    "runtime.fp8_layers": FP8_LAYERS,
+    "runtime.fp8_layers": tuple(FP8_LAYERS),
 }
 
 

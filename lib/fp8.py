@@ -36,22 +36,10 @@ def fp8_unavailable(device: torch.device) -> str | None:
     return None
 
 
-# GPT2_FP8_LAYERS -> which Linear layers (by their name in the model) get FP8 matmuls.
-_LAYER_PICKS = {
-    "all": lambda name: True,
-    "blocks": lambda name: name != "lm_head",  # its output gradient, tokens x vocab, is the largest cast
-    "mlp": lambda name: ".mlp." in f".{name}",  # the feed-forward layers, the widest of the blocks
-    "head": lambda name: name == "lm_head",  # the largest matmul of all: width x vocabulary
-}
-assert tuple(_LAYER_PICKS) == FP8_LAYERS
-
-
 def fp8_filter(layers: str):
-    """The module filter of GPT2_FP8_LAYERS: the chosen Linear layers whose two
-    dimensions are multiples of 16 (FP8 GEMMs need that)."""
-    if layers not in _LAYER_PICKS:
-        raise ValueError(f"GPT2_FP8_LAYERS={layers!r}: expected one of {', '.join(FP8_LAYERS)}")
-    picks = _LAYER_PICKS[layers]
+    """The module filter of GPT2_FP8_LAYERS (a key of FP8_LAYERS): the chosen Linear layers
+    whose two dimensions are multiples of 16 (FP8 GEMMs need that)."""
+    picks = FP8_LAYERS[layers]
 
     def wanted(module: nn.Module, name: str) -> bool:
         return (

@@ -22,8 +22,13 @@ ATTENTION_BACKENDS = {
 }
 SDPA_KERNELS = ("flash", "cudnn", "mem_efficient", "math")
 FP8_RECIPES = ("tensorwise", "rowwise", "rowwise_with_gw_hp")
-# GPT2_FP8_LAYERS -> which Linear layers run in FP8 (lib/fp8.py).
-FP8_LAYERS = ("all", "blocks", "mlp", "head")
+# GPT2_FP8_LAYERS -> which Linear layers, by their name in the model, run in FP8 (lib/fp8.py).
+FP8_LAYERS = {
+    "all": lambda name: True,
+    "blocks": lambda name: name != "lm_head",  # its output gradient, tokens x vocab, is the largest cast
+    "mlp": lambda name: ".mlp." in f".{name}",  # the feed-forward layers, the widest of the blocks
+    "head": lambda name: name == "lm_head",  # the largest matmul of all: width x vocabulary
+}
 
 
 def resolve_device(name: str) -> torch.device:

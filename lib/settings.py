@@ -212,7 +212,7 @@ class RuntimeSettings:
     fp8_recipe: str = field(default="tensorwise", metadata=kc("GPT2_FP8_RECIPE", "--fp8-recipe"))
     """A key of FP8_RECIPES."""
     fp8_layers: str = field(default="all", metadata=kc("GPT2_FP8_LAYERS", "--fp8-layers"))
-    """One of FP8_LAYERS."""
+    """A key of FP8_LAYERS."""
     nproc_per_node: int = field(default=1, metadata=kc("GPT2_NPROC_PER_NODE", "--nproc-per-node"))
     memory_check: bool = field(default=True, metadata=kc("GPT2_MEMORY_CHECK", "--memory-check"))
     seed: int = field(default=1337, metadata=kc("SEED", "--seed"))
