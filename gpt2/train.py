@@ -74,7 +74,7 @@ def run_name(s: Settings) -> str:
     """GPT2_RUN_NAME, or the matrix-style gpt2_<optimizer>[_<variant>]_<pruning>[_<sparsity%>]."""
     if s.runtime.run_name:
         return s.runtime.run_name
-    parts = ["gpt2", s.optimizer.name]
+    parts = ["gpt2", s.optimizer.label]
     if s.optimizer.name == "adamwprune":
         parts.append(s.optimizer.adamwprune_variant)
     parts.append(s.pruning.method)
@@ -438,6 +438,7 @@ def write_summary(run: Run, outcome: dict, gpu: dict | None, wall_seconds: float
         "optimizer": s.optimizer.name,
         "pruning_method": s.pruning.method,
         "adamwprune_variant": s.optimizer.adamwprune_variant if s.optimizer.name == "adamwprune" else None,
+        "adamwprune_base": s.optimizer.adamwprune_base if s.optimizer.name == "adamwprune" else None,
         "target_sparsity": s.pruning.target_sparsity if run.pruner is not None else None,
         "seed": s.runtime.seed,
         "device": str(run.device),

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
-from lib.optim import OPTIMIZERS
+from lib.optim import ADAMWPRUNE_BASES, OPTIMIZERS
 from lib.pruning import PRUNERS
 from lib.pruning.scores import ADAMWPRUNE_VARIANTS
 from lib.runtime import ATTENTION_BACKENDS, COMPILE_MODES, FP8_LAYERS, FP8_RECIPES
@@ -63,6 +63,7 @@ _FLAG_CHOICES = {
     "optimizer.name": tuple(OPTIMIZERS),
     "pruning.method": tuple(PRUNERS),
     "optimizer.adamwprune_variant": tuple(ADAMWPRUNE_VARIANTS),
+    "optimizer.adamwprune_base": tuple(ADAMWPRUNE_BASES),
     "runtime.compile_mode": COMPILE_MODES,
     "training.batch_mode": ("manual", "auto"),
     "runtime.attention_backend": tuple(ATTENTION_BACKENDS),

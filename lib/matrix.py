@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from lib.optim import optimizer_label
 from lib.pruning import PAIRINGS
 from lib.validate import kc
 
@@ -178,7 +179,8 @@ def expand(settings, sweep=None) -> tuple[list[Run], list[str]]:
             sparsity = None
         for r in range(m.repeats):
             seed = settings.runtime.seed + r
-            name = run_name(opt, method, variant, sparsity, seed if m.repeats > 1 else None)
+            shown = optimizer_label(opt, settings.optimizer.adamwprune_base)
+            name = run_name(shown, method, variant, sparsity, seed if m.repeats > 1 else None)
             runs.setdefault(name, Run(name, opt, method, variant, sparsity, seed))
     notes = [f"dropped ({why}): {', '.join(sorted(items))}" for why, items in sorted(dropped.items())]
     planned = list(runs.values())

@@ -89,7 +89,7 @@ def collect(results: Path) -> list[dict]:
             "run": run["name"],
             "swept": run.get("swept", {}),
             "status": status,
-            "optimizer": run["optimizer"],
+            "optimizer": run.get("optimizer_label", run["optimizer"]),  # adamwprune-spam: the SPAM base
             "variant": run["variant"],
             "method": run["method"],
             "target_sparsity": run["sparsity"],

@@ -147,6 +147,15 @@ def set_rng_state(device: torch.device, state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def overflow_flag(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> torch.Tensor | None:
+    """GradScaler's verdict on this step, after scaler.unscale_(optimizer): a device tensor,
+    nonzero when a gradient overflowed and scaler.step will skip the update; None when fp16
+    loss scaling is off. The very flag the scaler decides with (no host sync)."""
+    if not scaler.is_enabled():
+        return None
+    return sum(scaler._found_inf_per_device(optimizer).values())
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for queued device work (only at logging points: it stalls the pipeline)."""
     if device.type == "cuda":

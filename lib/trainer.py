@@ -28,7 +28,7 @@ from lib.data import TokenData
 from lib.distributed import Dist, all_reduce, any_rank, check_replicas, gather, no_sync
 from lib.metrics import MetricsWriter, model_sparsity, peak_flops, peak_memory_bytes
 from lib.pruning.pruner import Pruner
-from lib.runtime import autocast, rng_state, set_rng_state, synchronize
+from lib.runtime import autocast, overflow_flag, rng_state, set_rng_state, synchronize
 from lib.schedule import lr_at
 from lib.settings import Settings
 
@@ -133,6 +133,8 @@ class Trainer:
         self.tracker = tracker
         self.dist = dist
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
+        # fp16 steps GradScaler skipped for an overflow, counted on the device (logged, never synced per step)
+        self.skipped_steps = torch.zeros((), device=device)
         self.total_iters = planned_iters(settings, data.num_tokens("train"))
         t = settings.training
         self.tokens_per_iter = t.batch_size * t.gradient_accumulation * settings.model.block_size
@@ -154,6 +156,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
+            "skipped_steps": int(self.skipped_steps.item()),
             "data": self.data.state_dict(),
             "pruner": None if self.pruner is None else self.pruner.state_dict(),
             "rng": gather(self.dist, rng_state(self.device)),  # one per rank
@@ -189,6 +192,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
+        self.skipped_steps.fill_(state.get("skipped_steps", 0))
         self.data.load_state_dict(state["data"])
         if self.pruner is not None:
             self.pruner.load_state_dict(state["pruner"])
@@ -293,8 +297,11 @@ class Trainer:
                 self.scaler.scale(loss).backward()
             loss_sum += loss.detach()
         self.scaler.unscale_(self.optimizer)  # no-op without fp16 loss scaling
+        found_inf = overflow_flag(self.scaler, self.optimizer)  # nonzero: this step will be skipped
+        if found_inf is not None:
+            self.skipped_steps += found_inf
         if self.pruner is not None:
-            self.pruner.before_step()
+            self.pruner.before_step(found_inf)
         grad_norm = None
         if t.grad_clip > 0:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.params, t.grad_clip, foreach=True)
@@ -420,6 +427,9 @@ class Trainer:
             "includes_compile": first_interval,
             **(self.optimizer.log_stats() if hasattr(self.optimizer, "log_stats") else {}),
         }
+        if self.scaler.is_enabled():  # fp16: the loss scale, and the steps skipped for an overflow
+            record["loss_scale"] = self.scaler.get_scale()
+            record["skipped_steps"] = int(self.skipped_steps.item())
         self._record(record)
         bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
         log.info(

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from lib.cli import cli_flag, set_flag
 from lib.io import atomic_write_json, atomic_write_text
 from lib.matrix import Run, expand
+from lib.optim import optimizer_label
 from lib.pruning.scores import bitter2_overrides
 from lib.report import FAILURE_FILE, PLAN_FILE, run_status, write_report
 from lib.settings import Settings, SettingsError, load_settings
@@ -309,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "name": r.name,
                     "optimizer": r.optimizer,
+                    "optimizer_label": optimizer_label(r.optimizer, base.optimizer.adamwprune_base),
                     "method": r.method,
                     "variant": r.variant,
                     "sparsity": r.sparsity,

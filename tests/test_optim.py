@@ -1,7 +1,5 @@
 """AdamWSPAM's features on crafted tensors, and its equality with AdamW when they are off."""
 
-import math
-
 import pytest
 import torch
 
@@ -76,39 +74,67 @@ def test_no_spike_verdict_before_ten_steps():
     assert opt.log_stats() == {"spam_spikes": 0}
 
 
-def test_periodic_reset_zeroes_moments_and_restarts_bias_correction():
+@pytest.mark.parametrize("restart", [False, True])
+def test_periodic_reset_zeroes_moments_and_restarts_bias_correction_only_if_asked(restart):
     p, opt = one_param_spam(
-        SpamConfig(clip=False, spike_threshold=0.0, periodic_reset=True, reset_interval=3, warmup=False)
+        SpamConfig(
+            clip=False,
+            spike_threshold=0.0,
+            periodic_reset=True,
+            reset_interval=3,
+            reset_bias_correction=restart,
+            warmup=False,
+        )
     )
     for _ in range(3):
         step_with(p, opt, torch.ones(3))
     assert opt.state[p]["step"].item() == 3
     g = torch.tensor([2.0, -2.0, 1.0])
     step_with(p, opt, g)  # the 4th step starts with a reset
-    assert opt.state[p]["step"].item() == 1
+    assert opt.state[p]["step"].item() == (1 if restart else 4)  # SPAM's code keeps the count
     torch.testing.assert_close(opt.state[p]["exp_avg"], 0.1 * g)
     torch.testing.assert_close(opt.state[p]["exp_avg_sq"], 0.01 * g * g)
 
 
-def test_warmup_after_reset_scales_the_step_and_restores_lr():
-    p, opt = one_param_spam(
-        SpamConfig(clip=False, spike_threshold=0.0, reset_interval=2, warmup=True, warmup_steps=4), lr=0.1
+def test_warmup_after_reset_scales_the_update_not_the_decay_and_restores_lr():
+    p = torch.nn.Parameter(torch.full((3,), 2.0))
+    cfg = SpamConfig(
+        clip=False, spike_threshold=0.0, reset_interval=2, reset_bias_correction=True, warmup_steps=4
     )
+    opt = AdamWSPAM([p], spam=cfg, lr=0.1, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.5, foreach=True)
     for _ in range(2):
         step_with(p, opt, torch.ones(3))
     before = p.detach().clone()
-    step_with(p, opt, torch.ones(3))  # first step after the reset: lr * scale(0)
-    # Adam's first step after a reset moves each entry by lr * scale (m_hat / sqrt(v_hat) = 1).
-    torch.testing.assert_close(
-        before - p.detach(), torch.full((3,), 0.1 * reset_warmup_scale(0, 4)), rtol=1e-4, atol=1e-7
-    )
-    assert opt.param_groups[0]["lr"] == 0.1
+    step_with(p, opt, torch.ones(3))  # first step after the reset: the update times 0.01, all the decay
+    # AdamW: p * (1 - lr * wd), then minus lr * scale * m_hat / sqrt(v_hat) (= 1 on a fresh start).
+    expected = before * (1 - 0.1 * 0.5) - 0.1 * reset_warmup_scale(0, 4, 0.01)
+    torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-7)
+    assert opt.param_groups[0]["lr"] == 0.1 and opt.param_groups[0]["weight_decay"] == 0.5
 
 
-def test_warmup_scale_is_a_cosine_ramp():
-    assert reset_warmup_scale(0, 100) == pytest.approx(0.5 * (1 - math.cos(math.pi / 101)))
-    assert reset_warmup_scale(49, 99) == pytest.approx(0.5)
-    assert reset_warmup_scale(100, 100) == 1.0
+def test_warmup_scale_is_a_half_cosine_from_the_start_factor():
+    assert reset_warmup_scale(0, 150, 0.01) == pytest.approx(0.01)  # SPAM's CosineDecay(0.99, 150)
+    assert reset_warmup_scale(75, 150, 0.01) == pytest.approx(0.01 + 0.99 * 0.5)
+    assert reset_warmup_scale(149, 150, 0.01) < 1.0 == reset_warmup_scale(150, 150, 0.01)
+    assert reset_warmup_scale(10, 100, 1.0) == 1.0
+
+
+@pytest.mark.parametrize("one_pass", [False, True])
+def test_clipping_waits_for_the_grace_period_at_the_start_and_after_each_reset(one_pass):
+    """With theta tiny every entry past the grace period is clipped; within it none is."""
+    p = torch.nn.Parameter(torch.zeros(3))
+    cfg = SpamConfig(theta=1e-6, clip_grace_steps=3, spike_threshold=0.0, reset_interval=6, warmup=False)
+    opt = AdamWSPAM([p], spam=cfg, one_pass=one_pass, lr=0.1, weight_decay=0.0, foreach=True)
+    clipped = []
+    for step in range(1, 13):
+        m = opt.state[p]["exp_avg"].clone() if opt.state.get(p) else torch.zeros(3)
+        if (step - 1) % 6 == 0:
+            m = torch.zeros(3)  # the reset before this step
+        step_with(p, opt, torch.full((3,), 4.0))
+        unclipped = 0.9 * m + 0.1 * 4.0
+        clipped.append(not torch.allclose(opt.state[p]["exp_avg"], unclipped))
+    # steps 1-3 and 7-9 are in the grace period (step 1 and 7 have v = 0: nothing to clip against)
+    assert clipped == [False, False, False, True, True, True] * 2
 
 
 def test_spam_state_survives_a_checkpoint():

@@ -1,10 +1,16 @@
 """AdamWSPAM: AdamW with spike-aware clipping and momentum resets.
 
 After Huang et al., "SPAM: Spike-Aware Adam with Momentum Reset for Stable LLM
-Training" (ICLR 2025), with the seed project's soft spike reset. Every feature
-is a multi-tensor (foreach) operation or a decision on the host's own step
-counter: the optimizer never reads a tensor back to the host. With every
-feature off it is exactly torch.optim.AdamW.
+Training" (ICLR 2025), with the seed project's soft spike reset on a gradient-norm
+z-score. Every feature is a multi-tensor (foreach) operation or a decision on the
+host's own iteration clock: the optimizer never reads a tensor back to the host.
+With every feature off it is exactly torch.optim.AdamW.
+
+Under fp16 loss scaling, GradScaler hands each step its overflow flag (`found_inf`,
+a device tensor); a step whose gradients overflowed then changes nothing: not the
+weights, the moments, Adam's step counts nor the spike statistics. SPAM's reset,
+warm-up and clip grace period follow the iteration clock, as the learning-rate
+schedule does, so they fall on the same iterations whether a step was skipped or not.
 """
 
 import math
@@ -22,15 +28,21 @@ NORM_MIN_HISTORY = 10
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SpamConfig:
-    """The SPAM features; the Kconfig symbols live in OptimizerSettings."""
+    """The SPAM features; the Kconfig symbols and their help live in OptimizerSettings / lib/optim/Kconfig."""
 
     clip: bool = True
     theta: float = 50.0
+    clip_grace_steps: int = 20
+    """No clipping in the first this many steps of the run and of each reset window (SPAM's code: 20)."""
     spike_threshold: float = 2.0
     periodic_reset: bool = True
     reset_interval: int = 1000
+    reset_bias_correction: bool = False
+    """True: a periodic reset also zeroes Adam's step counts, so bias correction restarts."""
     warmup: bool = True
     warmup_steps: int = 100
+    warmup_start: float = 0.01
+    """The update's scale on the first step after a reset (SPAM's code: 0.01); > 0."""
 
 
 def spike_bounds(exp_avg_sqs: list[torch.Tensor], theta: float) -> list[torch.Tensor]:
@@ -85,6 +97,7 @@ def spam_adamw_(
     exp_avg_sqs: list[torch.Tensor],
     steps: list[torch.Tensor],
     lr: torch.Tensor,
+    update_lr: torch.Tensor,
     beta1: float,
     beta2: float,
     eps: float,
@@ -92,25 +105,42 @@ def spam_adamw_(
     theta: float | None,
     scale_m: torch.Tensor | None,
     scale_v: torch.Tensor | None,
+    found_inf: torch.Tensor | None = None,
 ) -> None:
     """SPAM's pre-step and AdamW's update (Loshchilov & Hutter) of one parameter group, in place.
 
-    The arithmetic of torch.optim.AdamW after spam_prestep_; lr is a 0-d tensor so a
-    new learning rate does not recompile. Compiled on CUDA, the whole step reads
+    The arithmetic of torch.optim.AdamW after spam_prestep_. `lr` drives the decoupled
+    weight decay and `update_lr` the Adam update (they differ only in SPAM's warm-up
+    after a reset, which as in SPAM's code leaves the decay alone); both are 0-d tensors
+    so a new learning rate does not recompile. Compiled on CUDA, the whole step reads
     each gradient, weight and moment once and writes each once, as the fused AdamW
     kernel does: SPAM adds no memory pass of its own.
+
+    `found_inf` (GradScaler's overflow flag, 0-d) makes the step conditional on the
+    device: where it is nonzero the gradients are replaced by zeros, both rates by 0 and
+    the moment decays by 1, so weights, moments and step counts keep their exact values.
     """
+    if found_inf is not None:
+        keep = found_inf == 0
+        grads = [torch.where(keep, g, 0.0) for g in grads]  # overflowed values never enter
+        lr = torch.where(keep, lr, 0.0)
+        update_lr = torch.where(keep, update_lr, 0.0)
+        decay1 = torch.where(keep, beta1, 1.0)
+        decay2 = torch.where(keep, beta2, 1.0)
+        torch._foreach_add_(steps, keep.to(steps[0].device, steps[0].dtype))
+    else:
+        decay1, decay2 = beta1, beta2
+        torch._foreach_add_(steps, 1.0)
     if theta is not None:  # clipped copies, not in place: the gradients need no write-back
         bound = spike_bounds(exp_avg_sqs, theta)
         grads = torch._foreach_minimum(grads, bound)
         torch._foreach_neg_(bound)
         grads = torch._foreach_maximum(grads, bound)
     spam_prestep_(grads, exp_avgs, exp_avg_sqs, None, scale_m, scale_v)
-    torch._foreach_add_(steps, 1.0)
     if weight_decay != 0.0:
         torch._foreach_mul_(params, 1.0 - lr * weight_decay)
-    torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
-    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_lerp_(exp_avgs, grads, 1.0 - decay1)
+    torch._foreach_mul_(exp_avg_sqs, decay2)
     torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1.0 - beta2)
     # step size lr / (1 - beta1^t); denominator sqrt(v) / sqrt(1 - beta2^t) + eps
     bias1 = torch._foreach_pow(beta1, steps)
@@ -124,16 +154,19 @@ def spam_adamw_(
     torch._foreach_div_(denom, bias2)
     torch._foreach_add_(denom, eps)
     torch._foreach_mul_(denom, bias1)
-    torch._foreach_div_(denom, lr)
+    torch._foreach_div_(denom, update_lr)  # a skipped step divides by 0: m / inf moves nothing
     torch._foreach_neg_(denom)
     torch._foreach_addcdiv_(params, exp_avgs, denom)
 
 
-def reset_warmup_scale(steps_since_reset: int, warmup_steps: int) -> float:
-    """Learning-rate factor after a periodic reset: a half cosine from ~0 to 1 over warmup_steps."""
+def reset_warmup_scale(steps_since_reset: int, warmup_steps: int, start: float = 0.01) -> float:
+    """The Adam update's scale after a periodic reset: a half cosine from `start` to 1 over warmup_steps.
+
+    As SPAM's code (CosineDecay(0.99, T)): step 0 of the window (the reset step) gets `start`.
+    """
     if steps_since_reset >= warmup_steps:
         return 1.0
-    return 0.5 * (1.0 - math.cos(math.pi * (steps_since_reset + 1) / (warmup_steps + 1)))
+    return start + (1.0 - start) * 0.5 * (1.0 - math.cos(math.pi * steps_since_reset / warmup_steps))
 
 
 class AdamWSPAM(torch.optim.AdamW):
@@ -149,11 +182,17 @@ class AdamWSPAM(torch.optim.AdamW):
         **adamw_kwargs,
     ):
         super().__init__(params, **adamw_kwargs)
+        if not 0.0 < spam.warmup_start <= 1.0:
+            raise ValueError(f"SPAM warm-up start factor {spam.warmup_start} is not in (0, 1]")
         self.spam = spam
+        # GradScaler hands every step its overflow flag instead of skipping step() on the host:
+        # the step honours it on the device (spam_adamw_), on every device and path alike.
+        self._step_supports_amp_scaling = True
         device = self.param_groups[0]["params"][0].device
         # Device-resident statistics: [EMA mean, EMA second moment, count, spikes].
         self.norm_stats = torch.zeros(4, device=device)
         self._lr = torch.zeros((), device=device)
+        self._update_lr = torch.zeros((), device=device)
         self.steps_since_reset = 0
         self.num_steps = 0
         self._grad_norm: torch.Tensor | None = None
@@ -161,8 +200,8 @@ class AdamWSPAM(torch.optim.AdamW):
         # One pass (spam_adamw_) where it is compiled into a fused kernel; torch's fused or
         # foreach AdamW after a separate pre-step elsewhere. Tests force either path.
         self.one_pass = compiled if one_pass is None else one_pass
-        if self.one_pass and any(g.get("amsgrad") or g.get("maximize") for g in self.param_groups):
-            raise ValueError("AdamWSPAM's one-pass step supports neither amsgrad nor maximize")
+        if any(g.get("amsgrad") or g.get("maximize") for g in self.param_groups):
+            raise ValueError("AdamWSPAM supports neither amsgrad nor maximize")
         self._prestep = torch.compile(spam_prestep_, dynamic=False) if compiled else spam_prestep_
         self._one_pass_step = torch.compile(spam_adamw_, dynamic=False) if compiled else spam_adamw_
 
@@ -179,6 +218,18 @@ class AdamWSPAM(torch.optim.AdamW):
                 steps.append(state["step"])
         return params, exp_avgs, exp_avg_sqs, steps
 
+    def _init_states(self) -> None:
+        """Zero moments and step counts for parameters with a gradient and no state, as AdamW makes them."""
+        for group in self.param_groups:
+            on_device = group["fused"] or group["capturable"]
+            for p in group["params"]:
+                if p.grad is not None and not self.state.get(p):
+                    self.state[p] = {
+                        "step": torch.zeros((), dtype=torch.float32, device=p.device if on_device else "cpu"),
+                        "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                        "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+                    }
+
     def observe_grad_norm(self, norm: torch.Tensor) -> None:
         """The trainer's global gradient norm before clipping, for the next step's spike test.
 
@@ -187,17 +238,27 @@ class AdamWSPAM(torch.optim.AdamW):
         """
         self._grad_norm = norm
 
-    def _detect_spike(self, params: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Moment scales for this step: (0.5, 0.9) on a gradient-norm spike, else (1, 1); on device."""
+    def _detect_spike(
+        self, params: list[torch.Tensor], found_inf: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Moment scales for this step: (0.5, 0.9) on a gradient-norm spike, else (1, 1); on device.
+
+        A non-finite norm, or a step GradScaler skips, is neither a spike nor part of the
+        statistics (as the seed project filtered non-finite norms).
+        """
         norm = self._grad_norm
         if norm is None:
             norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in params])))
         self._grad_norm = None
         norm = norm.to(self.norm_stats.device, torch.float32)
+        valid = torch.isfinite(norm)
+        if found_inf is not None:
+            valid = valid & (found_inf.to(valid.device) == 0)
+        norm = torch.where(valid, norm, 0.0)
         mean, sq, count = self.norm_stats[0], self.norm_stats[1], self.norm_stats[2]
         # A floor of 1% of the mean keeps a near-constant history from making every wobble a spike.
         std = (sq - mean * mean).clamp_min(0.0).sqrt().maximum(0.01 * mean)
-        spike = (count >= NORM_MIN_HISTORY) & ((norm - mean) / std > self.spam.spike_threshold)
+        spike = valid & (count >= NORM_MIN_HISTORY) & ((norm - mean) / std > self.spam.spike_threshold)
         one = torch.ones((), device=norm.device)
         scales = (
             torch.where(spike, SPIKE_FIRST_MOMENT_SCALE, one),
@@ -205,60 +266,87 @@ class AdamWSPAM(torch.optim.AdamW):
         )
         # Exponential moving statistics, bias-corrected while the history is short.
         decay = torch.where(count > 0, NORM_EMA_DECAY, 0.0)
-        self.norm_stats[0] = decay * mean + (1 - decay) * norm
-        self.norm_stats[1] = decay * sq + (1 - decay) * norm * norm
-        self.norm_stats[2] += 1
+        updated = torch.stack(
+            [decay * mean + (1 - decay) * norm, decay * sq + (1 - decay) * norm * norm, count + 1]
+        )
+        self.norm_stats[:3] = torch.where(valid, updated, self.norm_stats[:3])
         self.norm_stats[3] += spike.float()
         return scales
 
     def _periodic_reset(self, exp_avgs: list, exp_avg_sqs: list, steps: list) -> None:
-        """Zero both moments and Adam's step counts, so bias correction restarts too."""
+        """Zero both moments (and, with reset_bias_correction, Adam's step counts)."""
         if exp_avgs:
             torch._foreach_zero_(exp_avgs)
             torch._foreach_zero_(exp_avg_sqs)
-            torch._foreach_zero_(steps)
+            if self.spam.reset_bias_correction:
+                torch._foreach_zero_(steps)
         self.steps_since_reset = 0
+
+    def _amp_inputs(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """GradScaler's overflow flag and scale for this step (None, None without loss scaling).
+
+        Taken over here: torch's AdamW below must not see them (its foreach path refuses them).
+        """
+        found_inf, grad_scale = getattr(self, "found_inf", None), getattr(self, "grad_scale", None)
+        if found_inf is not None or grad_scale is not None:
+            self.found_inf = self.grad_scale = None  # GradScaler deletes both after the step
+        return found_inf, grad_scale
 
     @torch.no_grad()
     def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
         s = self.spam
+        found_inf, grad_scale = self._amp_inputs()
         self.num_steps += 1
         if s.periodic_reset and self.num_steps > 1 and (self.num_steps - 1) % s.reset_interval == 0:
             self._periodic_reset(*self._states()[1:])
+        if found_inf is not None:
+            self._init_states()  # even a skipped first step goes through the device-side path
         params, exp_avgs, exp_avg_sqs, steps = self._states()
+        if grad_scale is not None:  # GradScaler.unscale_ was not called: unscale here
+            torch._foreach_mul_([p.grad for p in params], grad_scale.double().reciprocal().float())
         scale_m = scale_v = None
         if params and s.spike_threshold > 0:
-            scale_m, scale_v = self._detect_spike(params)
-        theta = s.theta if s.clip else None
-        scale = 1.0
+            scale_m, scale_v = self._detect_spike(params, found_inf)
+        clipping = s.clip and self.steps_since_reset >= s.clip_grace_steps
+        theta = s.theta if clipping else None
+        update_scale = 1.0
         if s.warmup and s.periodic_reset and self.num_steps > s.reset_interval:
-            scale = reset_warmup_scale(self.steps_since_reset, s.warmup_steps)
+            update_scale = reset_warmup_scale(self.steps_since_reset, s.warmup_steps, s.warmup_start)
         with_grads = sum(p.grad is not None for g in self.param_groups for p in g["params"])
-        if self.one_pass and params and len(params) == with_grads:  # every moment exists
-            self._step_one_pass(theta, scale_m, scale_v, scale)
-            self.steps_since_reset += 1
-            return None
-        if params and (theta is not None or scale_m is not None):
-            self._prestep([p.grad for p in params], exp_avgs, exp_avg_sqs, theta, scale_m, scale_v)
-        base_lrs = [g["lr"] for g in self.param_groups]
-        for g in self.param_groups:
-            g["lr"] = g["lr"] * scale
-        try:
-            loss = super().step(closure)
-        finally:
-            for g, lr in zip(self.param_groups, base_lrs, strict=True):
-                g["lr"] = lr
+        every_moment = params and len(params) == with_grads
+        if every_moment and (self.one_pass or found_inf is not None):
+            self._step_one_pass(theta, scale_m, scale_v, update_scale, found_inf)
+        else:
+            if params and (theta is not None or scale_m is not None):
+                self._prestep([p.grad for p in params], exp_avgs, exp_avg_sqs, theta, scale_m, scale_v)
+            self._adamw_step(update_scale)
         self.steps_since_reset += 1
         return loss
 
-    def _step_one_pass(self, theta, scale_m, scale_v, lr_scale: float) -> None:
+    def _adamw_step(self, update_scale: float) -> None:
+        """torch's AdamW step with the update (not the decay) scaled: lr * f and weight_decay / f."""
+        saved = [(g["lr"], g["weight_decay"]) for g in self.param_groups]
+        for g in self.param_groups:
+            g["lr"], g["weight_decay"] = g["lr"] * update_scale, g["weight_decay"] / update_scale
+        try:
+            super().step()
+        finally:
+            for g, (lr, wd) in zip(self.param_groups, saved, strict=True):
+                g["lr"], g["weight_decay"] = lr, wd
+
+    def _step_one_pass(self, theta, scale_m, scale_v, update_scale: float, found_inf) -> None:
         """spam_adamw_ per parameter group (each group has its own weight decay and maybe lr)."""
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
             state = [self.state[p] for p in params]
-            self._lr.fill_(group["lr"] * lr_scale)  # a device write, no host sync
+            self._lr.fill_(group["lr"])  # device writes, no host sync
+            self._update_lr.fill_(group["lr"] * update_scale)
             beta1, beta2 = group["betas"]
             self._one_pass_step(
                 params,
@@ -267,6 +355,7 @@ class AdamWSPAM(torch.optim.AdamW):
                 [st["exp_avg_sq"] for st in state],
                 [st["step"] for st in state],
                 self._lr,
+                self._update_lr,
                 beta1,
                 beta2,
                 group["eps"],
@@ -274,6 +363,7 @@ class AdamWSPAM(torch.optim.AdamW):
                 theta,
                 scale_m,
                 scale_v,
+                found_inf,
             )
 
     def log_stats(self) -> dict:

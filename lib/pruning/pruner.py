@@ -55,6 +55,10 @@ def lowest_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     return below | (ties & (ties.cumsum(0) <= room))
 
 
+class PruningError(RuntimeError):
+    """Pruning cannot proceed as configured; the message says why and what to change."""
+
+
 class Pruner:
     """Prunes `params` to `target` sparsity along the schedule, scoring with `score_fn`."""
 
@@ -94,8 +98,12 @@ class Pruner:
     # -- the schedule's two hooks --------------------------------------------------------------
 
     @torch.no_grad()
-    def before_step(self) -> None:
-        """After backward, before the optimizer: pruned weights get no gradient."""
+    def before_step(self, found_inf: torch.Tensor | None = None) -> None:
+        """After backward, before the optimizer: pruned weights get no gradient.
+
+        `found_inf` is GradScaler's overflow flag (a device tensor, nonzero when this step
+        will be skipped), or None without fp16 loss scaling.
+        """
         if self.active and self.weights[0].requires_grad:  # frozen (LoRA) base weights get no gradient
             self._mask_gradients([w.grad for w in self.weights], self.weights)
 
@@ -113,11 +121,16 @@ class Pruner:
     def scores(self) -> list[torch.Tensor]:
         """Importance of each prunable weight (higher is kept)."""
         out = []
-        for w in self.weights:
+        for name, w in zip(self.names, self.weights, strict=True):
             state = self.optimizer.state.get(w, {})
             m, v = state.get("exp_avg"), state.get("exp_avg_sq")
-            if self.needs_state and m is None:  # before the first step: no moments yet
-                m, v = torch.zeros_like(w), torch.zeros_like(w)
+            if self.needs_state and (m is None or v is None):
+                raise PruningError(
+                    f"this pruning score reads Adam's moments, but the optimizer "
+                    f"({type(self.optimizer).__name__}) holds none for {name}: it has not stepped "
+                    "with a gradient for that weight yet. Start pruning after the first optimizer "
+                    "step (PRUNING_WARMUP >= 1), or use a score of the weights alone (bitter1, magnitude)."
+                )
             out.append(self.score_fn(w.detach(), m, v))
         return out
 
@@ -186,9 +199,15 @@ HASH_MULTIPLIER = -1640531535  # 2654435761 as a wrapped int32
 
 
 def accumulate_movement_(
-    scores: list[torch.Tensor], grads: list[torch.Tensor], weights: list[torch.Tensor]
+    scores: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    weights: list[torch.Tensor],
+    found_inf: torch.Tensor | None = None,
 ) -> None:
     """scores -= g * w, in place, each bf16 score rounded stochastically from fp32.
+
+    Where GradScaler's `found_inf` is nonzero (an overflowed step it will skip) the
+    scores keep their values: an infinite gradient must not fix them at +-inf or NaN.
 
     Plain bf16 accumulation would stall: once |S| is 2^8 times a step's |g * w| every
     increment rounds away. Stochastic rounding keeps the sum unbiased: add a random
@@ -201,15 +220,22 @@ def accumulate_movement_(
         mix = g.float().view(torch.int32) ^ w.float().view(torch.int32)
         noise = (mix * HASH_MULTIPLIER) >> 16 & 0xFFFF
         bits = (x.view(torch.int32) + noise) & -65536  # 0xFFFF0000: bf16's bits of the result
-        s.copy_(bits.view(torch.float32))  # exact: the dropped bits are zero
+        new = bits.view(torch.float32)  # exactly a bf16 value: the dropped bits are zero
+        if found_inf is not None:
+            new = torch.where(found_inf == 0, new, s.float())
+        s.copy_(new)
 
 
 def movement_step_(
-    scores: list[torch.Tensor], grads: list[torch.Tensor], weights: list[torch.Tensor], mask: bool
+    scores: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    weights: list[torch.Tensor],
+    mask: bool,
+    found_inf: torch.Tensor | None = None,
 ) -> None:
     """accumulate_movement_, then (once masks are live) mask_gradients_: compiled, each tensor's
     g, w and score are read once."""
-    accumulate_movement_(scores, grads, weights)
+    accumulate_movement_(scores, grads, weights, found_inf)
     if mask:
         mask_gradients_(grads, weights)
 
@@ -230,13 +256,13 @@ class MovementPruner(Pruner):
         self._step = torch.compile(movement_step_, dynamic=False) if self.on_cuda else None
 
     @torch.no_grad()
-    def before_step(self) -> None:
+    def before_step(self, found_inf: torch.Tensor | None = None) -> None:
         # S -= g * w, on unscaled gradients (the trainer unscales before this hook).
         grads = [w.grad for w in self.weights]
         if self._step is not None:
-            self._step(self.movement, grads, self.weights, self.active)
+            self._step(self.movement, grads, self.weights, self.active, found_inf)
         else:
-            accumulate_movement_(self.movement, grads, self.weights)
+            accumulate_movement_(self.movement, grads, self.weights, found_inf)
             super().before_step()
 
     def scores(self) -> list[torch.Tensor]:

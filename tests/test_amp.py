@@ -1,0 +1,143 @@
+"""fp16 loss scaling: a step GradScaler skips for an overflow changes nothing, for every optimizer and pruner.
+
+On a GPU, torch's fused AdamW and AdamWSPAM take GradScaler's overflow flag (`found_inf`)
+on the device instead of being skipped on the host. These tests take that same path on
+the CPU (fused AdamW, a CPU GradScaler, fp16 autocast) through the trainer's own step,
+inject an infinite gradient entry into one step, and compare every piece of state before
+and after it: weights, Adam's moments and step counts, SPAM's statistics and movement
+scores.
+"""
+
+import math
+
+import pytest
+import torch
+
+from gpt2.model import GPT
+from lib.data import TokenData
+from lib.optim import OptimizerSettings, build_optimizer
+from lib.optim.spam import spam_adamw_
+from lib.pruning import PruningSettings, build_pruner
+from lib.settings import DataSettings, ModelSettings, RuntimeSettings, Settings, TrainingSettings
+from lib.trainer import Trainer
+
+INJECT_AT = 7  # a step that is neither a mask update nor a SPAM reset
+CASES = {
+    "adamw": ("adamw", "none", "adamw", "eager"),
+    "adamwspam": ("adamwspam", "none", "adamw", "eager"),
+    "adamwspam-compiled": ("adamwspam", "none", "adamw", "compiled"),
+    "movement": ("adamwspam", "movement", "adamw", "eager"),
+    "state": ("adamwprune", "state", "adamw", "eager"),
+    "state-spam-base": ("adamwprune", "state", "adamwspam", "eager"),
+}
+
+
+def fp16_trainer(tmp_path, data_dir, optimizer: str, method: str, base: str, step: str) -> Trainer:
+    """A tiny GPT-2 on Shakespeare under fp16 autocast and a CPU GradScaler, pruning from step 2."""
+    s = Settings(
+        model=ModelSettings(block_size=32),
+        data=DataSettings(data_dir=str(data_dir)),
+        training=TrainingSettings(
+            batch_size=4, max_iters=20, warmup_steps=2, eval_samples=1, log_interval=5, grad_clip=1.0
+        ),
+        optimizer=OptimizerSettings(
+            name=optimizer,
+            adamwprune_base=base,
+            spam_spike_threshold=0.5,
+            spam_theta=5.0,
+            spam_clip_grace_steps=2,
+            spam_interval=12,
+            adamwprune_variant="bitter0",
+        ),
+        pruning=PruningSettings(
+            method=method, target_sparsity=0.5, warmup_steps=2, frequency=2, ramp_end_step=14
+        ),
+        runtime=RuntimeSettings(device="cpu", compile=False),
+    )
+    torch.manual_seed(0)
+    model = GPT(s.model.gpt_config())
+    opt = build_optimizer(model, s.optimizer, lr=1e-3, compile=False, fused=True)
+    if step == "compiled":  # the one-pass step as torch.compile builds it (on CUDA by default)
+        opt.one_pass = True
+        opt._one_pass_step = torch.compile(spam_adamw_, dynamic=False)
+    elif optimizer != "adamw":
+        opt.one_pass = True  # the device-side path GPU runs take
+    pruner = build_pruner(model, opt, s.pruning, s.optimizer.adamwprune_variant, total_iters=20)
+    data = TokenData(s.data.token_dir, s.data.dataset, s.data.data_dir, s.runtime.seed)
+    dev = torch.device("cpu")
+    trainer = Trainer(s, tmp_path, dev, model, model, opt, data, torch.float16, pruner)
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    return trainer
+
+
+def snapshot(trainer: Trainer) -> dict[str, torch.Tensor]:
+    """Every tensor a skipped step must leave alone."""
+    out = {f"param {n}": p.detach().clone() for n, p in trainer.model.named_parameters()}
+    for i, st in enumerate(trainer.optimizer.state.values()):
+        for key, value in st.items():
+            out[f"state {i} {key}"] = value.clone()
+    if hasattr(trainer.optimizer, "norm_stats"):
+        out["spam norm_stats"] = trainer.optimizer.norm_stats.clone()
+    if trainer.pruner is not None:
+        for i, t in enumerate(trainer.pruner.extra_tensors()):
+            out[f"movement {i}"] = t.clone()
+    return out
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_an_overflowed_fp16_step_changes_nothing(case, tmp_path, data_dir):
+    trainer = fp16_trainer(tmp_path, data_dir, *CASES[case])
+    target = trainer.pruner.weights[0] if trainer.pruner else trainer.model.transformer.h[0].mlp.c_fc.weight
+    inject = {"now": False}
+
+    def poison(grad: torch.Tensor) -> torch.Tensor:
+        if inject["now"]:
+            grad = grad.clone()
+            grad.view(-1)[0] = math.inf
+        return grad
+
+    target.register_hook(poison)
+    for step in range(1, 16):
+        inject["now"] = step == INJECT_AT
+        if inject["now"]:
+            before, scale_before = snapshot(trainer), trainer.scaler.get_scale()
+        loss, _ = trainer._step(1e-3)
+        assert math.isfinite(loss.item())
+        if inject["now"]:
+            after = snapshot(trainer)
+            assert before.keys() == after.keys() and len(before) > 20
+            changed = [k for k in before if not torch.equal(before[k], after[k])]
+            assert changed == [], f"the skipped step changed {changed[:5]}"
+            assert trainer.scaler.get_scale() == scale_before / 2  # GradScaler backed off
+            assert trainer.skipped_steps.item() == 1
+        trainer.state.iter_num = step
+    # Training went on: everything finite, the pruner reached its target, SPAM still detects.
+    for name, value in snapshot(trainer).items():
+        assert torch.isfinite(value.float()).all(), name
+    if trainer.pruner is not None:
+        assert trainer.pruner.sparsity()["prunable"] == pytest.approx(0.5, abs=1e-3)
+    if hasattr(trainer.optimizer, "norm_stats"):
+        assert trainer.optimizer.norm_stats[2].item() == 14  # 15 steps, one skipped
+    steps = {st["step"].item() for st in trainer.optimizer.state.values()}
+    assert steps == {14.0}  # Adam's bias correction counted the 14 steps taken
+
+
+def test_a_non_finite_gradient_norm_never_enters_spams_statistics():
+    from lib.optim.spam import AdamWSPAM, SpamConfig
+
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = AdamWSPAM([p], spam=SpamConfig(clip=False, spike_threshold=2.0), lr=0.1, foreach=True)
+    for i in range(12):
+        p.grad = torch.ones(3)
+        opt.observe_grad_norm(torch.tensor(1.0 + 0.01 * (-1) ** i))
+        opt.step()
+    stats = opt.norm_stats.clone()
+    for bad in (math.inf, math.nan):
+        p.grad = torch.ones(3)
+        opt.observe_grad_norm(torch.tensor(bad))
+        opt.step()
+        assert torch.equal(opt.norm_stats, stats)  # no spike counted, the history untouched
+    p.grad = torch.ones(3)
+    opt.observe_grad_norm(torch.tensor(50.0))
+    opt.step()
+    assert opt.log_stats() == {"spam_spikes": 1}  # and the detector still works
