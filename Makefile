@@ -34,7 +34,7 @@ STAMP := $(VENV)/.installed
 export KCONFIG_CONFIG := .config
 
 .DEFAULT_GOAL := all
-.PHONY: all train bench test-matrix test-matrix-dry-run sweep test-matrix-report results data test test-slurm lint menuconfig savedefconfig olddefconfig listnewconfig \
+.PHONY: all train bench test-matrix test-matrix-dry-run sweep test-matrix-report results data test golden test-slurm lint menuconfig savedefconfig olddefconfig listnewconfig \
 	list-defconfigs help clean distclean venv $(addprefix defconfig-,$(DEFCONFIGS))
 
 all: train
@@ -126,6 +126,11 @@ bench: | $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Rewrites tests/golden.json: the pinned losses, sparsity and masks of every combination. Only when a
+# change is meant to move them, with the reason in the commit (make test fails until then).
+golden: $(STAMP)
+	$(PY) -m tests.golden --update
+
 # The opt-in Slurm test against a single-node Slurm on this machine (needs root; installs Debian's slurm-wlm).
 test-slurm: $(STAMP)
 	scripts/slurm-localhost.sh
@@ -175,6 +180,7 @@ help:
 	@echo ""
 	@echo "Checking"
 	@echo "  make test                the pytest suite (PYTEST_ARGS='-k model' to select)"
+	@echo "  make golden              rewrite tests/golden.json after a change meant to move the numbers"
 	@echo "  make test-slurm          the opt-in Slurm test on a localhost Slurm (root; installs slurm-wlm)"
 	@echo "  make lint                ruff lint and format check"
 	@echo ""

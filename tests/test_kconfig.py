@@ -90,6 +90,23 @@ def test_accepts_seed_spellings(kconf, tmp_path):
     assert values["GPT2_MODEL_350M"] is True
 
 
+def test_the_seed_projects_derived_adamwprune_base_line_is_accepted_when_it_agrees(kconf, tmp_path):
+    head = "CONFIG_OPTIMIZER_SELECT_ADAMWPRUNE=y\n"
+    values = load_lines(kconf, tmp_path, head + 'CONFIG_ADAMWPRUNE_BASE_OPTIMIZER_NAME="adamwspam"\n')
+    assert (
+        values["ADAMWPRUNE_BASE_ADAMWSPAM"] is True
+        and values["ADAMWPRUNE_BASE_OPTIMIZER_NAME"] == "adamwspam"
+    )
+    both = head + 'CONFIG_ADAMWPRUNE_BASE_ADAMWSPAM=y\nCONFIG_ADAMWPRUNE_BASE_OPTIMIZER_NAME="adamwspam"\n'
+    assert load_lines(kconf, tmp_path, both)["ADAMWPRUNE_BASE_OPTIMIZER_NAME"] == "adamwspam"
+    with pytest.raises(DefconfigError, match="ADAMWPRUNE_BASE_ADAMW=y.*another entry of the same choice"):
+        load_lines(
+            kconf,
+            tmp_path,
+            head + 'CONFIG_ADAMWPRUNE_BASE_ADAMW=y\nCONFIG_ADAMWPRUNE_BASE_OPTIMIZER_NAME="adamwspam"\n',
+        )
+
+
 def test_seed_spellings_cannot_contradict(kconf, tmp_path):
     with pytest.raises(DefconfigError, match="set more than once"):
         load_lines(kconf, tmp_path, "CONFIG_COMPILE_MODEL=n\nCONFIG_GPT2_COMPILE=y\n")

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from gpt2.train import run_name as train_run_name
 from lib.matrix import expand, run_name
 from lib.settings import Settings
 from scripts import run_test_matrix
@@ -35,6 +36,40 @@ def test_expansion_keeps_what_makes_sense_and_says_what_it_dropped():
     assert "adamwprune always prunes by its own states" in text and "adamwprune + magnitude" in text
     assert "AdamWPrune variants apply to adamwprune only" in text and "adamw x bitter1" in text
     assert "a target sparsity applies only with a pruning method" in text and "adamw + none x 70%" in text
+
+
+def test_two_adamwprune_bases_never_share_a_run_name(kconf, tmp_path):
+    spam = Settings().replace(
+        {"optimizer.name": "adamwprune", "pruning.method": "state", "optimizer.adamwprune_base": "adamwspam"}
+    )
+    runs, _ = expand(matrix(bitter1=True).replace({"optimizer.adamwprune_base": "adamwspam"}))
+    assert {r.name for r in runs if r.optimizer == "adamwprune"} == {
+        "gpt2_adamwprune-spam_bitter0_state_50",
+        "gpt2_adamwprune-spam_bitter1_state_50",
+    }
+    plain = {r.name for r in expand(matrix(bitter1=True))[0] if r.optimizer == "adamwprune"}
+    assert plain == {"gpt2_adamwprune_bitter0_state_50", "gpt2_adamwprune_bitter1_state_50"}
+    assert spam.optimizer.label == "adamwprune-spam" and Settings().optimizer.label == "adamwspam"
+    assert train_run_name(spam) == "gpt2_adamwprune-spam_bitter0_state_50"  # a single run, named alike
+    # The seeds' bitter-lesson study: four runs, every AdamWPrune variant on the SPAM base.
+    config = make_config(
+        tmp_path, (ROOT / "defconfigs" / "gpt2-adamwprune-finewebedu-79000-bitter-lesson").read_text(), kconf
+    )
+    from lib.settings import load_settings
+
+    s = load_settings(config)
+    assert sorted(r.name for r in expand(s)[0]) == [
+        "gpt2_adamwprune-spam_bitter0_state_50",
+        "gpt2_adamwprune-spam_bitter1_state_50",
+        "gpt2_adamwprune-spam_bitter2_state_50",
+        "gpt2_adamwspam_magnitude_50",
+    ]
+    assert (s.pruning.warmup_steps, s.pruning.frequency, s.pruning.ramp_end_step, s.pruning.ramp) == (
+        100,
+        50,
+        10000,
+        "seed",
+    )
 
 
 def test_runs_differ_only_in_what_the_matrix_varies():

@@ -8,6 +8,7 @@ import torch
 from gpt2 import train
 from gpt2.model import GPT, GPTConfig
 from lib.optim import OptimizerSettings, build_optimizer
+from lib.optim.spam import AdamWSPAM
 from lib.pruning import PruningSettings, build_pruner
 from lib.pruning.pruner import lowest_k_mask, prunable_parameters
 from lib.pruning.schedule import is_update_step, sparsity_at
@@ -56,6 +57,24 @@ def test_update_steps():
 def tiny_model() -> GPT:
     torch.manual_seed(0)
     return GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16))
+
+
+def test_a_state_score_without_moments_is_refused_not_fed_zeros():
+    from lib.pruning.pruner import PruningError
+
+    model = tiny_model()
+    opt = build_optimizer(model, OptimizerSettings(name="adamwprune"), lr=1e-2)
+    s = PruningSettings(method="state", target_sparsity=0.5, warmup_steps=0, frequency=1, ramp_end_step=4)
+    pruner = build_pruner(model, opt, s, "bitter0", total_iters=10)
+    with pytest.raises(PruningError, match="reads Adam's moments.*transformer.h.0.attn.c_attn.weight"):
+        pruner.prune_to(0.5)  # before any optimizer step: no exp_avg / exp_avg_sq yet
+    build_pruner(model, opt, s, "bitter1", total_iters=10).prune_to(0.5)  # |w| needs none
+
+
+@pytest.mark.parametrize("base, expected", [("adamw", torch.optim.AdamW), ("adamwspam", AdamWSPAM)])
+def test_adamwprune_runs_on_its_base_optimizer(base, expected):
+    opt = build_optimizer(tiny_model(), OptimizerSettings(name="adamwprune", adamwprune_base=base), lr=1e-3)
+    assert type(opt) is expected
 
 
 def test_prunable_set_is_block_linears_unless_asked():

@@ -1,0 +1,204 @@
+"""Golden numbers: fixed-seed CPU runs of a tiny GPT-2 for every optimizer x pruning method x variant x base.
+
+Each combination trains through gpt2/train.py for a few dozen steps on real Shakespeare
+tokens, with a schedule short enough that every mechanism acts: the pruning ramp updates
+its masks three times, SPAM clips, detects spikes and resets its moments twice (with the
+warm-up after each reset), and bitter2 runs its 21% more steps. What is pinned per run:
+every logged training loss, the evaluations' losses, the measured sparsity and a hash of
+the final mask (which weights are zero).
+
+    python -m tests.golden --update     # rewrite tests/golden.json (say why in the commit)
+    python -m tests.golden              # compare, and print what moved
+
+A change that should not alter numerics must leave this file untouched; one that does must
+regenerate it and explain why (tests/test_golden.py fails until then).
+"""
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN_FILE = ROOT / "tests" / "golden.json"
+# Logged losses agree to this relative tolerance (a CPU run repeats bit for bit; the slack is for
+# another CPU's kernels); masks and sparsity must match exactly.
+LOSS_RTOL = 1e-4
+
+# The combinations: (optimizer, pruning method, AdamWPrune variant, AdamWPrune base).
+COMBINATIONS = [
+    *[
+        (opt, method, None, None)
+        for opt in ("adamw", "adamwspam")
+        for method in ("none", "magnitude", "movement")
+    ],
+    *[
+        ("adamwprune", "state", variant, base)
+        for base in ("adamw", "adamwspam")
+        for variant in ("bitter0", "bitter1", "bitter2")
+    ],
+]
+
+# A 4-layer GPT-2 on 4 x 32-token windows, 24 steps: masks at steps 8, 12 and 16 (50% at 16),
+# SPAM resets before steps 11 and 21 with a 4-step warm-up, clipping after a 3-step grace period.
+CONFIG = """CONFIG_GPT2_BLOCK_SIZE=32
+CONFIG_BATCH_SIZE=4
+CONFIG_GPT2_MAX_ITERS=24
+CONFIG_LEARNING_RATE="3e-3"
+CONFIG_GPT2_WARMUP_STEPS=4
+CONFIG_GPT2_MIN_LR="3e-4"
+CONFIG_GPT2_EVAL_INTERVAL=12
+CONFIG_GPT2_EVAL_SAMPLES=2
+CONFIG_GPT2_LOG_INTERVAL=1
+CONFIG_GPT2_GENERATION_MAX_TOKENS=0
+# CONFIG_GPT2_SAVE_CHECKPOINT is not set
+CONFIG_DEVICE="cpu"
+CONFIG_GPT2_COMPILE=n
+CONFIG_SEED=1234
+CONFIG_OPTIMIZER_SELECT_ADAMWSPAM=y
+CONFIG_SPAM_THETA="5.0"
+CONFIG_SPAM_CLIP_GRACE_STEPS=3
+CONFIG_SPAM_SPIKE_THRESHOLD="1.0"
+CONFIG_SPAM_INTERVAL=10
+CONFIG_SPAM_WARMUP_STEPS=4
+CONFIG_PRUNING_MODE_SINGLE=y
+CONFIG_PRUNING_WARMUP=4
+CONFIG_PRUNING_FREQUENCY=4
+CONFIG_PRUNING_RAMP_END=16
+"""
+
+
+def key(optimizer: str, method: str, variant: str | None, base: str | None) -> str:
+    return "/".join(x for x in (optimizer, base, variant, method) if x)
+
+
+def flags(optimizer: str, method: str, variant: str | None, base: str | None) -> list[str]:
+    out = ["--optimizer", optimizer, "--pruning-method", method]
+    if variant is not None:
+        out += ["--adamwprune-variant", variant, "--adamwprune-base", base]
+    return out
+
+
+def mask_digest(model: torch.nn.Module, names: list[str]) -> str:
+    """sha256 over the zero pattern of the named weights, in order."""
+    h = hashlib.sha256()
+    params = dict(model.named_parameters())
+    for name in names:
+        h.update(name.encode())
+        h.update((params[name].detach() == 0).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def run(combination: tuple, data_dir: Path, workdir: Path) -> dict:
+    """Train one combination and return its pinned numbers."""
+    from gpt2 import train
+    from lib.kconfig import apply_config, load_kconfig, write_outputs
+    from lib.metrics import read_metrics
+
+    kconf = load_kconfig(ROOT / "Kconfig")
+    defconfig = workdir / "defconfig"
+    defconfig.write_text(CONFIG + f'CONFIG_DATA_DIR="{data_dir}"\nCONFIG_OUTPUT_DIR="{workdir / "runs"}"\n')
+    apply_config(kconf, defconfig)
+    write_outputs(kconf, workdir / ".config", workdir / "config.py")
+    out = workdir / key(*combination).replace("/", "_")
+    captured = {}
+    real_finish = train.finish
+
+    def finish(run_, summary):  # keep the trained model's final zero pattern
+        names = [] if run_.pruner is None else run_.pruner.names
+        captured["mask"] = mask_digest(run_.model, names) if names else None
+        real_finish(run_, summary)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one reduction order whatever the machine's core count
+    train.finish = finish
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            code = train.main(
+                ["--config", str(workdir / "config.py"), "--out-dir", str(out), *flags(*combination)]
+            )
+    finally:
+        train.finish = real_finish
+        torch.set_num_threads(threads)
+    if code != 0:
+        raise RuntimeError(f"{key(*combination)}: gpt2/train.py exited with {code}; see {out}/output.log")
+    records = read_metrics(out / "metrics.jsonl")
+    summary = json.loads((out / "summary.json").read_text())
+    if summary["adamwprune_base"] != combination[3] or summary["pruning_method"] != combination[1]:
+        raise RuntimeError(f"{key(*combination)}: summary.json records another run: {summary}")
+    return {
+        "train_loss": [r["loss"] for r in records if r["kind"] == "train"],
+        "val_loss": [r["val_loss"] for r in records if r["kind"] == "eval"],
+        "iters": summary["iters"],
+        "sparsity": (
+            json.loads((out / "sparsity.json").read_text())["prunable"] if captured["mask"] else None
+        ),
+        "mask": captured["mask"],
+    }
+
+
+def differences(got: dict, want: dict) -> list[str]:
+    """What differs between two runs' pinned numbers (empty: they agree)."""
+    out = []
+    for field in ("iters", "sparsity", "mask"):
+        if got[field] != want[field]:
+            out.append(f"{field}: {got[field]} != golden {want[field]}")
+    for field in ("train_loss", "val_loss"):
+        a, b = got[field], want[field]
+        if len(a) != len(b):
+            out.append(f"{field}: {len(a)} values != golden {len(b)}")
+            continue
+        bad = [
+            i for i, (x, y) in enumerate(zip(a, b, strict=True)) if not math.isclose(x, y, rel_tol=LOSS_RTOL)
+        ]
+        if bad:
+            i = bad[0]
+            out.append(f"{field}[{i}]: {a[i]:.6f} != golden {b[i]:.6f} ({len(bad)} of {len(a)} differ)")
+    return out
+
+
+def load_golden() -> dict:
+    return json.loads(GOLDEN_FILE.read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--update", action="store_true", help=f"rewrite {GOLDEN_FILE.relative_to(ROOT)}")
+    p.add_argument(
+        "--shakespeare", help="a local Tiny Shakespeare input.txt (else SHAKESPEARE_SOURCE, else downloaded)"
+    )
+    args = p.parse_args(argv)
+    import os
+
+    from gpt2.prepare_data import prepare
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        prepare("shakespeare", tmp / "data", source=args.shakespeare or os.environ.get("SHAKESPEARE_SOURCE"))
+        results = {}
+        for combination in COMBINATIONS:
+            k = key(*combination)
+            (tmp / k.replace("/", "_")).mkdir()
+            results[k] = run(combination, tmp / "data", tmp / k.replace("/", "_"))
+            print(f"{k}: final loss {results[k]['train_loss'][-1]:.4f}, mask {results[k]['mask']}")
+    if args.update:
+        GOLDEN_FILE.write_text(json.dumps(results, indent=1) + "\n")
+        print(f"wrote {GOLDEN_FILE}")
+        return 0
+    golden = load_golden()
+    moved = {k: differences(results[k], golden[k]) for k in results if k in golden}
+    moved = {k: d for k, d in moved.items() if d}
+    for k, d in moved.items():
+        print(f"{k}: " + "; ".join(d))
+    return 1 if moved or golden.keys() != results.keys() else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Golden numbers (tests/golden.py): every combination reproduces its pinned losses, sparsity and mask,
+and a mutated score function, or mutated moments handed to one, moves them."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from lib import pruning
+from lib.pruning import pruner as pruner_module
+from lib.pruning.scores import ADAMWPRUNE_VARIANTS
+
+from . import golden
+
+
+@pytest.fixture(scope="module")
+def pinned() -> dict:
+    return golden.load_golden()
+
+
+def test_golden_file_covers_every_combination(pinned):
+    assert list(pinned) == [golden.key(*c) for c in golden.COMBINATIONS]
+    bases = {c[3] for c in golden.COMBINATIONS if c[0] == "adamwprune"}
+    variants = {c[2] for c in golden.COMBINATIONS if c[0] == "adamwprune"}
+    assert variants == set(ADAMWPRUNE_VARIANTS) and bases == {"adamw", "adamwspam"}
+    for numbers in pinned.values():  # each run really pruned (or really stayed dense)
+        assert numbers["sparsity"] in (None, 0.5)
+
+
+@pytest.mark.parametrize("combination", golden.COMBINATIONS, ids=lambda c: golden.key(*c))
+def test_combination_reproduces_its_golden_numbers(combination, pinned, data_dir, tmp_path):
+    got = golden.run(combination, data_dir, tmp_path)
+    assert golden.differences(got, pinned[golden.key(*combination)]) == []
+
+
+def _perturbed(score):
+    """The score times a fixed, weight-dependent factor in [0.5, 1.5]: it ranks weights differently."""
+    return lambda w, m, v: score(w, m, v) * (1.0 + 0.5 * torch.sin(1000.0 * w))
+
+
+def _zero_first_moment(score):
+    return lambda w, m, v: score(w, torch.zeros_like(m), v)
+
+
+def _unit_second_moment(score):
+    return lambda w, m, v: score(w, m, torch.ones_like(v))
+
+
+def _variant_mutation(name: str, mutate):
+    def apply(monkeypatch):
+        v = ADAMWPRUNE_VARIANTS[name]
+        monkeypatch.setitem(ADAMWPRUNE_VARIANTS, name, dataclasses.replace(v, score=mutate(v.score)))
+
+    return apply
+
+
+def _magnitude_mutation(monkeypatch):
+    monkeypatch.setattr(pruning, "magnitude_score", _perturbed(pruning.magnitude_score))
+
+
+def _movement_sign_flip(monkeypatch):
+    real = pruner_module.accumulate_movement_
+
+    def flipped(scores, grads, weights, found_inf=None):
+        real(scores, [-g for g in grads], weights, found_inf)  # scores += g * w: the sign reversed
+
+    monkeypatch.setattr(pruner_module, "accumulate_movement_", flipped)
+
+
+# (what is mutated, how, the combination whose golden numbers must move)
+MUTATIONS = [
+    ("magnitude score", _magnitude_mutation, ("adamw", "magnitude", None, None)),
+    ("movement score's sign", _movement_sign_flip, ("adamwspam", "movement", None, None)),
+    *[
+        (f"{name} score", _variant_mutation(name, _perturbed), ("adamwprune", "state", name, "adamw"))
+        for name in ADAMWPRUNE_VARIANTS
+    ],
+    *[
+        (f"{name}'s {what}", _variant_mutation(name, mutate), ("adamwprune", "state", name, base))
+        for name, variant in ADAMWPRUNE_VARIANTS.items()
+        if variant.needs_state
+        for what, mutate in (
+            ("first moment (zeros)", _zero_first_moment),
+            ("second moment (ones)", _unit_second_moment),
+        )
+        for base in ("adamw", "adamwspam")
+    ],
+]
+
+
+@pytest.mark.parametrize("mutation", MUTATIONS, ids=lambda m: m[0])
+def test_a_mutated_score_or_its_moments_moves_the_golden_numbers(
+    mutation, pinned, data_dir, tmp_path, monkeypatch
+):
+    _, apply, combination = mutation
+    apply(monkeypatch)
+    got = golden.run(combination, data_dir, tmp_path)
+    moved = golden.differences(got, pinned[golden.key(*combination)])
+    assert any(d.startswith("mask") for d in moved), moved
