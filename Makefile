@@ -34,7 +34,7 @@ STAMP := $(VENV)/.installed
 export KCONFIG_CONFIG := .config
 
 .DEFAULT_GOAL := all
-.PHONY: all train bench test-matrix test-matrix-dry-run sweep test-matrix-report results data test golden test-slurm lint menuconfig savedefconfig olddefconfig listnewconfig \
+.PHONY: all train bench test-matrix test-matrix-dry-run sweep test-matrix-report results data test test-gpu golden test-slurm lint menuconfig savedefconfig olddefconfig listnewconfig \
 	list-defconfigs help clean distclean venv $(addprefix defconfig-,$(DEFCONFIGS))
 
 all: train
@@ -126,6 +126,11 @@ bench: | $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The paths only a CUDA GPU takes (compiled SPAM step, CUDA threshold, fp16 overflow, auto batch, FP8,
+# NVML): run on a GPU machine before every GPU study; skipped elsewhere.
+test-gpu: $(STAMP)
+	$(PY) -m pytest -m gpu tests/test_gpu.py $(PYTEST_ARGS)
+
 # Rewrites tests/golden.json: the pinned losses, sparsity and masks of every combination. Only when a
 # change is meant to move them, with the reason in the commit (make test fails until then).
 golden: $(STAMP)
@@ -180,6 +185,7 @@ help:
 	@echo ""
 	@echo "Checking"
 	@echo "  make test                the pytest suite (PYTEST_ARGS='-k model' to select)"
+	@echo "  make test-gpu            the GPU-only tests, on a CUDA machine (before every GPU study)"
 	@echo "  make golden              rewrite tests/golden.json after a change meant to move the numbers"
 	@echo "  make test-slurm          the opt-in Slurm test on a localhost Slurm (root; installs slurm-wlm)"
 	@echo "  make lint                ruff lint and format check"
