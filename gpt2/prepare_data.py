@@ -35,7 +35,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from lib.data import META_FILE, TOKEN_DTYPE, load_meta  # noqa: E402
+from lib.data import (  # noqa: E402
+    META_FILE,
+    TOKEN_DTYPE,
+    DataError,
+    custom_files,
+    damage,
+    files_fingerprint,
+    load_meta,
+    stale_reason,
+)
 from lib.io import atomic_write, atomic_write_json  # noqa: E402
 
 log = logging.getLogger("prepare_data")
@@ -55,7 +64,6 @@ HF_DATASETS = {
     "openwebtext": ("Skylion007/openwebtext", None, "text"),
     "tinystories": ("roneneldan/TinyStories", None, "text"),
 }
-CUSTOM_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
 _ENCODE_BATCH = 256
 
 
@@ -169,36 +177,31 @@ def linuxdoc_documents(out_dir: Path, source: str | None) -> tuple[list[str], di
     return [docs[name] for name in order], meta
 
 
-def _custom_files(path: Path) -> list[Path]:
-    if path.is_file():
-        files = [path]
-    elif path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in CUSTOM_SUFFIXES)
-    else:
-        raise SystemExit(f"error: custom dataset path {str(path)!r} does not exist")
-    bad = [p for p in files if p.suffix not in CUSTOM_SUFFIXES]
-    if bad or not files:
-        raise SystemExit(
-            f"error: {path}: need .txt, .jsonl/.json or .parquet files "
-            f"({'found ' + bad[0].name if bad else 'found none'})"
-        )
-    return files
-
-
-def custom_documents(path: Path) -> Iterator[str]:
+def custom_documents(files: list[Path]) -> Iterator[str]:
     """Documents of a local corpus: a .txt file is one document; .jsonl/.parquet rows' "text"."""
-    import datasets
-
-    for file in _custom_files(path):
+    for file in files:
         if file.suffix == ".txt":
-            yield file.read_text(encoding="utf-8")
+            try:
+                yield file.read_text(encoding="utf-8")
+            except UnicodeDecodeError as e:
+                raise SystemExit(
+                    f"error: {file}: not UTF-8 text (byte {e.start} is {e.object[e.start : e.start + 1]!r}). "
+                    "Convert it (e.g. iconv -f latin1 -t utf-8 in > out) or remove it from the corpus."
+                ) from None
             continue
+        import datasets
+
         kind = "parquet" if file.suffix == ".parquet" else "json"
-        ds = datasets.load_dataset(kind, data_files=str(file), split="train", streaming=True)
-        for row in ds:
-            if "text" not in row:
-                raise SystemExit(f"error: {file}: rows need a 'text' field; found {sorted(row)}")
-            yield row["text"]
+        try:
+            ds = datasets.load_dataset(kind, data_files=str(file), split="train", streaming=True)
+            for row in ds:
+                if "text" not in row:
+                    raise SystemExit(f"error: {file}: rows need a 'text' field; found {sorted(row)}")
+                yield row["text"]
+        except (UnicodeDecodeError, ValueError) as e:
+            if isinstance(e, SystemExit):
+                raise
+            raise SystemExit(f"error: {file}: not readable as {kind} ({type(e).__name__}: {e})") from None
 
 
 def hf_documents(name: str) -> Iterator[str]:
@@ -214,14 +217,32 @@ def hf_documents(name: str) -> Iterator[str]:
         raise SystemExit(f"error: could not stream {repo} from the Hugging Face hub: {e}") from None
 
 
-def encode_documents(docs: Iterable[str], out: Path, max_tokens: int | None, desc: str) -> int:
-    """Append the tokens of each document, then <|endoftext|>, to `out`; stop at max_tokens."""
+def gpt2_encoding():
+    """tiktoken's GPT-2 BPE, or a clear exit when its files can be neither found nor downloaded."""
     import tiktoken
 
-    enc = tiktoken.get_encoding("gpt2")
+    try:
+        return tiktoken.get_encoding("gpt2")
+    except Exception as e:  # requests' errors, blobfile's, a corrupt cache: all mean the same here
+        raise SystemExit(
+            f"error: could not load the GPT-2 tokenizer's files (vocab.bpe, encoder.json): "
+            f"{type(e).__name__}. tiktoken downloads them once; offline, point TIKTOKEN_CACHE_DIR at a "
+            "folder holding its cached copies (make TIKTOKEN_CACHE_DIR=/path/to/cache, or export it)."
+        ) from None
+
+
+def encode_documents(
+    docs: Iterable[str], out: Path, max_tokens: int | None, desc: str, bar_total: int | None = None
+) -> int:
+    """Append the tokens of each document, then <|endoftext|>, to `out`; stop at max_tokens.
+
+    The progress bar counts tokens toward `bar_total` (a streamed corpus's cap), or without a
+    total (and so without a made-up ETA) when the corpus's size in tokens is unknown.
+    """
+    enc = gpt2_encoding()
     total = 0
     batch: list[str] = []
-    with open(out, "wb") as f, tqdm(total=max_tokens, unit="tok", unit_scale=True, desc=desc) as bar:
+    with open(out, "wb") as f, tqdm(total=bar_total, unit="tok", unit_scale=True, desc=desc) as bar:
 
         def flush() -> bool:
             nonlocal total
@@ -247,16 +268,24 @@ def encode_documents(docs: Iterable[str], out: Path, max_tokens: int | None, des
 
 
 def split_and_write(all_tokens: Path, out_dir: Path, val_fraction: float) -> dict:
-    """Split the token stream into train.bin (first part) and val.bin (the tail), atomically."""
+    """Split the token stream into train.bin (first part) and val.bin (the tail).
+
+    Both are written beside the stream first; only then is the old meta.json removed and the
+    two files renamed into place, so a crash leaves either the old preparation or one that
+    meta.json does not vouch for (and the next `make data` redoes).
+    """
     tokens = np.memmap(all_tokens, dtype=TOKEN_DTYPE, mode="r")
     n_val = max(1, int(len(tokens) * val_fraction))
     parts = {"train": tokens[: len(tokens) - n_val], "val": tokens[len(tokens) - n_val :]}
-    info = {}
+    info, ready = {}, {}
     for split, arr in parts.items():
-        path = out_dir / f"{split}.bin"
-        atomic_write(path, lambda f, arr=arr: f.write(memoryview(np.ascontiguousarray(arr))))
+        ready[split] = all_tokens.with_name(f"{split}.bin")
+        atomic_write(ready[split], lambda f, arr=arr: f.write(memoryview(np.ascontiguousarray(arr))))
         info[f"{split}_tokens"] = int(len(arr))
-        info[f"{split}_sha256"] = sha256_file(path)
+        info[f"{split}_sha256"] = sha256_file(ready[split])
+    (out_dir / META_FILE).unlink(missing_ok=True)
+    for split, path in ready.items():
+        os.replace(path, out_dir / f"{split}.bin")
     return info
 
 
@@ -272,6 +301,7 @@ def prepare(
     """Prepare one dataset's token files; returns the folder holding them."""
     import tiktoken
 
+    gpt2_encoding()  # fail before any download or reading when the tokenizer cannot load
     out_dir = data_dir / dataset
     out_dir.mkdir(parents=True, exist_ok=True)
     meta: dict = {"dataset": dataset}
@@ -285,9 +315,17 @@ def prepare(
         meta.update(origin)
     elif dataset == "custom":
         if not path:
-            raise SystemExit("error: --dataset custom needs --path (a file or folder)")
-        docs = custom_documents(Path(path))
+            raise SystemExit(
+                "error: --dataset custom needs --path (a file or folder; GPT2_CUSTOM_DATASET_PATH)"
+            )
+        try:
+            files = custom_files(Path(path))
+        except DataError as e:
+            raise SystemExit(f"error: {e}") from None
+        docs = custom_documents(files)
         meta["source"] = str(Path(path).resolve())
+        meta["source_fingerprint"] = files_fingerprint(files)
+        meta["source_files"] = len(files)
         cap = max_tokens_millions * 1_000_000
     elif dataset in HF_DATASETS:
         docs = hf_documents(dataset)
@@ -301,9 +339,13 @@ def prepare(
     start = time.time()
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".prepare-") as tmp:
         all_tokens = Path(tmp) / "all.bin"
-        n = encode_documents(docs, all_tokens, cap, desc=f"tokenizing {dataset}")
-        if n < 2:
-            raise SystemExit(f"error: {dataset}: the corpus produced {n} tokens; nothing to train on")
+        bar_total = cap if dataset in HF_DATASETS else None  # streamed: the cap is where it stops
+        n = encode_documents(docs, all_tokens, cap, desc=f"tokenizing {dataset}", bar_total=bar_total)
+        if n < 2 + 1:  # at least one token of text and its end-of-text marker in each split
+            raise SystemExit(
+                f"error: {dataset}: the corpus produced {max(0, n - 1)} tokens of text; nothing to train on "
+                f"({meta['source']})"
+            )
         meta.update(split_and_write(all_tokens, out_dir, val_fraction))
     meta.update(
         tokenizer=f"tiktoken gpt2 ({tiktoken.__version__})",
@@ -354,12 +396,36 @@ def main(argv: list[str] | None = None) -> int:
             data_dir=args.data_dir or base.data_dir,
         )
     except SettingsError as e:
-        print(f"error: {e} (prepare_data.py: --path, --max-tokens, --val-fraction)", file=sys.stderr)
+        hint = (
+            " (prepare_data.py: --path, --max-tokens, --val-fraction)" if str(e).startswith("data.") else ""
+        )
+        print(f"error: {e}{hint}", file=sys.stderr)
         return 2
     meta = load_meta(data.token_dir)
     if meta is not None and not args.force:
-        print(f"{data.token_dir} is already prepared ({json.dumps(meta['source'])}); --force redoes it")
-        return 0
+        try:
+            why = damage(data.token_dir, meta) or stale_reason(meta, data.dataset, **data.token_check())
+        except DataError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        if why is None:
+            print(f"{data.token_dir} is already prepared ({json.dumps(meta['source'])}); --force redoes it")
+            return 0
+        if data.dataset == "custom" and not data.custom_path:
+            print(
+                f"error: the custom tokens in {data.token_dir} must be prepared again ({why}); name the "
+                "corpus with --path (GPT2_CUSTOM_DATASET_PATH)",
+                file=sys.stderr,
+            )
+            return 2
+        print(f"{data.token_dir}: preparing again: {why}")
+    elif meta is None and data.dataset == "custom" and not data.custom_path:
+        print(
+            f"error: no custom tokens in {data.token_dir} yet; name the corpus with --path (or set "
+            "GPT2_CUSTOM_DATASET_PATH in make menuconfig)",
+            file=sys.stderr,
+        )
+        return 2
     prepare(
         data.dataset,
         Path(data.data_dir),

@@ -12,6 +12,7 @@ and on GPUs gpu.jsonl and gpu.png (lib/gpu_monitor.py).
 """
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -49,7 +50,7 @@ from lib.records import copy_config, environment, latest_run_dir, new_run_dir, p
 from lib.runtime import amp_dtype, compile_model, configure, use_expandable_segments  # noqa: E402
 from lib.settings import Settings, SettingsError, load_settings  # noqa: E402
 from lib.tracking import start_tracker  # noqa: E402
-from lib.trainer import Trainer, planned_iters  # noqa: E402
+from lib.trainer import Trainer, planned_iters, resume_conflicts  # noqa: E402
 
 log = logging.getLogger("train")
 EXIT_CODES = {"completed": 0, "time_budget": 0, "interrupted": 130, "diverged": 3}
@@ -97,15 +98,35 @@ def choose_run_dir(args: argparse.Namespace, s: Settings) -> Path:
     elif args.out_dir:
         run_dir = Path(args.out_dir)
     else:
-        run_dir = latest_run_dir(s.runtime.output_dir, run_name(s))
+        run_dir = latest_run_dir(s.runtime.output_dir, run_name(s), resumable_by(s))
         if run_dir is None:
             raise CheckpointError(
-                f"no run named {run_name(s)}-* with a checkpoint in {s.runtime.output_dir}/; "
-                "pass the run folder: --resume RUN_DIR"
+                f"no run named {run_name(s)}-* with a checkpoint and these settings in "
+                f"{s.runtime.output_dir}/; pass the run folder: --resume RUN_DIR"
             )
     if not (run_dir / CHECKPOINT_FILE).is_file():
         raise CheckpointError(f"no checkpoint at {run_dir / CHECKPOINT_FILE}; nothing to resume")
     return run_dir
+
+
+def resumable_by(s: Settings):
+    """A test of a run folder: were its settings.json's computations these settings' (dataset, ...)?"""
+    current = s.to_dict()
+    # GPT2_BATCH_MODE=auto: the micro-batch a run chose is in its settings.json, not in these settings
+    chosen = (
+        {"training.batch_size", "training.gradient_accumulation"}
+        if s.training.batch_mode == "auto"
+        else set()
+    )
+
+    def ok(run_dir: Path) -> bool:
+        try:
+            saved = json.loads((run_dir / "settings.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return not set(resume_conflicts(saved, current)) - chosen
+
+    return ok
 
 
 def setup_logging(run_dir: Path, dist: Dist) -> None:
@@ -275,6 +296,17 @@ def train(
         log.error("error: %s", e)
         return 2
     del resume_state
+    if args.resume is not None and (why := nothing_to_resume(run)) is not None:
+        if (run_dir / "summary.json").is_file():
+            log.info("%s", why)
+            return 0
+        # It stopped between its last checkpoint and its summary: evaluate once and write that.
+        log.info("%s finished without a summary.json; evaluating its final weights to write one", run_dir)
+        run.trainer.last_eval = run.trainer.evaluate()
+        done = "completed" if run.trainer.state.iter_num >= run.trainer.total_iters else "time_budget"
+        if dist.is_main:
+            finish(run, write_summary(run, {"status": done, **run.trainer.throughput()}, None, 0.0))
+        return 0
     started = time.time()
     gpu_file = run_dir / (GPU_FILE if dist.is_main else f"gpu_rank{dist.rank}.jsonl")
     monitor = GPUMonitor.for_device(gpu_file, device, run.s.monitor).start()
@@ -328,7 +360,9 @@ def set_up(
         choose_later = s.training.batch_mode == "auto" and sizing is None
         memory = None if choose_later else preflight(s, device, dist, resumed_dir)
     with refusing(DataError):
-        data = TokenData(s.data.token_dir, s.data.dataset, s.data.data_dir, s.runtime.seed)
+        data = TokenData(
+            s.data.token_dir, s.data.dataset, s.data.data_dir, s.runtime.seed, check=s.data.token_check()
+        )
         data.check_block_size(s.model.block_size)
     with refusing(RuntimeError):
         model, init = build_model(s)
@@ -404,6 +438,24 @@ def set_up(
     )
 
 
+def nothing_to_resume(run: Run) -> str | None:
+    """Why a resumed run has no step left to take (its results stay as they are), or None."""
+    st, total = run.trainer.state, run.trainer.total_iters
+    budget = run.s.training.max_time_seconds
+    if st.iter_num >= total:
+        return (
+            f"nothing to resume: {run.run_dir} finished at iter {st.iter_num} of {total}; its results "
+            "stay as they are. To train it longer, resume with a larger --max-iters (GPT2_MAX_ITERS)."
+        )
+    if budget and st.train_seconds >= budget:
+        return (
+            f"nothing to resume: {run.run_dir} has used its time budget (GPT2_MAX_TIME = {budget} s, "
+            f"{st.train_seconds:.0f} s trained, stopped at iter {st.iter_num} of {total}); its results stay "
+            "as they are. To train it longer, resume with a larger --max-time (seconds)."
+        )
+    return None
+
+
 def write_summary(run: Run, outcome: dict, gpu: dict | None, wall_seconds: float) -> dict:
     """summary.json: the outcome, the final metrics, the costs and the set-up of the run."""
     s, trainer, model = run.s, run.trainer, run.model
@@ -426,7 +478,7 @@ def write_summary(run: Run, outcome: dict, gpu: dict | None, wall_seconds: float
         "model_sparsity": final.get("model_sparsity"),
         "best_val_loss": trainer.state.best_val_loss if math.isfinite(trainer.state.best_val_loss) else None,
         "best_checkpoint": "best.pt" if (run.run_dir / "best.pt").is_file() else None,
-        "peak_memory_bytes": peak_memory_bytes(run.device),
+        "peak_memory_bytes": max(trainer.state.peak_memory_bytes, peak_memory_bytes(run.device)),
         "memory_estimate": run.record["memory_estimate"],
         **bookkeeping(model, run.optimizer, run.pruner),
         "scaling": run.record["scaling"],

@@ -34,9 +34,10 @@ def load_checkpoint(
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for truncated or foreign files
+        # torch's own message would suggest weights_only=False, which runs code from the file: never.
         raise CheckpointError(
-            f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:200]}). "
-            "It may be truncated or from another program; start a new run, or restore a copy."
+            f"{path} is not a readable checkpoint (torch.load refused it: {type(e).__name__}). It may be "
+            "truncated or from another program; start a new run, or restore a copy of the file."
         ) from None
     missing = set(required) - set(state)
     if missing:

@@ -6,6 +6,7 @@ tokens; the sampling generator's state is part of checkpoints, so a resumed
 run draws exactly the batches the uninterrupted one would have.
 """
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -14,10 +15,75 @@ import torch
 
 META_FILE = "meta.json"
 TOKEN_DTYPE = np.uint16
+CUSTOM_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
 
 
 class DataError(RuntimeError):
-    """Token files missing or inconsistent; the message says which command fixes it."""
+    """Token files missing, damaged or stale; the message says which command fixes it."""
+
+
+def custom_files(path: Path) -> list[Path]:
+    """The files of a custom corpus: the file itself, or a folder's .txt/.jsonl/.json/.parquet files."""
+    path = Path(path)
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in CUSTOM_SUFFIXES)
+    else:
+        raise DataError(
+            f"the custom dataset path {str(path)!r} does not exist (GPT2_CUSTOM_DATASET_PATH, --path)"
+        )
+    bad = [p for p in files if p.suffix not in CUSTOM_SUFFIXES]
+    if bad or not files:
+        raise DataError(
+            f"{path}: need .txt, .jsonl/.json or .parquet files ({'found ' + bad[0].name if bad else 'found none'})"
+        )
+    return files
+
+
+def files_fingerprint(files: list[Path]) -> str:
+    """A digest of each file's path, size and modification time: it changes when the corpus does."""
+    h = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def stale_reason(
+    meta: dict, dataset: str, custom_path: str, val_fraction: float, cap: int | None
+) -> str | None:
+    """Why token files prepared as `meta` describes are not what these settings ask for, or None.
+
+    Compared: the dataset, the split fraction, the token cap of capped corpora and, for a custom
+    corpus named by a path, that path and its files' fingerprint (so an edited corpus is noticed).
+    """
+    if meta.get("dataset", dataset) != dataset:
+        return f"they hold {meta['dataset']!r}, not {dataset!r}"
+    if meta.get("val_fraction") is not None and meta["val_fraction"] != val_fraction:
+        return f"they were split with GPT2_VAL_FRACTION={meta['val_fraction']}, not {val_fraction}"
+    if meta.get("max_tokens") != cap and (cap is not None or meta.get("max_tokens") is not None):
+        return f"they were capped at {meta.get('max_tokens')} tokens, not {cap} (GPT2_DATASET_MAX_TOKENS)"
+    if dataset == "custom" and custom_path:
+        source = str(Path(custom_path).resolve())
+        if meta.get("source") != source:
+            return f"they were made from {meta.get('source')!r}, not from GPT2_CUSTOM_DATASET_PATH={source!r}"
+        if (
+            "source_fingerprint" in meta
+            and files_fingerprint(custom_files(Path(custom_path))) != meta["source_fingerprint"]
+        ):
+            return f"the files under {source} changed since they were prepared"
+    return None
+
+
+def damage(token_dir: Path, meta: dict) -> str | None:
+    """Which token file is missing or not the size meta.json promises, or None when both are whole."""
+    for split in ("train", "val"):
+        path = Path(token_dir) / f"{split}.bin"
+        expected = meta.get(f"{split}_tokens")
+        if not path.is_file() or path.stat().st_size != 2 * (expected or -1):
+            return f"{path} is missing or does not hold the {expected} tokens {META_FILE} promises"
+    return None
 
 
 def load_meta(token_dir: Path) -> dict | None:
@@ -25,19 +91,26 @@ def load_meta(token_dir: Path) -> dict | None:
     path = Path(token_dir) / META_FILE
     if not path.is_file():
         return None
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        return None  # a damaged meta.json marks an incomplete preparation
 
 
 def prepare_command(dataset: str, data_dir: str) -> str:
-    """The command that prepares `dataset` into `data_dir`."""
+    """The command that (re)prepares `dataset` into `data_dir`; it redoes damaged or stale files by itself."""
     extra = " --path <file-or-folder>" if dataset == "custom" else ""
     return f"make data  (or: python gpt2/prepare_data.py --dataset {dataset}{extra} --data-dir {data_dir})"
 
 
 class TokenData:
-    """The train and val splits of one prepared dataset, sampled as random windows."""
+    """The train and val splits of one prepared dataset, sampled as random windows.
 
-    def __init__(self, token_dir: Path, dataset: str, data_dir: str, seed: int):
+    `check` (the data settings' dataset, custom path, split fraction and token cap) refuses
+    token files prepared from another corpus or with other settings.
+    """
+
+    def __init__(self, token_dir: Path, dataset: str, data_dir: str, seed: int, check: dict | None = None):
         self.dir = Path(token_dir)
         self.meta = load_meta(self.dir)
         if self.meta is None:
@@ -45,16 +118,16 @@ class TokenData:
                 f"no prepared {dataset!r} data in {self.dir} (no {META_FILE}). "
                 f"Prepare it with: {prepare_command(dataset, data_dir)}"
             )
-        self.splits: dict[str, np.memmap] = {}
-        for split in ("train", "val"):
-            path = self.dir / f"{split}.bin"
-            expected = self.meta.get(f"{split}_tokens")
-            if not path.is_file() or path.stat().st_size != 2 * (expected or -1):
-                raise DataError(
-                    f"{path} is missing or does not hold the {expected} tokens {META_FILE} "
-                    f"promises. Prepare again: {prepare_command(dataset, data_dir)} --force"
-                )
-            self.splits[split] = np.memmap(path, dtype=TOKEN_DTYPE, mode="r")
+        if (why := damage(self.dir, self.meta)) is not None:
+            raise DataError(f"{why}. Prepare it again: {prepare_command(dataset, data_dir)}")
+        if check is not None and (why := stale_reason(self.meta, dataset, **check)) is not None:
+            raise DataError(
+                f"the token files in {self.dir} are not the ones these settings ask for: {why}. "
+                f"Prepare them again: {prepare_command(dataset, data_dir)}"
+            )
+        self.splits = {
+            s: np.memmap(self.dir / f"{s}.bin", dtype=TOKEN_DTYPE, mode="r") for s in ("train", "val")
+        }
         self.generator = torch.Generator().manual_seed(seed)
 
     def num_tokens(self, split: str) -> int:

@@ -9,6 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+# The process's umask, read once (os.umask can only be read by setting it). mkstemp creates files
+# owner-only; the finished file gets what open() would have given it: 0o666 less the umask, so
+# results in a shared folder stay readable by the group, as the user's umask says.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:
     """Call `write(f)` on a temp file beside `path`, fsync it, then rename it over `path`."""
@@ -20,6 +27,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

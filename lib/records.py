@@ -4,6 +4,7 @@ import platform
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
@@ -25,9 +26,11 @@ def new_run_dir(output_dir: str, name: str) -> Path:
     return path
 
 
-def latest_run_dir(output_dir: str, name: str) -> Path | None:
-    """The newest output_dir/name-* folder that holds a checkpoint."""
-    candidates = [p for p in Path(output_dir).glob(f"{name}-*") if (p / "ckpt.pt").is_file()]
+def latest_run_dir(
+    output_dir: str, name: str, matches: Callable[[Path], bool] = lambda run_dir: True
+) -> Path | None:
+    """The newest output_dir/name-* folder that holds a checkpoint and `matches` (e.g. the same dataset)."""
+    candidates = [p for p in Path(output_dir).glob(f"{name}-*") if (p / "ckpt.pt").is_file() and matches(p)]
     return max(candidates, key=lambda p: (p / "ckpt.pt").stat().st_mtime, default=None)
 
 

@@ -28,6 +28,8 @@ from lib.validate import SettingsError, check, kc
 
 MODEL_NAMES = ("gpt2-tiny", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 DATASETS = ("shakespeare", "linuxdoc", "finewebedu", "openwebtext", "tinystories", "custom")
+# Corpora tokenized up to GPT2_DATASET_MAX_TOKENS (the others are small and taken whole).
+CAPPED_DATASETS = ("finewebedu", "openwebtext", "tinystories", "custom")
 DTYPES = {"bf16": (True, "bfloat16"), "fp16": (True, "float16"), "fp32": (False, "bfloat16")}
 
 
@@ -116,7 +118,8 @@ class DataSettings:
 
     dataset: str = field(default="shakespeare", metadata=kc("GPT2_DATASET_NAME", "--dataset"))
     """One of DATASETS."""
-    custom_path: str = field(default="", metadata=kc("GPT2_CUSTOM_DATASET_PATH"))
+    custom_path: str = field(default="", metadata=kc("GPT2_CUSTOM_DATASET_PATH", "--custom-path"))
+    """The custom corpus (a file or folder) to prepare; training from prepared tokens needs none."""
     max_tokens_millions: int = field(default=1000, metadata=kc("GPT2_DATASET_MAX_TOKENS"))
     """Token cap for streamed corpora, in millions."""
     val_fraction: float = field(default=0.1, metadata=kc("GPT2_VAL_FRACTION"))
@@ -127,13 +130,20 @@ class DataSettings:
         check(self, "max_tokens_millions", self.max_tokens_millions >= 1, "1 or more")
         check(self, "val_fraction", 0.0 < self.val_fraction <= 0.5, "a number in (0, 0.5]")
         check(self, "data_dir", self.data_dir != "", "a non-empty path")
-        if self.dataset == "custom":
-            check(self, "custom_path", self.custom_path != "", "a file or folder path")
 
     @property
     def token_dir(self) -> Path:
         """Folder of train.bin / val.bin / meta.json."""
         return Path(self.data_dir) / self.dataset
+
+    @property
+    def token_cap(self) -> int | None:
+        """Tokens at most, for a capped corpus; None for one taken whole."""
+        return self.max_tokens_millions * 1_000_000 if self.dataset in CAPPED_DATASETS else None
+
+    def token_check(self) -> dict:
+        """What prepared token files must agree with (lib/data.py: stale_reason)."""
+        return {"custom_path": self.custom_path, "val_fraction": self.val_fraction, "cap": self.token_cap}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -152,7 +162,8 @@ class TrainingSettings:
     max_iters: int = field(default=10000, metadata=kc("GPT2_MAX_ITERS", "--max-iters"))
     """Optimizer steps; 0 leaves the length to num_epochs."""
     num_epochs: int = field(default=0, metadata=kc("NUM_EPOCHS", "--num-epochs"))
-    max_time_minutes: int = field(default=0, metadata=kc("GPT2_MAX_TIME", "--max-time"))
+    max_time_seconds: int = field(default=0, metadata=kc("GPT2_MAX_TIME", "--max-time"))
+    """Training-time budget in seconds, as the seed project's GPT2_MAX_TIME; 0: none."""
     learning_rate: float = field(default=6e-4, metadata=kc("LEARNING_RATE", "--learning-rate"))
     warmup_steps: int = field(default=2000, metadata=kc("GPT2_WARMUP_STEPS", "--warmup-steps"))
     decay_lr: bool = field(default=True, metadata=kc("GPT2_DECAY_LR"))
@@ -178,7 +189,7 @@ class TrainingSettings:
             self.max_iters > 0 or self.num_epochs > 0,
             "more than 0 unless NUM_EPOCHS (--num-epochs) sets the length",
         )
-        check(self, "max_time_minutes", self.max_time_minutes >= 0, "0 (no limit) or more")
+        check(self, "max_time_seconds", self.max_time_seconds >= 0, "0 (no limit) or a number of seconds")
         check(self, "learning_rate", 0.0 < self.learning_rate < 1.0, "a number in (0, 1)")
         check(self, "warmup_steps", self.warmup_steps >= 0, "0 or more")
         check(

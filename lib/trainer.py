@@ -12,6 +12,7 @@ steps only; rank 0 alone writes metrics and checkpoints.
 """
 
 import contextlib
+import dataclasses
 import logging
 import math
 import signal
@@ -38,7 +39,7 @@ log = logging.getLogger("train")
 RESUMABLE_CHANGES = {
     "training.max_iters",
     "training.num_epochs",
-    "training.max_time_minutes",
+    "training.max_time_seconds",
     "training.eval_interval",
     "training.log_interval",
     "training.save_checkpoint",
@@ -93,6 +94,11 @@ def settings_changes(saved: dict, current: dict) -> list[str]:
     )
 
 
+def resume_conflicts(saved: dict, current: dict) -> list[str]:
+    """The settings that differ and may not change on resume (they change what is computed)."""
+    return [c for c in settings_changes(saved, current) if c not in RESUMABLE_CHANGES]
+
+
 @dataclass
 class TrainState:
     """Progress that a checkpoint carries besides the model and optimizer."""
@@ -102,6 +108,13 @@ class TrainState:
     best_val_loss: float = math.inf
     # (interval seconds, steps) of each logged interval after the first (which holds compilation).
     intervals: list = field(default_factory=list)
+    # The logging interval in progress: summed step losses, steps and training seconds since the
+    # last log line (an evaluation can fall inside it; a resume picks it up where it stopped).
+    interval_loss_sum: float = 0.0
+    interval_steps: int = 0
+    interval_seconds: float = 0.0
+    # The largest peak device memory of any session of this run (a resume keeps the earlier one).
+    peak_memory_bytes: int = 0
 
 
 class Trainer:
@@ -144,15 +157,13 @@ class Trainer:
         self.peak = peak_flops(device, amp if device.type == "cuda" else None)
         self._stop_signal: str | None = None
         self.last_eval: dict | None = None
+        self._loss_acc: torch.Tensor | None = None  # summed step losses of the open logging interval
 
     # -- checkpoints -------------------------------------------------------------------------
 
     def checkpoint_state(self) -> dict:
         return {
-            "iter_num": self.state.iter_num,
-            "train_seconds": self.state.train_seconds,
-            "best_val_loss": self.state.best_val_loss,
-            "intervals": self.state.intervals,
+            **dataclasses.asdict(self.state),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -167,6 +178,8 @@ class Trainer:
         """The latest checkpoint (for resume); with `best`, also best.pt (weights at the lowest val loss)."""
         if not self.s.training.save_checkpoint:
             return
+        if self._loss_acc is not None:  # the open logging interval's loss sum travels with it
+            self.state.interval_loss_sum = all_reduce(self.dist, self._loss_acc.float(), "avg").item()
         state = self.checkpoint_state()  # a collective: every rank takes part
         if not self.dist.is_main:
             return
@@ -180,9 +193,7 @@ class Trainer:
 
     def restore(self, state: dict) -> None:
         """Continue from a checkpoint of this run; refuse one whose computation differed."""
-        changed = [
-            c for c in settings_changes(state["settings"], self.s.to_dict()) if c not in RESUMABLE_CHANGES
-        ]
+        changed = resume_conflicts(state["settings"], self.s.to_dict())
         if changed:
             raise ValueError(
                 "the checkpoint was made with different settings: "
@@ -202,12 +213,8 @@ class Trainer:
                 log.warning("the checkpoint has %d rank(s) and this run %d", len(rng), self.dist.world_size)
             rng = rng[self.dist.rank] if self.dist.rank < len(rng) else rng[0]
         set_rng_state(self.device, rng)
-        self.state = TrainState(
-            iter_num=state["iter_num"],
-            train_seconds=state["train_seconds"],
-            best_val_loss=state["best_val_loss"],
-            intervals=[tuple(i) for i in state["intervals"]],
-        )
+        saved = {f.name: state[f.name] for f in dataclasses.fields(TrainState) if f.name in state}
+        self.state = TrainState(**{**saved, "intervals": [tuple(i) for i in state["intervals"]]})
         if self.metrics is not None:
             self.metrics.truncate_after(self.state.iter_num)
         log.info("resumed at iter %d of %d", self.state.iter_num, self.total_iters)
@@ -319,18 +326,23 @@ class Trainer:
         log.warning("%s received: stopping after this step with a checkpoint", self._stop_signal)
 
     def fit(self) -> dict:
-        """Train to the planned step count (or the time budget, or a signal); returns the outcome."""
+        """Train to the planned step count (or the time budget, or a signal); returns the outcome.
+
+        Each log line covers the steps since the previous one: its loss is their mean and its
+        ms/iter their training time, evaluations excluded, wherever the evaluations fall.
+        """
         t = self.s.training
         st = self.state
-        budget = t.max_time_minutes * 60 or math.inf
+        budget = t.max_time_seconds or math.inf
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         status = "completed"
         try:
             if st.iter_num == 0:
                 self._record_eval()  # the untrained baseline; best.pt starts with the first trained eval
             self.train_model.train()
-            interval_start, interval_steps, first_interval = time.perf_counter(), 0, True
-            loss_acc = torch.zeros((), device=self.device)
+            first_interval = True
+            self._loss_acc = torch.full((), st.interval_loss_sum, device=self.device)
+            interval_start = time.perf_counter()
             bar = tqdm(
                 total=self.total_iters,
                 initial=st.iter_num,
@@ -341,34 +353,43 @@ class Trainer:
             while st.iter_num < self.total_iters:
                 lr = self._lr(st.iter_num)
                 loss_sum, grad_norm = self._step(lr)
-                loss_acc += loss_sum
+                self._loss_acc += loss_sum
                 st.iter_num += 1
-                interval_steps += 1
+                st.interval_steps += 1
                 bar.update(1)
                 last = st.iter_num == self.total_iters
                 log_step = st.iter_num % t.log_interval == 0 or last
                 if log_step:
                     synchronize(self.device)
-                    seconds = time.perf_counter() - interval_start
+                    seconds = st.interval_seconds + time.perf_counter() - interval_start
                     st.train_seconds += seconds
+                    steps = st.interval_steps
                     self._log_train(
-                        loss_acc / interval_steps, grad_norm, lr, seconds, interval_steps, first_interval, bar
+                        self._loss_acc / steps, grad_norm, lr, seconds, steps, first_interval, bar
                     )
                     if not first_interval:
-                        st.intervals.append((seconds, interval_steps))
+                        st.intervals.append((seconds, steps))
                     first_interval = False
-                    loss_acc.zero_()
-                    interval_start, interval_steps = time.perf_counter(), 0
+                    self._loss_acc.zero_()
+                    st.interval_steps, st.interval_seconds = 0, 0.0
+                    interval_start = time.perf_counter()
                 stop = self._should_stop(budget, log_step)
                 if st.iter_num % t.eval_interval == 0 or last or stop:
-                    if interval_steps:  # time spent since the last log line counts as training
+                    if st.interval_steps:  # pause the interval's clock; it resumes after the evaluation
                         synchronize(self.device)
-                        st.train_seconds += time.perf_counter() - interval_start
+                        st.interval_seconds += time.perf_counter() - interval_start
+                        if stop:  # the unlogged steps' time still counts as training
+                            st.train_seconds += st.interval_seconds
                     self.save(best=self._record_eval())
-                    interval_start, interval_steps = time.perf_counter(), 0
+                    interval_start = time.perf_counter()
                 if stop:
                     status = "interrupted" if self._stop_signal else "time_budget"
                     log.warning("stopped at iter %d of %d (%s)", st.iter_num, self.total_iters, stop)
+                    if self._stop_signal:
+                        log.warning(
+                            "resume it with `make RESUME=1` (or python gpt2/train.py --resume %s)",
+                            self.run_dir,
+                        )
                     break
             bar.close()
         except TrainingDiverged as e:
@@ -414,6 +435,7 @@ class Trainer:
         mem = peak_memory_bytes(self.device)
         if self.dist.enabled:  # the largest over the ranks
             mem = int(all_reduce(self.dist, torch.tensor(float(mem), device=self.device), "max").item())
+        self.state.peak_memory_bytes = max(self.state.peak_memory_bytes, mem)
         record = {
             "kind": "train",
             "iter": self.state.iter_num,

@@ -239,3 +239,92 @@ def test_streamed_corpus_passes_repo_config_and_cap(tmp_path, monkeypatch):
     assert calls == [("HuggingFaceFW/fineweb-edu", "sample-10BT", "train", True)]
     assert meta["train_tokens"] + meta["val_tokens"] == 1_000_000
     assert meta["source"] == "hf://HuggingFaceFW/fineweb-edu" and meta["hf_config"] == "sample-10BT"
+
+
+def _prepare_cli(tmp_path, *flags) -> int:
+    return prepare_data.main(
+        ["--config", str(tmp_path / "none.py"), "--data-dir", str(tmp_path / "data"), *flags]
+    )
+
+
+def test_a_custom_corpus_is_prepared_again_when_its_path_or_files_change(tmp_path, capsys):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("First corpus. " * 50)
+    b.write_text("Second corpus, other words. " * 50)
+    assert _prepare_cli(tmp_path, "--dataset", "custom", "--path", str(a)) == 0
+    assert _prepare_cli(tmp_path, "--dataset", "custom", "--path", str(a)) == 0
+    assert "already prepared" in capsys.readouterr().out
+    assert _prepare_cli(tmp_path, "--dataset", "custom", "--path", str(b)) == 0
+    assert f"preparing again: they were made from '{a.resolve()}'" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "data" / "custom" / "meta.json").read_text())
+    assert meta["source"] == str(b.resolve())
+    b.write_text("Second corpus, edited. " * 60)
+    assert _prepare_cli(tmp_path, "--dataset", "custom", "--path", str(b)) == 0
+    assert "changed since they were prepared" in capsys.readouterr().out
+    check = {"custom_path": str(a), "val_fraction": 0.1, "cap": 1000 * 1_000_000}
+    with pytest.raises(DataError, match="not the ones these settings ask for: they were made from"):
+        TokenData(tmp_path / "data" / "custom", "custom", str(tmp_path / "data"), 0, check=check)
+    # Without a path, training takes the prepared tokens as they are.
+    TokenData(
+        tmp_path / "data" / "custom", "custom", str(tmp_path / "data"), 0, check={**check, "custom_path": ""}
+    )
+
+
+def test_make_data_prepares_damaged_token_files_again(tmp_path, shakespeare_source, capsys):
+    flags = ("--dataset", "shakespeare", "--source", shakespeare_source or "")
+    assert _prepare_cli(tmp_path, *flags) == 0
+    val = tmp_path / "data" / "shakespeare" / "val.bin"
+    val.write_bytes(val.read_bytes()[:100])
+    with pytest.raises(DataError, match="Prepare it again: make data") as e:
+        TokenData(val.parent, "shakespeare", str(tmp_path / "data"), seed=0)
+    assert "--force" not in str(e.value)
+    assert _prepare_cli(tmp_path, *flags) == 0
+    assert "preparing again" in capsys.readouterr().out
+    TokenData(val.parent, "shakespeare", str(tmp_path / "data"), seed=0)
+
+
+def test_changed_split_settings_prepare_again(tmp_path, shakespeare_source, capsys):
+    flags = ("--dataset", "shakespeare", "--source", shakespeare_source or "")
+    assert _prepare_cli(tmp_path, *flags) == 0
+    assert _prepare_cli(tmp_path, *flags, "--val-fraction", "0.2") == 0
+    assert "split with GPT2_VAL_FRACTION=0.1, not 0.2" in capsys.readouterr().out
+
+
+def test_a_custom_file_that_is_not_utf8_is_named(tmp_path):
+    bad = tmp_path / "corpus" / "latin1.txt"
+    bad.parent.mkdir()
+    (bad.parent / "fine.txt").write_text("plain text")
+    bad.write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
+    with pytest.raises(SystemExit, match=r"latin1.txt: not UTF-8 text \(byte 3 is b'\\xe9'\).*iconv"):
+        prepare("custom", tmp_path / "data", path=str(bad.parent))
+
+
+def test_an_empty_custom_file_is_refused_and_its_bar_promises_no_eta(tmp_path, capsys):
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(SystemExit, match="produced 0 tokens of text; nothing to train on"):
+        prepare("custom", tmp_path / "data", path=str(tmp_path / "empty.txt"))
+    (tmp_path / "small.txt").write_text("a small corpus " * 20)
+    capsys.readouterr()
+    prepare("custom", tmp_path / "data", path=str(tmp_path / "small.txt"))
+    bar = capsys.readouterr().err
+    assert "tokenizing custom" in bar and "%|" not in bar  # no percentage of the 1B-token cap
+
+
+def test_offline_without_the_tokenizer_files_names_tiktoken_cache_dir(tmp_path, monkeypatch):
+    import requests
+
+    def offline(name):
+        raise requests.exceptions.ConnectionError("openaipublic.blob.core.windows.net: no route")
+
+    monkeypatch.setattr(tiktoken, "get_encoding", offline)
+    with pytest.raises(SystemExit, match="could not load the GPT-2 tokenizer's files.*TIKTOKEN_CACHE_DIR"):
+        prepare("custom", tmp_path / "data", path=__file__)
+
+
+def test_a_bad_run_name_is_not_blamed_on_prepare_datas_flags(tmp_path, kconf, capsys):
+    from .conftest import make_config
+
+    config = make_config(tmp_path, 'CONFIG_GPT2_RUN_NAME="a/b"\n', kconf)
+    assert prepare_data.main(["--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "runtime.run_name = 'a/b' is not allowed" in err and "prepare_data.py: --path" not in err

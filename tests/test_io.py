@@ -56,3 +56,21 @@ def test_foreign_checkpoint_is_named(tmp_path):
     torch.save({"weights": torch.ones(1)}, tmp_path / "ckpt.pt")
     with pytest.raises(CheckpointError, match="lacks iter_num, model, optimizer, settings"):
         load_checkpoint(tmp_path / "ckpt.pt")
+
+
+def test_written_files_take_the_umask_not_owner_only(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    os.umask(old)
+    atomic_write_text(tmp_path / "summary.json", "{}")
+    save_checkpoint(tmp_path / "ckpt.pt", {"iter_num": 1})
+    for name in ("summary.json", "ckpt.pt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~old  # 0o644 under umask 022
+
+
+def test_a_garbage_checkpoint_never_suggests_an_unsafe_load(tmp_path):
+    (tmp_path / "ckpt.pt").write_bytes(b"\x80\x02garbage that is no zip")
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(tmp_path / "ckpt.pt")
+    assert "not a readable checkpoint" in str(e.value) and "weights_only" not in str(e.value)

@@ -98,7 +98,6 @@ def test_unknown_choice_on_the_command_line_lists_the_valid_ones(capsys):
             "runtime.device = 'tpu' is not allowed; expected auto, cpu, cuda, cuda:N or mps. Set by CONFIG_DEVICE (make menuconfig) or --device",
         ),
         ({"GPT2_AMP_DTYPE": "fp8"}, "expected bfloat16 or float16"),
-        ({"GPT2_DATASET_NAME": "custom"}, "data.custom_path = '' is not allowed"),
         ({"BATCH_SIZE": "32"}, "CONFIG_BATCH_SIZE = '32' is not a int"),
         (
             {"GPT2_NPROC_PER_NODE": 2, "GPT2_GRADIENT_ACCUMULATION": 3},

@@ -14,12 +14,13 @@ import torch
 from gpt2 import train
 from gpt2.model import GPT
 from lib.metrics import read_metrics
+from lib.trainer import Trainer
 
 from .conftest import ROOT, make_config
 
 
-def run(config: Path, out: Path, *flags: str) -> int:
-    return train.main(["--config", str(config), "--out-dir", str(out), *flags])
+def run(config: Path, out: Path | None, *flags: str) -> int:
+    return train.main(["--config", str(config), *(["--out-dir", str(out)] if out else []), *flags])
 
 
 def losses(run_dir: Path) -> dict:
@@ -218,3 +219,78 @@ def test_a_sample_that_cannot_load_the_tokenizer_keeps_the_results(
     assert json.loads((out / "summary.json").read_text())["status"] == "completed"
     assert not (out / "sample.txt").exists()
     assert "TIKTOKEN_CACHE_DIR" in (out / "output.log").read_text()
+
+
+def _train_records(run_dir: Path) -> list[dict]:
+    return [r for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "train"]
+
+
+@pytest.mark.parametrize("log_interval, eval_interval", [(3, 5), (4, 6), (7, 5)])
+def test_a_logged_loss_is_the_mean_of_the_steps_it_covers(tiny_config, tmp_path, log_interval, eval_interval):
+    every = tmp_path / "every"
+    assert run(tiny_config, every, "--max-iters", "20", "--eval-interval", str(eval_interval)) == 0
+    per_step = {r["iter"]: r["loss"] for r in _train_records(every)}  # GPT2_LOG_INTERVAL=1
+    sparse = tmp_path / "sparse"
+    flags = ("--max-iters", "20", "--eval-interval", str(eval_interval), "--log-interval", str(log_interval))
+    assert run(tiny_config, sparse, *flags) == 0
+    logged = _train_records(sparse)
+    assert [r["iter"] for r in logged] == [*range(log_interval, 20, log_interval), 20]
+    previous = 0
+    for r in logged:
+        covered = [per_step[i] for i in range(previous + 1, r["iter"] + 1)]
+        assert r["loss"] == pytest.approx(sum(covered) / len(covered), rel=1e-6), r["iter"]
+        assert 0 < r["ms_per_iter"] < 10_000
+        previous = r["iter"]
+
+
+def test_a_run_stopped_inside_a_logging_interval_resumes_it_exactly(tiny_config, tmp_path, monkeypatch):
+    flags = ("--max-iters", "20", "--eval-interval", "5", "--log-interval", "3")
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert run(tiny_config, straight, *flags) == 0
+    real = Trainer._should_stop
+
+    def stop_at_10(self, budget, log_step):
+        if self.state.iter_num == 10:  # as a Ctrl-C there would: between the logs at 9 and 12
+            self._stop_signal = "SIGINT"
+        return real(self, budget, log_step)
+
+    monkeypatch.setattr(Trainer, "_should_stop", stop_at_10)
+    assert run(tiny_config, stopped, *flags) == 130
+    assert "resume it with `make RESUME=1`" in (stopped / "output.log").read_text()
+    monkeypatch.setattr(Trainer, "_should_stop", real)
+    assert run(tiny_config, stopped, "--resume", *flags) == 0
+    assert losses(stopped) == pytest.approx(losses(straight), rel=1e-6)  # the log at 12 covers 10-12 too
+
+
+def test_resuming_a_finished_run_keeps_every_result(tiny_config, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(tiny_config, out, "--max-iters", "10") == 0
+    kept = {name: (out / name).read_bytes() for name in ("summary.json", "metrics.jsonl", "ckpt.pt")}
+    summary = json.loads(kept["summary.json"])
+    assert summary["final_val_ppl"] is not None and summary["peak_memory_bytes"] > 0
+    assert run(tiny_config, out, "--resume", "--max-iters", "10") == 0
+    assert "nothing to resume" in (out / "output.log").read_text()
+    assert {name: (out / name).read_bytes() for name in kept} == kept
+    # Training it longer is a resume like any other, and the summary keeps the larger peak memory.
+    assert run(tiny_config, out, "--resume", "--max-iters", "14") == 0
+    longer = json.loads((out / "summary.json").read_text())
+    assert longer["iters"] == 14 and longer["final_val_ppl"] is not None
+    assert longer["peak_memory_bytes"] >= summary["peak_memory_bytes"]
+
+
+def test_resume_picks_the_latest_run_with_these_settings(tiny_config, tmp_path):
+    runs = tmp_path / "runs"  # tiny_config's OUTPUT_DIR: both runs are named gpt2_adamwspam_none-*
+    assert run(tiny_config, None, "--max-iters", "6") == 0
+    time.sleep(1.1)  # another timestamp, a later checkpoint
+    assert run(tiny_config, None, "--max-iters", "6", "--learning-rate", "1e-3") == 0
+    first, second = sorted(runs.iterdir())
+    assert train.main(["--config", str(tiny_config), "--resume", "--max-iters", "8"]) == 0
+    assert json.loads((first / "summary.json").read_text())["iters"] == 8  # the one with its settings
+    assert json.loads((second / "summary.json").read_text())["iters"] == 6
+
+
+def test_the_seed_projects_time_budget_is_in_seconds(tiny_config, tmp_path):
+    out = tmp_path / "run"
+    assert run(tiny_config, out, "--max-iters", "100000", "--max-time", "2", "--eval-interval", "100000") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "time_budget" and 2.0 <= summary["train_seconds"] < 30
