@@ -9,7 +9,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# Optional torch requirement installed before the rest, e.g. TORCH=torch==2.13.0 (CI's CPU build).
+# torch: without TORCH, a new environment gets the CPU build on a machine without an NVIDIA GPU and
+# PyPI's CUDA build on one with (scripts/install_torch.py says which); TORCH=<requirement> installs
+# exactly that, on every call, e.g. TORCH=torch==2.13.0 (CI's CPU build).
 TORCH ?=
 DEFAULT_DEFCONFIG := gpt2-tiny-cpu
 KCONFIG_FILES := Kconfig $(wildcard gpt2/Kconfig.* lib/Kconfig.* lib/*/Kconfig)
@@ -45,9 +47,17 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || { echo "Creating $(VENV) (once)"; $(PYTHON) -m venv $(VENV); }
-	$(if $(TORCH),$(PY) -m pip install -q "$(TORCH)")
+	@$(PY) scripts/install_torch.py $(if $(TORCH),--spec "$(TORCH)")
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	@touch $@
+
+ifneq ($(strip $(TORCH)),)
+# TORCH= is honoured whenever it is given, not only when the environment is made: the recipe above
+# runs again (pip changes nothing when the requirement is already met).
+$(STAMP): torch-requirement
+torch-requirement: ;
+.PHONY: torch-requirement
+endif
 
 # --- configuration --------------------------------------------------------------------------
 

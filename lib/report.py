@@ -186,6 +186,11 @@ def seed_groups(rows: list[dict]) -> list[dict]:
     return out
 
 
+def shown_columns(rows: list[dict]) -> list[tuple[str, str]]:
+    """The summary table's columns, less those no run has a value for (a CPU matrix has no GPU power)."""
+    return [c for c in COLUMNS if c[0] != "reason" and any(r.get(c[0]) is not None for r in rows)]
+
+
 def markdown_table(items: list[dict], columns: list[tuple[str, str]], bold: str | None = None) -> list[str]:
     """A markdown table of `items` in `columns`; the first column of the row named `bold` is marked best."""
     lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
@@ -197,6 +202,40 @@ def markdown_table(items: list[dict], columns: list[tuple[str, str]], bold: str 
     return lines
 
 
+def loss_view(curves: list[list[tuple[int, float]]]) -> tuple[float, float, int] | None:
+    """(low, high, from_step) of a y-range that shows the trained part of the loss curves, or None.
+
+    The range spans every value from the first evaluation past a fifth of the longest run on;
+    the untrained evaluation at step 0 (about 10.8 nats for GPT-2) would otherwise set the scale
+    and press the runs' final losses, the part worth comparing, into one line.
+    """
+    last = max((it for c in curves for it, _ in c), default=0)
+    start = next(
+        (it for it in sorted({it for c in curves for it, _ in c}) if it >= last / 5 and it > 0), None
+    )
+    if start is None:
+        return None
+    shown = [v for c in curves for it, v in c if it >= start]
+    low, high = min(v for c in curves for _, v in c), max(shown)
+    pad = 0.05 * (high - low) or 0.05
+    return low - pad, high + pad, start
+
+
+def label_groups(
+    points: list[tuple[float, float, str]], tol: float = 0.005
+) -> list[tuple[float, float, list[str]]]:
+    """Points that coincide (same x, y within `tol` relative) merged into one (x, y, names) label."""
+    groups: list[tuple[float, float, list[str]]] = []
+    for x, y, name in sorted(points):
+        for gx, gy, names in groups:
+            if abs(gx - x) < 0.05 and abs(gy - y) <= tol * max(abs(gy), 1e-12):
+                names.append(name)
+                break
+        else:
+            groups.append((x, y, [name]))
+    return groups
+
+
 def _plots(results: Path, rows: list[dict]) -> list[str]:
     import matplotlib
 
@@ -205,12 +244,18 @@ def _plots(results: Path, rows: list[dict]) -> list[str]:
 
     made = []
     fig, ax = plt.subplots(figsize=(9, 5))
+    curves = []
     for r in rows:
         path = results / r["run"] / "metrics.jsonl"
         evals = [m for m in read_metrics(path) if m["kind"] == "eval"] if path.is_file() else []
         if evals:
-            ax.plot([m["iter"] for m in evals], [m["val_loss"] for m in evals], "o-", ms=3, label=r["run"])
-    ax.set(xlabel="optimizer step", ylabel="validation loss (nats/token)", title="Validation loss")
+            curves.append([(m["iter"], m["val_loss"]) for m in evals])
+            ax.plot(*zip(*curves[-1], strict=True), "o-", ms=3, label=r["run"])
+    title = "Validation loss"
+    if (view := loss_view(curves)) is not None:  # the untrained start would squash the runs together
+        ax.set_ylim(*view[:2])
+        title += f" (from step {view[2]}; earlier points lie above)"
+    ax.set(xlabel="optimizer step", ylabel="validation loss (nats/token)", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -221,16 +266,13 @@ def _plots(results: Path, rows: list[dict]) -> list[str]:
     done = [r for r in rows if r["final_val_ppl"] is not None]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for method in sorted({r["method"] for r in done}):
-        pts = [(r["sparsity"] or 0.0, r["final_val_ppl"], r["run"]) for r in done if r["method"] == method]
-        ax.scatter([100 * x for x, _, _ in pts], [y for _, y, _ in pts], label=method, s=40)
-        for x, y, name in pts:
-            ax.annotate(
-                name.removeprefix("gpt2_"),
-                (100 * x, y),
-                fontsize=6,
-                xytext=(3, 3),
-                textcoords="offset points",
-            )
+        pts = [(r["sparsity"] or 0.0, r["final_val_ppl"]) for r in done if r["method"] == method]
+        ax.scatter([100 * x for x, _ in pts], [y for _, y in pts], label=method, s=40)
+    points = [
+        (100 * (r["sparsity"] or 0.0), r["final_val_ppl"], r["run"].removeprefix("gpt2_")) for r in done
+    ]
+    for x, y, names in label_groups(points):  # one label for runs that land on the same spot
+        ax.annotate("\n".join(names), (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
     ax.set(
         xlabel="measured sparsity of prunable weights (%)",
         ylabel="validation perplexity",
@@ -372,7 +414,7 @@ def write_report(results: Path) -> list[dict]:
         "perplexity; the best is marked. Sparsity is measured on the weights. State bytes count the prunable "
         "weights, their Adam moments and the pruning state, over the weights (dense runs: all parameters).",
         "",
-        *markdown_table(rows, [c for c in COLUMNS if c[0] != "reason"], bold=best),
+        *markdown_table(rows, shown_columns(rows), bold=best),
     ]
     if repeated:
         lines += [

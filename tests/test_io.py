@@ -74,3 +74,14 @@ def test_a_garbage_checkpoint_never_suggests_an_unsafe_load(tmp_path):
     with pytest.raises(CheckpointError) as e:
         load_checkpoint(tmp_path / "ckpt.pt")
     assert "not a readable checkpoint" in str(e.value) and "weights_only" not in str(e.value)
+
+
+def test_the_torch_build_fits_the_machine_and_torch_is_honoured():
+    from scripts.install_torch import REQUIREMENT, plan
+
+    cpu, msg = plan(None, installed=False, gpu=False, cpu_index="https://x/cpu")
+    assert cpu[:3] == ["--no-deps", "--index-url", "https://x/cpu"] and "not PyPI's CUDA build" in msg
+    cuda, msg = plan(None, installed=False, gpu=True, cpu_index="https://x/cpu")
+    assert cuda == [REQUIREMENT] and "CUDA build" in msg
+    assert plan(None, installed=True, gpu=False, cpu_index="")[0] is None  # an installed torch is kept
+    assert plan("torch==2.13.0", installed=True, gpu=True, cpu_index="")[0] == ["torch==2.13.0"]

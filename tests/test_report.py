@@ -1,0 +1,34 @@
+"""The matrix report's readability: the loss plot's range, coinciding labels, columns without values."""
+
+from lib.report import COLUMNS, label_groups, loss_view, shown_columns
+
+
+def test_the_loss_plot_is_scaled_to_the_trained_runs_not_the_untrained_start():
+    curves = [
+        [(0, 10.8), (100, 6.2), (200, 5.1), (300, 4.60)],
+        [(0, 10.8), (100, 6.0), (200, 5.0), (300, 4.55)],
+    ]
+    low, high, start = loss_view(curves)
+    assert start == 100 and high < 6.5 and low < 4.55  # 10.8 at step 0 lies above the axis
+    assert loss_view([[(0, 10.8)]]) is None  # nothing trained yet: matplotlib's own range
+
+
+def test_runs_on_the_same_spot_share_one_label():
+    points = [
+        (50.0, 120.0, "adamw_magnitude_50"),
+        (50.0, 120.3, "adamwprune_bitter1_state_50"),
+        (0.0, 90.0, "adamw_none"),
+    ]
+    groups = label_groups(points)
+    assert sorted(names for _, _, names in groups) == [
+        ["adamw_magnitude_50", "adamwprune_bitter1_state_50"],
+        ["adamw_none"],
+    ]
+
+
+def test_the_summary_table_leaves_out_columns_no_run_has():
+    cpu = {k: None for k, _ in COLUMNS} | {"run": "r", "status": "completed", "final_val_ppl": 300.0}
+    keys = [k for k, _ in shown_columns([cpu])]
+    assert keys == ["run", "status", "final_val_ppl"]
+    gpu = cpu | {"mean_power_w": 300.0, "energy_wh": 1.0}
+    assert {"mean_power_w", "energy_wh"} <= {k for k, _ in shown_columns([cpu, gpu])}
