@@ -37,7 +37,7 @@ export KCONFIG_CONFIG := .config
 
 .DEFAULT_GOAL := all
 .PHONY: all train bench test-matrix test-matrix-dry-run sweep test-matrix-report results data test test-gpu golden test-slurm lint menuconfig savedefconfig olddefconfig listnewconfig \
-	list-defconfigs help clean distclean venv $(addprefix defconfig-,$(DEFCONFIGS))
+	list-defconfigs migrate-defconfig help clean distclean venv $(addprefix defconfig-,$(DEFCONFIGS))
 
 all: train
 
@@ -88,6 +88,14 @@ olddefconfig: .config | $(STAMP)
 
 listnewconfig: .config | $(STAMP)
 	$(VENV)/bin/listnewconfig Kconfig
+
+# A seed-project defconfig in our terms: FROM=path [TO=defconfigs/<name>]; every line mapped or
+# listed as dropped with the reason (docs/configuration.md).
+FROM ?=
+TO ?=
+migrate-defconfig: | $(STAMP)
+	@test -n "$(FROM)" || { echo "error: name the seed defconfig: make migrate-defconfig FROM=path [TO=defconfigs/name]" >&2; exit 2; }
+	$(PY) -m scripts.migrate_defconfig "$(FROM)" $(if $(TO),--out "$(TO)")
 
 list-defconfigs: | $(STAMP)
 	@$(PY) -m scripts.kconfig list
@@ -188,6 +196,8 @@ help:
 	@echo "  make savedefconfig       write a minimal defconfig (DEFCONFIG=defconfigs/<name>)"
 	@echo "  make olddefconfig        update .config after Kconfig changed (new options get defaults)"
 	@echo "  make listnewconfig       list options .config does not set yet"
+	@echo "  make migrate-defconfig FROM=path [TO=defconfigs/name]"
+	@echo "                           a seed-project defconfig in our terms, every line mapped or dropped with the reason"
 	@echo ""
 	@echo "Measuring"
 	@echo "  make bench               training throughput vs a nanoGPT-style baseline (BENCH_ARGS=...)"

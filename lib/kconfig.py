@@ -202,15 +202,20 @@ def apply_config(kconf: kconfiglib.Kconfig, path: str | os.PathLike) -> None:
             )
             continue
         if name in seen:
-            errors.append(
-                (
-                    a.lineno,
-                    f"{line}: set more than once (also at {seen[name].where()}); keep one line",
-                )
+            prev = seen[name]
+            if a.name != prev.name and a.value == prev.value:
+                continue  # two spellings of one symbol (COMPILE_MODEL and GPT2_COMPILE) that agree
+            what = (
+                f"also set by its other spelling CONFIG_{prev.name} to {prev.raw} at {prev.where()}"
+                if a.name != prev.name
+                else f"set more than once (also at {prev.where()}); keep one line"
             )
+            errors.append((a.lineno, f"{line}: {what}"))
             continue
         seen[name] = a
         if (problem := _valid_for_type(sym, a)) is not None:
+            if "#" in a.raw and not a.raw.startswith('"'):
+                problem += " (a trailing # comment is not Kconfig syntax: put it on a line of its own)"
             errors.append((a.lineno, f"{line}: invalid value: {problem}"))
             continue
         target, value = sym, a.value
