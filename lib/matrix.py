@@ -42,6 +42,8 @@ class MatrixSettings:
     sparsity_95: bool = field(default=False, metadata=kc("SPARSITY_ENABLE_95"))
     sparsity_99: bool = field(default=False, metadata=kc("SPARSITY_ENABLE_99"))
     repeats: int = field(default=1, metadata=kc("TEST_MATRIX_REPEATS"))
+    name_tag: str = field(default="", metadata=kc("TEST_MATRIX_NAME_TAG"))
+    """Appended to every run name (before _s<seed>): an ablation's runs never share a name."""
     parallel: int = field(default=1, metadata=kc("TEST_MATRIX_PARALLEL"))
     slurm_args: str = field(default="", metadata=kc("TEST_MATRIX_SLURM_ARGS"))
     """Extra sbatch options for --slurm submissions (partition, time limit, account)."""
@@ -52,6 +54,12 @@ class MatrixSettings:
         from lib.validate import check
 
         check(self, "repeats", 1 <= self.repeats <= 100, "1..100")
+        check(
+            self,
+            "name_tag",
+            all(c.isalnum() or c in "-." for c in self.name_tag),
+            "letters, digits, '-' and '.' (or empty)",
+        )
         check(self, "parallel", self.parallel >= 1, "1 or more")
         check(self, "slurm_max_parallel", self.slurm_max_parallel >= 0, "0 (no cap) or more")
         try:
@@ -85,12 +93,14 @@ class Run:
 
 
 def run_name(
-    optimizer: str, method: str, variant: str | None, sparsity: float | None, seed: int | None
+    optimizer: str, method: str, variant: str | None, sparsity: float | None, seed: int | None, tag: str = ""
 ) -> str:
-    """gpt2_<optimizer>[_<variant>]_<pruning>[_<sparsity%>][_s<seed>], as the seed project named runs."""
+    """gpt2_<optimizer>[_<variant>]_<pruning>[_<sparsity%>][_<tag>][_s<seed>], as the seed project named runs."""
     parts = ["gpt2", optimizer, *([variant] if variant else []), method]
     if sparsity is not None:
         parts.append(str(round(100 * sparsity)))
+    if tag:
+        parts.append(tag)
     if seed is not None:
         parts.append(f"s{seed}")
     return "_".join(parts)
@@ -180,7 +190,7 @@ def expand(settings, sweep=None) -> tuple[list[Run], list[str]]:
         for r in range(m.repeats):
             seed = settings.runtime.seed + r
             shown = optimizer_label(opt, settings.optimizer.adamwprune_base)
-            name = run_name(shown, method, variant, sparsity, seed if m.repeats > 1 else None)
+            name = run_name(shown, method, variant, sparsity, seed if m.repeats > 1 else None, m.name_tag)
             runs.setdefault(name, Run(name, opt, method, variant, sparsity, seed))
     notes = [f"dropped ({why}): {', '.join(sorted(items))}" for why, items in sorted(dropped.items())]
     planned = list(runs.values())

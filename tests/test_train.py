@@ -294,3 +294,41 @@ def test_the_seed_projects_time_budget_is_in_seconds(tiny_config, tmp_path):
     assert run(tiny_config, out, "--max-iters", "100000", "--max-time", "2", "--eval-interval", "100000") == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "time_budget" and 2.0 <= summary["train_seconds"] < 30
+
+
+def test_a_prepared_custom_corpus_trains_without_naming_its_path_again(tmp_path, kconf):
+    from gpt2 import prepare_data
+
+    corpus = tmp_path / "notes.txt"
+    corpus.write_text("A small custom corpus of plain sentences, repeated. " * 400)
+    data = tmp_path / "data"
+    assert (
+        prepare_data.main(
+            [
+                "--config",
+                str(tmp_path / "none"),
+                "--dataset",
+                "custom",
+                "--path",
+                str(corpus),
+                "--data-dir",
+                str(data),
+            ]
+        )
+        == 0
+    )
+    config = make_config(
+        tmp_path,
+        f'CONFIG_GPT2_DATASET_CUSTOM=y\nCONFIG_DATA_DIR="{data}"\nCONFIG_DEVICE="cpu"\n# CONFIG_GPT2_COMPILE is not set\n'
+        "CONFIG_GPT2_BLOCK_SIZE=32\nCONFIG_BATCH_SIZE=4\nCONFIG_GPT2_EVAL_SAMPLES=2\nCONFIG_GPT2_GENERATION_MAX_TOKENS=0\n",
+        kconf,
+    )
+    out = tmp_path / "run"
+    assert run(config, out, "--max-iters", "4", "--eval-interval", "4") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["data"]["source"] == str(corpus.resolve()) and summary["dataset"] == "custom"
+    # Naming another corpus than the one prepared is refused, not silently trained on.
+    other = tmp_path / "other.txt"
+    other.write_text("Another corpus. " * 50)
+    assert run(config, tmp_path / "other", "--max-iters", "4", "--custom-path", str(other)) == 2
+    assert "they were made from" in (tmp_path / "other" / "output.log").read_text()
