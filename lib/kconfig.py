@@ -97,12 +97,21 @@ def _has_prompt(sym: kconfiglib.Symbol) -> bool:
     return any(node.prompt for node in sym.nodes)
 
 
+def _choice_entries(cond) -> list[kconfiglib.Symbol]:
+    """The choice entries a default's condition requires: ENTRY, or ENTRY && <the enclosing `if`>."""
+    if isinstance(cond, kconfiglib.Symbol):
+        return [cond] if cond.choice is not None else []
+    if isinstance(cond, tuple) and cond[0] == kconfiglib.AND:
+        return _choice_entries(cond[1]) + _choice_entries(cond[2])
+    return []
+
+
 def _choice_entry_for(sym: kconfiglib.Symbol, value: str) -> kconfiglib.Symbol | None:
     """For a promptless string derived from a choice (`default "x" if ENTRY`), the entry giving `value`."""
     for default, cond in sym.defaults:
         if isinstance(default, kconfiglib.Symbol) and default.str_value == value:
-            if isinstance(cond, kconfiglib.Symbol) and cond.choice is not None:
-                return cond
+            if entries := _choice_entries(cond):
+                return entries[0]
     return None
 
 

@@ -133,6 +133,16 @@ def test_every_defconfig_loads_strictly_and_is_minimal(kconf, tmp_path, name):
 
 
 @pytest.mark.parametrize("name", DEFCONFIGS)
+def test_every_defconfigs_dot_config_reloads_strictly(kconf, tmp_path, name):
+    """What `make` does after a Kconfig edit or menuconfig: the .config written is read back strictly."""
+    apply_config(kconf, ROOT / "defconfigs" / name)
+    before = config_values(kconf)
+    write_outputs(kconf, tmp_path / ".config", None)
+    apply_config(kconf, tmp_path / ".config")
+    assert config_values(kconf) == before
+
+
+@pytest.mark.parametrize("name", DEFCONFIGS)
 def test_every_defconfig_has_a_description(name):
     first = (ROOT / "defconfigs" / name).read_text().splitlines()[0]
     assert first.startswith("# ") and len(first) > 20
