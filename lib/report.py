@@ -186,6 +186,51 @@ def seed_groups(rows: list[dict]) -> list[dict]:
     return out
 
 
+# Two-sided 95% quantiles of Student's t by degrees of freedom (n seeds - 1); beyond the table, 1.96.
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+PAIRED_COLUMNS = [
+    ("combination", "combination"),
+    ("seeds", "paired seeds"),
+    ("diffs", "per seed (ppl)"),
+    ("mean_diff", "mean difference (ppl)"),
+    ("ci95", "95% interval"),
+    ("verdict", "resolved?"),
+]
+
+
+def paired_differences(rows: list[dict], reference: str) -> list[dict]:
+    """Each combination's final perplexity minus `reference`'s, seed by seed, with a 95% t-interval.
+
+    Seeds pair runs that share initialisation and batch order, so the seed-to-seed spread cancels;
+    a difference is resolved when its interval excludes 0.
+    """
+    by_seed: dict[str, dict[str, float]] = {}
+    for r in rows:
+        if r["final_val_ppl"] is not None and (m := SEED_SUFFIX.search(r["run"])) is not None:
+            by_seed.setdefault(SEED_SUFFIX.sub("", r["run"]), {})[m[0]] = r["final_val_ppl"]
+    if reference not in by_seed:
+        raise ValueError(f"no completed runs of the reference combination {reference!r}")
+    ref, out = by_seed[reference], []
+    for name, seeds in by_seed.items():
+        if name == reference:
+            continue
+        diffs = [seeds[s] - ref[s] for s in sorted(seeds) if s in ref]
+        row = {"combination": name, "seeds": len(diffs), "diffs": ", ".join(f"{d:+.2f}" for d in diffs)}
+        if len(diffs) >= 2:
+            mean = statistics.fmean(diffs)
+            half = T95.get(len(diffs) - 1, 1.96) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+            row.update(
+                mean_diff=f"{mean:+.2f}",
+                ci95=f"{mean - half:+.2f} to {mean + half:+.2f}",
+                verdict="yes" if mean - half > 0 or mean + half < 0 else "no",
+            )
+        else:
+            row.update(mean_diff=f"{diffs[0]:+.2f}" if diffs else "-", ci95="-", verdict="one seed")
+        out.append(row)
+    out.sort(key=lambda r: float(r["mean_diff"]) if r["mean_diff"] != "-" else math.inf)
+    return out
+
+
 def shown_columns(rows: list[dict]) -> list[tuple[str, str]]:
     """The summary table's columns, less those no run has a value for (a CPU matrix has no GPU power)."""
     return [c for c in COLUMNS if c[0] != "reason" and any(r.get(c[0]) is not None for r in rows)]
@@ -197,7 +242,7 @@ def markdown_table(items: list[dict], columns: list[tuple[str, str]], bold: str 
     first = columns[0][0]
     for item in items:
         cells = [f"**{item[first]}** (best)" if item[first] == bold else str(item[first])]
-        cells += [_fmt(item[k], k) for k, _ in columns[1:]]
+        cells += [item[k] if isinstance(item[k], str) else _fmt(item[k], k) for k, _ in columns[1:]]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

@@ -6,10 +6,12 @@
 A table in the document is a block
 
     <!-- results: FOLDER runs|seeds -->
+    <!-- results: FOLDER paired REFERENCE -->
     ...
     <!-- /results -->
 
-whose body is replaced by the per-run table ("runs") or the across-seeds table ("seeds") of
+whose body is replaced by the per-run table ("runs"), the across-seeds table ("seeds"), or each
+combination's seed-paired perplexity difference from REFERENCE with its 95% interval ("paired") of
 docs/results/FOLDER, as lib/report.py computes them. So every number in those tables comes from the
 run summaries, and `--check` (run by the tests) catches a table edited by hand or a summary changed
 without the document.
@@ -20,12 +22,23 @@ import re
 import sys
 from pathlib import Path
 
-from lib.report import PLAN_FILE, SEED_COLUMNS, collect, columns, markdown_table, seed_groups, write_report
+from lib.report import (
+    PAIRED_COLUMNS,
+    PLAN_FILE,
+    SEED_COLUMNS,
+    collect,
+    columns,
+    markdown_table,
+    paired_differences,
+    seed_groups,
+    write_report,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "results.md"
 BLOCK = re.compile(
-    r"(?P<open><!-- results: (?P<folder>[\w.-]+) (?P<kind>runs|seeds) -->\n)(?P<body>.*?)(?P<close><!-- /results -->)",
+    r"(?P<open><!-- results: (?P<folder>[\w.-]+) (?P<kind>runs|seeds|paired)(?: (?P<ref>[\w.-]+))? -->\n)"
+    r"(?P<body>.*?)(?P<close><!-- /results -->)",
     re.S,
 )
 RUN_COLUMNS = columns(
@@ -44,12 +57,18 @@ RUN_COLUMNS = columns(
 )
 
 
-def table(folder: Path, kind: str) -> str:
-    """The markdown table of one results folder: every run, or each combination across its seeds."""
+def table(folder: Path, kind: str, reference: str | None = None) -> str:
+    """The markdown table of one results folder: every run, each combination across its seeds, or
+    each combination's seed-paired difference from `reference`."""
     if not (folder / PLAN_FILE).is_file():
         raise SystemExit(f"error: {folder} is not a test matrix results folder (no {PLAN_FILE})")
     rows = collect(folder)
-    if kind == "seeds":
+    if kind == "paired":
+        try:
+            lines = markdown_table(paired_differences(rows, reference or ""), PAIRED_COLUMNS)
+        except ValueError as e:
+            raise SystemExit(f"error: {folder}: {e}") from None
+    elif kind == "seeds":
         groups = seed_groups(rows)
         lines = markdown_table(groups, SEED_COLUMNS, bold=groups[0]["combination"] if groups else None)
     else:
@@ -62,7 +81,7 @@ def render(text: str, results_root: Path) -> str:
     """`text` with every results block's body replaced by its table."""
 
     def replace(m: re.Match) -> str:
-        return m["open"] + table(results_root / m["folder"], m["kind"]) + m["close"]
+        return m["open"] + table(results_root / m["folder"], m["kind"], m["ref"]) + m["close"]
 
     return BLOCK.sub(replace, text)
 

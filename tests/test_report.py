@@ -1,4 +1,6 @@
-"""The matrix report's readability: the loss plot's range, coinciding labels, columns without values."""
+"""The matrix report: the loss plot's range, coinciding labels, empty columns, paired differences."""
+
+import pytest
 
 from lib.report import COLUMNS, label_groups, loss_view, shown_columns
 
@@ -32,3 +34,27 @@ def test_the_summary_table_leaves_out_columns_no_run_has():
     assert keys == ["run", "status", "final_val_ppl"]
     gpu = cpu | {"mean_power_w": 300.0, "energy_wh": 1.0}
     assert {"mean_power_w", "energy_wh"} <= {k for k, _ in shown_columns([cpu, gpu])}
+
+
+def test_paired_differences_cancel_the_seed_and_say_what_is_resolved():
+    from lib.report import paired_differences
+
+    def row(name, ppl):
+        return {"run": name, "final_val_ppl": ppl}
+
+    rows = [
+        row("gpt2_a_s1", 40.0),
+        row("gpt2_a_s2", 50.0),
+        row("gpt2_a_s3", 45.0),  # seeds spread by 10
+        row("gpt2_b_s1", 41.0),
+        row("gpt2_b_s2", 51.1),
+        row("gpt2_b_s3", 45.9),  # b is ~1 worse in each
+        row("gpt2_c_s1", 39.0),
+        row("gpt2_c_s2", 51.0),
+        row("gpt2_c_s3", 45.0),  # c: no consistent sign
+    ]
+    b, c = sorted(paired_differences(rows, "gpt2_a"), key=lambda r: r["combination"])
+    assert (b["diffs"], b["mean_diff"], b["verdict"]) == ("+1.00, +1.10, +0.90", "+1.00", "yes")
+    lo, hi = (float(x) for x in b["ci95"].split(" to "))
+    assert lo == pytest.approx(1.0 - 4.303 * 0.1 / 3**0.5, abs=0.01) and hi > 1.0
+    assert c["verdict"] == "no"  # the mean of -1, +1, 0 does not exclude zero

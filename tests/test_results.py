@@ -19,6 +19,7 @@ def test_the_published_tables_match_the_kept_summaries():
 def test_the_published_study_is_complete_and_reached_its_sparsities():
     folders = sorted(p.parent for p in (DOCS / "results").glob(f"*/{PLAN_FILE}"))
     assert [f.name for f in folders] == [
+        "like-for-like-spam",
         "linuxdoc-bitter2-control",
         "linuxdoc-pruning-study",
         "linuxdoc-sparsity-study",
@@ -28,6 +29,19 @@ def test_the_published_study_is_complete_and_reached_its_sparsities():
             assert row["status"] == "completed", row["run"]
             if row["target_sparsity"]:
                 assert abs(row["sparsity"] - row["target_sparsity"]) < 1e-3, row["run"]
+
+
+def test_the_like_for_like_runs_ran_on_their_base_with_three_resets():
+    """Every AdamWPrune run of the SPAM family stepped AdamWSPAM; every run saw 3+ SPAM resets."""
+    import json
+
+    for run in (DOCS / "results" / "like-for-like-spam").glob("gpt2_*"):
+        summary = json.loads((run / "summary.json").read_text())
+        settings = json.loads((run / "settings.json").read_text())
+        if summary["optimizer"] == "adamwprune":
+            assert summary["adamwprune_base"] == "adamwspam" and "adamwprune-spam" in run.name
+        resets = (summary["iters"] - 1) // settings["optimizer"]["spam_interval"]
+        assert settings["optimizer"]["spam_periodic_reset"] and resets >= 3, run.name
 
 
 def test_a_table_edited_by_hand_is_caught_and_regenerated(tmp_path, capsys):
