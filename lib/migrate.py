@@ -18,7 +18,7 @@ from pathlib import Path
 
 import kconfiglib
 
-from lib.kconfig import DefconfigError, apply_config, load_kconfig
+from lib.kconfig import Assignment, DefconfigError, apply_config, load_kconfig
 
 _LINE = re.compile(r"^CONFIG_([A-Za-z0-9_]+)=(.*)$")
 _UNSET = re.compile(r"^#\s*CONFIG_([A-Za-z0-9_]+) is not set")
@@ -118,16 +118,9 @@ class MigrationError(ValueError):
     """A seed defconfig that cannot be migrated (conflicting lines); the message lists them."""
 
 
-@dataclass
-class SeedLine:
-    lineno: int
-    name: str
-    value: str
-    """As written, quotes included, any trailing `# comment` removed."""
-    text: str
-
-    def where(self) -> str:
-        return f"line {self.lineno}: {self.text.strip()}"
+def shown(line: Assignment) -> str:
+    """A seed line as the report quotes it: its number and its assignment, comment removed."""
+    return f"line {line.lineno}: CONFIG_{line.name}={line.raw}"
 
 
 @dataclass
@@ -138,8 +131,8 @@ class Migration:
     title: str
     lines: dict[str, str] = field(default_factory=dict)
     """Our symbol -> value as written (n for '# CONFIG_X is not set')."""
-    mapped: list[tuple[SeedLine, str]] = field(default_factory=list)
-    dropped: list[tuple[SeedLine, str]] = field(default_factory=list)
+    mapped: list[tuple[Assignment, str]] = field(default_factory=list)
+    dropped: list[tuple[Assignment, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def counts(self) -> tuple[int, int]:
@@ -161,32 +154,32 @@ class Migration:
             out += ["#", *[f"# Note: {n}" for n in self.notes]]
         if self.dropped:
             out += ["#", "# Dropped from the seed project's defconfig:"]
-            out += [f"#   {line.where()}  -- {why}" for line, why in self.dropped]
+            out += [f"#   {shown(line)}  -- {why}" for line, why in self.dropped]
         return "\n".join(out) + "\n"
 
     def report(self) -> str:
         mapped, dropped = self.counts()
         lines = [f"{self.source}: {mapped} lines mapped, {dropped} dropped, {len(self.notes)} notes"]
-        lines += [f"  mapped  {seed.where()}  ->  {ours}" for seed, ours in self.mapped]
-        lines += [f"  dropped {seed.where()}  -- {why}" for seed, why in self.dropped]
+        lines += [f"  mapped  {shown(seed)}  ->  {ours}" for seed, ours in self.mapped]
+        lines += [f"  dropped {shown(seed)}  -- {why}" for seed, why in self.dropped]
         lines += [f"  note    {n}" for n in self.notes]
         return "\n".join(lines)
 
 
-def read_seed_lines(path: Path) -> tuple[str, list[SeedLine]]:
+def read_seed_lines(path: Path) -> tuple[str, list[Assignment]]:
     """The file's first comment (its title) and its assignments, trailing `# comments` removed."""
     title, lines = "", []
     for lineno, text in enumerate(Path(path).read_text().splitlines(), 1):
         s = text.strip()
         if (m := _UNSET.match(s)) is not None:
-            lines.append(SeedLine(lineno, m[1], "n", text))
+            lines.append(Assignment(str(path), lineno, m[1], "n", "n"))
         elif not s or s.startswith("#"):
             if not title and len(s) > 2 and "SPDX" not in s:
                 title = s.lstrip("# ").strip()
         elif (m := _LINE.match(s)) is not None:
             quoted = re.match(r'^"(?:[^"\\]|\\.)*"', m[2].strip())
             value = quoted[0] if quoted else m[2].split("#", 1)[0].strip()  # CONFIG_X=64  # a comment
-            lines.append(SeedLine(lineno, m[1], value, text))
+            lines.append(Assignment(str(path), lineno, m[1], value, value.strip('"')))
         else:
             raise MigrationError(f"{path}:{lineno}: not a Kconfig assignment: {text!r}")
     return title, lines
@@ -205,9 +198,9 @@ def _derived_entry(kconf: kconfiglib.Kconfig, name: str, value: str) -> str | No
     return None
 
 
-def _converted(line: SeedLine) -> list[tuple[str, str]] | None:
+def _converted(line: Assignment) -> list[tuple[str, str]] | None:
     """Lines of ours for a seed symbol whose value needs converting, or None if not such a symbol."""
-    v = line.value.strip('"')
+    v = line.value
     if line.name == "DTYPE":
         return [("MIXED_PRECISION", "n")] if v == "float32" else [("GPT2_AMP_DTYPE", f'"{v}"')]
     if line.name == "TEST_ADAMWPRUNE_VARIANTS":
@@ -224,18 +217,18 @@ def migrate(path: str | Path, kconfig: str | Path = "Kconfig") -> Migration:
     title, seed_lines = read_seed_lines(path)
     kconf = load_kconfig(kconfig)
     m = Migration(str(path), title)
-    origin: dict[str, SeedLine] = {}
+    origin: dict[str, Assignment] = {}
     conflicts: list[str] = []
     named: set[str] = set()  # the group prefixes a seed line named an entry of
 
-    def put(seed: SeedLine, name: str, value: str) -> None:
+    def put(seed: Assignment, name: str, value: str) -> None:
         named.update(prefix for _, prefix, _ in GROUPS if name.startswith(prefix) and value == "y")
         if name in m.lines and m.lines[name] != value:
             conflicts.append(
-                f"{seed.where()} sets CONFIG_{name}={value}, but {origin[name].where()} set {m.lines[name]}"
+                f"{shown(seed)} sets CONFIG_{name}={value}, but {shown(origin[name])} set {m.lines[name]}"
             )
         elif name in m.lines:
-            m.dropped.append((seed, f"agrees with {origin[name].where()} (one setting here)"))
+            m.dropped.append((seed, f"agrees with {shown(origin[name])} (one setting here)"))
         else:
             m.lines[name], origin[name] = value, seed
             m.mapped.append(
@@ -247,24 +240,24 @@ def migrate(path: str | Path, kconfig: str | Path = "Kconfig") -> Migration:
         sym = kconf.syms.get(name)
         ours = sym is not None and bool(sym.nodes)
         if seed.name in DROPPED:
-            if seed.value == "y":  # a method of a matrix group that is not built here: still a choice made
+            if seed.raw == "y":  # a method of a matrix group that is not built here: still a choice made
                 named.update(prefix for _, prefix, _ in GROUPS if seed.name.startswith(prefix))
             m.dropped.append((seed, DROPPED[seed.name]))
         elif (conv := _converted(seed)) is not None:
             for target, value in conv:
                 put(seed, target, value)
             if seed.name == "TRACKER":
-                m.notes.append(f"one tracker per run here: {seed.where()} keeps its first")
-        elif (entry := _derived_entry(kconf, name, seed.value)) is not None:
+                m.notes.append(f"one tracker per run here: {shown(seed)} keeps its first")
+        elif (entry := _derived_entry(kconf, name, seed.raw)) is not None:
             put(seed, entry, "y")  # a derived mirror (GPT2_DATASET="finewebedu"): its choice entry
         elif ours and not any(n.prompt for n in sym.nodes):
             m.dropped.append((seed, "derived here from other options (it has no prompt)"))
-        elif ours and sym.choice is not None and seed.value == "n":
+        elif ours and sym.choice is not None and seed.raw == "n":
             m.dropped.append((seed, "a choice entry is not switched off on its own: the entry set y wins"))
         elif ours:
-            put(seed, name, seed.value)
+            put(seed, name, seed.raw)
             if seed.name.startswith("ADAMWPRUNE_") and name.startswith("ADAMW_"):
-                m.notes.append(f"{seed.where()} sets CONFIG_{name}, the Adam setting of every optimizer here")
+                m.notes.append(f"{shown(seed)} sets CONFIG_{name}, the Adam setting of every optimizer here")
         else:
             m.dropped.append(
                 (seed, "unknown here: neither one of our options nor a known seed-project symbol")
