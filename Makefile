@@ -29,7 +29,8 @@ SLURM ?=
 RERUN_FAILED ?=
 RESULTS ?=
 PYTEST_ARGS ?=
-# Optional dependency groups from pyproject.toml, e.g. EXTRAS=dev,tracking for the trackers.
+# Optional dependency groups from pyproject.toml, e.g. EXTRAS=dev,tracking for the trackers, data for
+# streamed corpora (FineWeb-Edu ...) and .jsonl/.parquet custom corpora.
 EXTRAS ?= dev
 STAMP := $(VENV)/.installed
 

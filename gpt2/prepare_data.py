@@ -189,8 +189,7 @@ def custom_documents(files: list[Path]) -> Iterator[str]:
                     "Convert it (e.g. iconv -f latin1 -t utf-8 in > out) or remove it from the corpus."
                 ) from None
             continue
-        import datasets
-
+        datasets = _datasets(f"{file.name} (a .{file.suffix.lstrip('.')} file)")
         kind = "parquet" if file.suffix == ".parquet" else "json"
         try:
             ds = datasets.load_dataset(kind, data_files=str(file), split="train", streaming=True)
@@ -204,9 +203,21 @@ def custom_documents(files: list[Path]) -> Iterator[str]:
             raise SystemExit(f"error: {file}: not readable as {kind} ({type(e).__name__}: {e})") from None
 
 
+def _datasets(what: str):
+    """The `datasets` package, or a clear exit saying how to install it (an optional dependency)."""
+    try:
+        import datasets
+    except ImportError:
+        raise SystemExit(
+            f"error: reading {what} needs the `datasets` package: pip install -e '.[data]' "
+            "(or make EXTRAS=dev,data); plain .txt corpora, Shakespeare and linuxdoc need nothing more"
+        ) from None
+    return datasets
+
+
 def hf_documents(name: str) -> Iterator[str]:
     """Documents streamed from the Hugging Face hub (needs network access)."""
-    import datasets
+    datasets = _datasets(f"the {name} corpus")
 
     repo, config, column = HF_DATASETS[name]
     try:

@@ -3,6 +3,7 @@
 import functools
 import gzip
 import http.server
+import importlib.util
 import io
 import json
 import tarfile
@@ -157,6 +158,12 @@ def test_a_crash_mid_preparation_keeps_the_previous_files(
     assert {p.name: p.read_bytes() for p in (root / "shakespeare").iterdir()} == before
 
 
+NEEDS_DATASETS = pytest.mark.skipif(
+    importlib.util.find_spec("datasets") is None, reason="needs the data extra: pip install -e '.[data]'"
+)
+
+
+@NEEDS_DATASETS
 def test_custom_folder_of_txt_jsonl_parquet(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -180,6 +187,7 @@ def test_token_cap_stops_mid_document(tmp_path):
     assert n == 1234 and (tmp_path / "t.bin").stat().st_size == 2 * 1234
 
 
+@NEEDS_DATASETS
 def test_custom_rows_without_text_are_refused(tmp_path):
     (tmp_path / "x.jsonl").write_text(json.dumps({"body": "hi"}) + "\n")
     with pytest.raises(SystemExit, match="rows need a 'text' field; found \\['body'\\]"):
@@ -222,6 +230,7 @@ def test_prepare_cli_reads_the_config_and_skips_done_work(tmp_path, data_dir, sh
     assert "already prepared" in capsys.readouterr().out
 
 
+@NEEDS_DATASETS
 def test_streamed_corpus_passes_repo_config_and_cap(tmp_path, monkeypatch):
     """The hub path (finewebedu and friends) without the network: a stub stands in for the hub."""
     import datasets
@@ -308,6 +317,24 @@ def test_an_empty_custom_file_is_refused_and_its_bar_promises_no_eta(tmp_path, c
     prepare("custom", tmp_path / "data", path=str(tmp_path / "small.txt"))
     bar = capsys.readouterr().err
     assert "tokenizing custom" in bar and "%|" not in bar  # no percentage of the 1B-token cap
+
+
+def test_jsonl_without_the_data_extra_says_how_to_install_it(tmp_path, monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_datasets(name, *args, **kwargs):
+        if name == "datasets":
+            raise ImportError("No module named 'datasets'")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_datasets)
+    (tmp_path / "x.jsonl").write_text(json.dumps({"text": "hi"}) + "\n")
+    with pytest.raises(
+        SystemExit, match=r"x.jsonl \(a .jsonl file\) needs the `datasets` package.*\.\[data\]"
+    ):
+        prepare("custom", tmp_path / "data", path=str(tmp_path / "x.jsonl"))
 
 
 def test_offline_without_the_tokenizer_files_names_tiktoken_cache_dir(tmp_path, monkeypatch):
