@@ -18,7 +18,6 @@ import math
 import os
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,8 +33,9 @@ from lib.after_training import after_training  # noqa: E402
 from lib.batch import choose_batch, make_probe, refuse_manual_values, resumed_batch  # noqa: E402
 from lib.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint  # noqa: E402
 from lib.cli import add_override_flags, overrides_from_args  # noqa: E402
-from lib.data import DataError, TokenData  # noqa: E402
+from lib.data import TokenData  # noqa: E402
 from lib.distributed import Dist, broadcast, wrap_ddp  # noqa: E402
+from lib.errors import Refusal, out_of_memory  # noqa: E402
 from lib.fp8 import convert_to_fp8  # noqa: E402
 from lib.gpu_monitor import GPU_FILE, GPUMonitor, plot_gpu  # noqa: E402
 from lib.hf import import_hf  # noqa: E402
@@ -53,7 +53,7 @@ from lib.tracking import start_tracker  # noqa: E402
 from lib.trainer import Trainer, planned_iters, resume_conflicts  # noqa: E402
 
 log = logging.getLogger("train")
-EXIT_CODES = {"completed": 0, "time_budget": 0, "interrupted": 130, "diverged": 3}
+EXIT_CODES = {"completed": 0, "time_budget": 0, "interrupted": 130, "diverged": 3, "out_of_memory": 2}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -173,7 +173,7 @@ def check_world(s: Settings, dist: Dist) -> None:
     """The step's micro-batches must share out evenly over the ranks."""
     accumulation = s.training.gradient_accumulation
     if accumulation % dist.world_size:
-        raise ValueError(
+        raise SettingsError(
             f"GPT2_GRADIENT_ACCUMULATION={accumulation} does not divide over {dist.world_size} processes: "
             "each step's micro-batches are shared out over the ranks, so the global batch stays "
             f"batch x accumulation x block. Use a multiple of {dist.world_size} "
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         s = s.replace(scale_overrides)
         check_world(s, dist)
         device = distributed.start(dist, s.runtime.device)
-    except (SettingsError, RuntimeError, ValueError) as e:
+    except Refusal as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
@@ -212,8 +212,10 @@ def prepare_run_dir(args: argparse.Namespace, s: Settings, dist: Dist) -> tuple[
             run_dir = choose_run_dir(args, s)
             run_dir.mkdir(parents=True, exist_ok=True)
             chosen = str(run_dir)
-        except (CheckpointError, OSError) as e:
+        except CheckpointError as e:
             error = str(e)
+        except OSError as e:
+            error = f"cannot make the run folder: {e}; choose another --out-dir or OUTPUT_DIR"
     chosen, error = broadcast(dist, (chosen, error))
     if error is not None:
         raise CheckpointError(error)
@@ -242,24 +244,11 @@ def build_model(s: Settings) -> tuple[GPT, dict | None]:
     model, record = import_hf(s.model.init_from, s.model.block_size)
     want, got = s.model.gpt_config(), model.config
     if (want.n_layer, want.n_head, want.n_embd) != (got.n_layer, got.n_head, got.n_embd):
-        raise RuntimeError(
+        raise Refusal(
             f"GPT2_INIT_FROM={s.model.init_from!r} holds a {got.n_layer}-layer, {got.n_embd}-wide model with "
             f"{got.n_head} heads, but GPT2_MODEL_NAME is {s.model.name!r}; choose the matching size"
         )
     return model, record
-
-
-class Refused(Exception):
-    """A run that cannot start as configured; its message says why and what to change."""
-
-
-@contextmanager
-def refusing(*errors: type[Exception], prefix: str = ""):
-    """Turn `errors` raised inside the block into Refused (logged as 'error: ...', exit code 2)."""
-    try:
-        yield
-    except errors as e:
-        raise Refused(f"{prefix}{e}") from e
 
 
 @dataclass
@@ -291,8 +280,11 @@ def train(
         return 2
     setup_logging(run_dir, dist)
     try:
-        run = set_up(args, s, scaling, dist, device, run_dir, resume_state)
-    except Refused as e:
+        try:
+            run = set_up(args, s, scaling, dist, device, run_dir, resume_state)
+        except torch.OutOfMemoryError as e:
+            raise out_of_memory(f"on {device} while setting the run up", e) from None
+    except Refusal as e:
         log.error("error: %s", e)
         return 2
     del resume_state
@@ -313,6 +305,12 @@ def train(
     try:
         with logging_redirect_tqdm():
             outcome = run.trainer.fit()
+    except (
+        torch.OutOfMemoryError
+    ) as e:  # the results so far are kept: metrics, the last checkpoint, a summary
+        at = f"on {device} while training, at iter {run.trainer.state.iter_num}"
+        log.error("error: %s", out_of_memory(at, e))
+        outcome = {"status": "out_of_memory", **run.trainer.throughput()}
     finally:
         gpu = monitor.stop()
     if not dist.is_main:
@@ -332,7 +330,7 @@ def set_up(
     run_dir: Path,
     resume_state: dict | None,
 ) -> Run:
-    """Model, data, optimizer, pruner and trainer for the run, restored when resuming; or Refused."""
+    """Model, data, optimizer, pruner and trainer for the run, restored when resuming; or a Refusal."""
     if s.runtime.nproc_per_node != dist.world_size:
         log.warning(
             "GPT2_NPROC_PER_NODE is %d but this run has %d process(es): start it with `make` or "
@@ -356,20 +354,17 @@ def set_up(
     if s.training.batch_mode == "auto" and resume_state is not None:
         s, sizing = resumed_batch(s, resume_state["settings"])
     resumed_dir = run_dir if resume_state is not None else None
-    with refusing(MemoryError):
-        choose_later = s.training.batch_mode == "auto" and sizing is None
-        memory = None if choose_later else preflight(s, device, dist, resumed_dir)
-    with refusing(DataError):
-        data = TokenData(
-            s.data.token_dir, s.data.dataset, s.data.data_dir, s.runtime.seed, check=s.data.token_check()
-        )
-        data.check_block_size(s.model.block_size)
-    with refusing(RuntimeError):
-        model, init = build_model(s)
-        model = model.to(device)
-        if s.runtime.fp8:
-            convert_to_fp8(model, s.runtime.fp8_recipe, device, s.runtime.fp8_layers)
-        lora = apply_lora(model, s.lora) if s.lora.enabled else None
+    choose_later = s.training.batch_mode == "auto" and sizing is None
+    memory = None if choose_later else preflight(s, device, dist, resumed_dir)
+    data = TokenData(
+        s.data.token_dir, s.data.dataset, s.data.data_dir, s.runtime.seed, check=s.data.token_check()
+    )
+    data.check_block_size(s.model.block_size)
+    model, init = build_model(s)
+    model = model.to(device)
+    if s.runtime.fp8:
+        convert_to_fp8(model, s.runtime.fp8_recipe, device, s.runtime.fp8_layers)
+    lora = apply_lora(model, s.lora) if s.lora.enabled else None
     if dist.enabled:  # the same initial weights everywhere (DDP checks), then dropout differs per rank
         torch.manual_seed(s.runtime.seed + 7919 * dist.rank)
     optimizer = build_optimizer(model, s.optimizer, s.training.learning_rate, compile=s.runtime.compile)
@@ -377,10 +372,9 @@ def set_up(
     compiled = s.runtime.compile and device.type == "cuda"
     train_model = compile_model(wrap_ddp(model, dist, device), device, compiled, s.runtime.compile_mode)
     if s.training.batch_mode == "auto" and sizing is None:
-        with refusing(MemoryError):
-            probe = make_probe(train_model, model, device, amp, s.model.block_size, dist)
-            s, sizing = choose_batch(s, device, dist.world_size, probe)
-            memory = preflight(s, device, dist, resumed_dir)
+        probe = make_probe(train_model, model, device, amp, s.model.block_size, dist)
+        s, sizing = choose_batch(s, device, dist.world_size, probe)
+        memory = preflight(s, device, dist, resumed_dir)
         log.info(
             "batch sizing: GPT2_TARGET_BATCH %d = micro-batch %d x accumulation %d (%s)",
             s.training.target_batch,
@@ -390,11 +384,9 @@ def set_up(
         )
     if dist.is_main and resume_state is None:
         atomic_write_json(run_dir / "settings.json", s.to_dict())
-    with refusing(ValueError):
-        total_iters = planned_iters(s, data.num_tokens("train"))
-        pruner = build_pruner(model, optimizer, s.pruning, s.optimizer.adamwprune_variant, total_iters)
-    with refusing(RuntimeError):
-        tracker = start_tracker(s.tracking, run_dir, run_dir.name, s.to_dict()) if dist.is_main else None
+    total_iters = planned_iters(s, data.num_tokens("train"))
+    pruner = build_pruner(model, optimizer, s.pruning, s.optimizer.adamwprune_variant, total_iters)
+    tracker = start_tracker(s.tracking, run_dir, run_dir.name, s.to_dict()) if dist.is_main else None
     trainer = Trainer(s, run_dir, device, model, train_model, optimizer, data, amp, pruner, tracker, dist)
     if scaling is not None:
         log.info(
@@ -405,8 +397,7 @@ def set_up(
             scaling["to"],
         )
     if resume_state is not None:
-        with refusing(ValueError, prefix=f"cannot resume {run_dir}: "):
-            trainer.restore(resume_state)
+        trainer.restore(resume_state)
 
     log.info(
         "run %s | %s, %.2fM parameters | %s%s %s%s | batch %d x %d accumulation x %d tokens = %s tokens/step"

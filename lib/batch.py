@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import torch
 
+from lib.errors import OutOfMemory
 from lib.memory import GIB, estimate, usable_gpu_bytes
 from lib.settings import Settings, SettingsError
 
@@ -68,7 +69,7 @@ def choose_batch(
                 chosen = b
                 break
         if chosen is None:
-            raise MemoryError(
+            raise OutOfMemory(
                 f"not even a micro-batch of 1 fits in {usable / GIB:.1f} GiB for GPT2_TARGET_BATCH={target}; "
                 "use activation checkpointing (--activation-checkpointing) or a smaller model"
             )

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import torch
 
+from lib.errors import Refusal
 from lib.io import atomic_write
 
 CHECKPOINT_FILE = "ckpt.pt"
@@ -11,7 +12,7 @@ BEST_FILE = "best.pt"
 """Model weights at the lowest validation loss so far (not for resuming: no optimizer state)."""
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(Refusal, RuntimeError):
     """A checkpoint that cannot be read; the message says what to do."""
 
 

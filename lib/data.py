@@ -13,12 +13,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lib.errors import Refusal
+
 META_FILE = "meta.json"
 TOKEN_DTYPE = np.uint16
 CUSTOM_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
 
 
-class DataError(RuntimeError):
+class DataError(Refusal, RuntimeError):
     """Token files missing, damaged or stale; the message says which command fixes it."""
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as tdist
 
+from lib.errors import Refusal
 from lib.runtime import resolve_device
 
 
@@ -44,9 +45,9 @@ class Dist:
             rank = int(os.environ.get("RANK", "0"))
             local = int(os.environ.get("LOCAL_RANK", str(rank)))
         except ValueError as e:
-            raise RuntimeError(f"malformed torchrun environment (RANK/LOCAL_RANK/WORLD_SIZE): {e}") from None
+            raise Refusal(f"malformed torchrun environment (RANK/LOCAL_RANK/WORLD_SIZE): {e}") from None
         if not 0 <= rank < world:
-            raise RuntimeError(f"RANK={rank} is outside WORLD_SIZE={world}")
+            raise Refusal(f"RANK={rank} is outside WORLD_SIZE={world}")
         return cls(rank=rank, local_rank=local, world_size=world)
 
 
@@ -59,14 +60,14 @@ def start(dist: Dist, device_name: str, timeout_minutes: float = 30) -> torch.de
     if not dist.enabled:
         return resolve_device(device_name)
     if device_name.startswith("cuda:"):
-        raise RuntimeError(
+        raise Refusal(
             f"DEVICE={device_name!r} under torchrun: each rank takes the GPU numbered by its "
             "LOCAL_RANK. Set DEVICE to auto or cuda (choose GPUs with CUDA_VISIBLE_DEVICES)."
         )
     device = resolve_device(device_name)
     if device.type == "cuda":
         if dist.local_rank >= torch.cuda.device_count():
-            raise RuntimeError(
+            raise Refusal(
                 f"LOCAL_RANK {dist.local_rank} but only {torch.cuda.device_count()} GPU(s) are visible; "
                 "lower --nproc_per_node (GPT2_NPROC_PER_NODE)"
             )
@@ -76,7 +77,7 @@ def start(dist: Dist, device_name: str, timeout_minutes: float = 30) -> torch.de
     elif device.type == "cpu":
         backend = "gloo"
     else:
-        raise RuntimeError(f"multi-process runs need CUDA GPUs or the CPU, not {device.type}")
+        raise Refusal(f"multi-process runs need CUDA GPUs or the CPU, not {device.type}")
     tdist.init_process_group(
         backend,
         rank=dist.rank,

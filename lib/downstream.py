@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from lib.errors import Refusal
 from lib.runtime import autocast
 from lib.validate import check, kc
 
@@ -51,7 +52,7 @@ def _harness_lm():
     try:
         from lm_eval.api.model import LM
     except ImportError:
-        raise RuntimeError(
+        raise Refusal(
             'GPT2_LM_EVAL=y (--lm-eval) needs lm-evaluation-harness: pip install -e ".[eval]" '
             "(or make EXTRAS=dev,eval), or say N to GPT2_LM_EVAL"
         ) from None
@@ -157,9 +158,7 @@ def run_lm_eval(model: torch.nn.Module, device: torch.device, amp, s: Downstream
     if s.include_path:
         include = Path(s.include_path)
         if not include.is_dir():
-            raise RuntimeError(
-                f"GPT2_LM_EVAL_INCLUDE_PATH={s.include_path!r} is not a folder of task YAML files"
-            )
+            raise Refusal(f"GPT2_LM_EVAL_INCLUDE_PATH={s.include_path!r} is not a folder of task YAML files")
     was_training = model.training
     model.eval()
     try:

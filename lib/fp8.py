@@ -13,6 +13,7 @@ import logging
 import torch
 import torch.nn as nn
 
+from lib.errors import Refusal
 from lib.runtime import FP8_LAYERS
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def convert_to_fp8(model: nn.Module, recipe: str, device: torch.device, layers: 
     """
     why = fp8_unavailable(device)
     if why is not None:
-        raise RuntimeError(f"GPT2_FP8=y (--fp8): {why}. Say N to GPT2_FP8 (--no-fp8) to train in bf16.")
+        raise Refusal(f"GPT2_FP8=y (--fp8): {why}. Say N to GPT2_FP8 (--no-fp8) to train in bf16.")
     from torchao.float8 import Float8LinearConfig, convert_to_float8_training
 
     before = sum(isinstance(m, nn.Linear) for m in model.modules())

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from gpt2.model import GPT, GPT2_VOCAB_SIZE, GPTConfig
+from lib.errors import Refusal
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +27,7 @@ def _safetensors():
     try:
         from safetensors.torch import load_file, save_file
     except ImportError:
-        raise RuntimeError(
-            'GPT-2 weights in the HF format need safetensors: pip install -e ".[hf]"'
-        ) from None
+        raise Refusal('GPT-2 weights in the HF format need safetensors: pip install -e ".[hf]"') from None
     return load_file, save_file
 
 
@@ -38,24 +37,22 @@ def resolve_source(source: str) -> Path:
     if path.is_dir():
         missing = [f for f in (CONFIG_FILE, WEIGHTS_FILE) if not (path / f).is_file()]
         if missing:
-            raise RuntimeError(
+            raise Refusal(
                 f"{path} lacks {', '.join(missing)}: an HF GPT-2 folder has config.json and model.safetensors"
             )
         return path
     if path.exists() or source.startswith((".", "/")):
-        raise RuntimeError(
-            f"GPT2_INIT_FROM={source!r} is not a folder with config.json and model.safetensors"
-        )
+        raise Refusal(f"GPT2_INIT_FROM={source!r} is not a folder with config.json and model.safetensors")
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
-        raise RuntimeError(
+        raise Refusal(
             f"{source!r} is no local folder; fetching it from the hub needs huggingface_hub"
         ) from None
     try:
         return Path(snapshot_download(source, allow_patterns=[CONFIG_FILE, WEIGHTS_FILE]))
     except Exception as e:
-        raise RuntimeError(
+        raise Refusal(
             f"could not fetch {source!r} from the Hugging Face hub ({type(e).__name__}: {e})"
         ) from None
 
@@ -64,7 +61,7 @@ def hf_config(folder: Path) -> GPTConfig:
     """Our GPTConfig for an HF GPT-2 config.json (the vocabulary unpadded, as HF stores it)."""
     c = json.loads((folder / CONFIG_FILE).read_text())
     if c.get("model_type") != "gpt2":
-        raise RuntimeError(f"{folder / CONFIG_FILE} describes a {c.get('model_type')!r} model, not gpt2")
+        raise Refusal(f"{folder / CONFIG_FILE} describes a {c.get('model_type')!r} model, not gpt2")
     return GPTConfig(
         n_layer=c["n_layer"],
         n_head=c["n_head"],
@@ -83,7 +80,7 @@ def import_hf(source: str, block_size: int | None = None) -> tuple[GPT, dict]:
     config = hf_config(folder)
     if block_size is not None:
         if block_size > config.block_size:
-            raise RuntimeError(
+            raise Refusal(
                 f"GPT2_BLOCK_SIZE={block_size} exceeds the pretrained model's {config.block_size} positions"
             )
         config = replace(config, block_size=block_size)
@@ -96,16 +93,14 @@ def import_hf(source: str, block_size: int | None = None) -> tuple[GPT, dict]:
         if name == "lm_head.weight" and config.weight_tying:
             continue  # the same tensor as transformer.wte.weight
         if key not in tensors:
-            raise RuntimeError(f"{folder / WEIGHTS_FILE} has no tensor {name!r}")
+            raise Refusal(f"{folder / WEIGHTS_FILE} has no tensor {name!r}")
         t = tensors[key]
         if name.endswith(CONV1D):
             t = t.t()
         if name == "transformer.wpe.weight":
             t = t[: config.block_size]
         if t.shape != target.shape:
-            raise RuntimeError(
-                f"{name}: shape {tuple(t.shape)} in the file, {tuple(target.shape)} in the model"
-            )
+            raise Refusal(f"{name}: shape {tuple(t.shape)} in the file, {tuple(target.shape)} in the model")
         state[name] = t
     model.load_state_dict(state, strict=False)
     record = {"source": str(source), "folder": str(folder), "sparsity": linear_sparsity(model)}
@@ -134,7 +129,7 @@ def export_hf(model: GPT, folder: Path) -> Path:
     _, save_file = _safetensors()
     c = model.config
     if c.mla_latent:
-        raise RuntimeError("an RA+MLA model (ENABLE_RA_MLA) has no GPT-2 layout in the HF format")
+        raise Refusal("an RA+MLA model (ENABLE_RA_MLA) has no GPT-2 layout in the HF format")
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {}
     for name, t in model.state_dict().items():

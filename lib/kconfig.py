@@ -18,6 +18,7 @@ from pathlib import Path
 
 import kconfiglib
 
+from lib.errors import Refusal
 from lib.io import atomic_write_text
 
 # Seed-project spellings that name a symbol of ours. The left side never
@@ -33,7 +34,7 @@ _STRING_RE = re.compile(r'^"((?:[^"\\]|\\.)*)"$')
 _BOOL_VALUES = {"y": 2, "n": 0}
 
 
-class DefconfigError(ValueError):
+class DefconfigError(Refusal, ValueError):
     """A defconfig (or .config) that did not apply exactly as written."""
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from lib.errors import Refusal
 from lib.validate import check, kc
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def apply_lora(model: torch.nn.Module, s: LoraSettings) -> dict:
     try:
         from peft import LoraConfig, inject_adapter_in_model
     except ImportError:
-        raise RuntimeError(
+        raise Refusal(
             'GPT2_LORA=y (--lora) needs peft: pip install -e ".[lora]" (or make EXTRAS=dev,lora)'
         ) from None
     config = LoraConfig(

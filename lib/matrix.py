@@ -14,7 +14,7 @@ from typing import Any
 
 from lib.optim import optimizer_label
 from lib.pruning import PAIRINGS
-from lib.validate import kc
+from lib.validate import SettingsError, kc
 
 SPARSITIES = (50, 70, 90, 95, 99)
 
@@ -123,7 +123,7 @@ def with_sweep(runs: list[Run], settings, sweep) -> list[Run]:
     }
     clash = [p for p in sweep.values if varied.get(p) or (p == "runtime.seed" and m.repeats > 1)]
     if clash:
-        raise ValueError(
+        raise SettingsError(
             f"the sweep varies {', '.join(clash)}, which the test matrix already varies; "
             "sweep it with a single optimizer/pruning mode, or drop it from the sweep"
         )
@@ -153,11 +153,11 @@ def expand(settings, sweep=None) -> tuple[list[Run], list[str]]:
     else:
         methods, sparsities = [settings.pruning.method], [settings.pruning.target_sparsity]
     if "adamwprune" in optimizers and not variants:
-        raise ValueError(
+        raise SettingsError(
             "adamwprune is selected but no AdamWPrune variant (GPT2_ADAMWPRUNE_VARIANT_BITTER0/1/2)"
         )
     if any(x != "none" for x in methods) and not sparsities:
-        raise ValueError("pruning methods are selected but no sparsity (SPARSITY_ENABLE_50/70/90/95/99)")
+        raise SettingsError("pruning methods are selected but no sparsity (SPARSITY_ENABLE_50/70/90/95/99)")
 
     runs: dict[str, Run] = {}
     dropped: dict[str, set[str]] = {}

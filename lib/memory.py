@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from gpt2.model import GPT
+from lib.errors import OutOfMemory
 from lib.settings import Settings
 
 # (A, G) by (compiled, activation checkpointing): activation bytes per token per layer in units of
@@ -170,7 +171,7 @@ def check_gpu_fits(s: Settings, device: torch.device, world_size: int = 1) -> Me
     usable = usable_gpu_bytes(device)
     if est.total > usable:
         tips = "\n  - ".join(fit_advice(s, usable, world_size))
-        raise MemoryError(
+        raise OutOfMemory(
             f"this run needs about {est.describe()} per GPU, more than the {usable / GIB:.1f} GiB usable "
             f"on {torch.cuda.get_device_name(device)}. To fit:\n  - {tips}\n"
             "(The estimate is lib/memory.py's; if you know better, skip it with --no-memory-check.)"

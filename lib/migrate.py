@@ -18,6 +18,7 @@ from pathlib import Path
 
 import kconfiglib
 
+from lib.errors import Refusal
 from lib.kconfig import Assignment, DefconfigError, apply_config, load_kconfig
 
 _LINE = re.compile(r"^CONFIG_([A-Za-z0-9_]+)=(.*)$")
@@ -114,7 +115,7 @@ GROUPS = [
 SEED_SPAM = {"SPAM_CLIP_GRACE_STEPS": "0", "SPAM_WARMUP_START_FACTOR": '"0.001"'}
 
 
-class MigrationError(ValueError):
+class MigrationError(Refusal, ValueError):
     """A seed defconfig that cannot be migrated (conflicting lines); the message lists them."""
 
 

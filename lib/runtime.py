@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import torch
 
+from lib.errors import Refusal
+
 AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "max-autotune")
 # GPT2_ATTENTION_BACKEND -> the scaled_dot_product_attention kernels left enabled (None: PyTorch's choice).
@@ -41,14 +43,14 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
+        raise Refusal(
             f"DEVICE={name!r} but PyTorch sees no CUDA/ROCm GPU (torch {torch.__version__}). "
             "Use --device cpu, or install a GPU build of PyTorch."
         )
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise RuntimeError(f"DEVICE={name!r} but only {torch.cuda.device_count()} GPU(s) are visible")
+        raise Refusal(f"DEVICE={name!r} but only {torch.cuda.device_count()} GPU(s) are visible")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise RuntimeError(f"DEVICE={name!r} but MPS is not available on this machine")
+        raise Refusal(f"DEVICE={name!r} but MPS is not available on this machine")
     return device
 
 
@@ -57,9 +59,7 @@ def amp_dtype(device: torch.device, mixed_precision: bool, name: str) -> torch.d
     if not mixed_precision or device.type == "cpu":
         return None
     if name == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise RuntimeError(
-            "GPT2_AMP_DTYPE=bfloat16 but this GPU has no bf16 support; use float16 (--dtype fp16)"
-        )
+        raise Refusal("GPT2_AMP_DTYPE=bfloat16 but this GPU has no bf16 support; use float16 (--dtype fp16)")
     return AMP_DTYPES[name]
 
 

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from lib.errors import Refusal
 from lib.io import atomic_write_json, atomic_write_text
 
 SLURM_DIR = "slurm"
@@ -44,7 +45,7 @@ def array_script(
     `sweep` is the results folder's copy of a sweep file, so tasks expand the same runs.
     """
     if num_runs < 1:
-        raise ValueError("the matrix has no runs to submit")
+        raise SlurmError("the matrix has no runs to submit")
     results = results.resolve()
     array = f"0-{num_runs - 1}" + (f"%{max_parallel}" if max_parallel > 0 else "")
     options = [f"--array={array}", "--ntasks=1"]
@@ -83,7 +84,7 @@ def job_id(sbatch_output: str) -> str:
     return match.group(1)
 
 
-class SlurmError(RuntimeError):
+class SlurmError(Refusal, RuntimeError):
     """Submission failed; the message says what to do (the scripts are written either way)."""
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from lib.errors import Refusal
 from lib.validate import check, kc
 
 
@@ -77,7 +78,7 @@ def start_tracker(s: TrackingSettings, run_dir: Path, name: str, config: dict) -
     try:
         return factory(s, run_dir, name, config)
     except ImportError as e:
-        raise RuntimeError(
+        raise Refusal(
             f"TRACKER={s.tracker!r} needs the {e.name} package: pip install -e '.[tracking]' "
             "(or choose no tracker in make menuconfig)"
         ) from None

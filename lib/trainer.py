@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from lib.checkpoint import BEST_FILE, CHECKPOINT_FILE, save_checkpoint
+from lib.checkpoint import BEST_FILE, CHECKPOINT_FILE, CheckpointError, save_checkpoint
 from lib.data import TokenData
 from lib.distributed import Dist, all_reduce, any_rank, check_replicas, gather, no_sync
 from lib.metrics import MetricsWriter, model_sparsity, peak_flops, peak_memory_bytes
@@ -195,8 +195,8 @@ class Trainer:
         """Continue from a checkpoint of this run; refuse one whose computation differed."""
         changed = resume_conflicts(state["settings"], self.s.to_dict())
         if changed:
-            raise ValueError(
-                "the checkpoint was made with different settings: "
+            raise CheckpointError(
+                f"cannot resume {self.run_dir}: the checkpoint was made with different settings: "
                 + ", ".join(changed)
                 + ". Resume with the run's own configuration (its config.py), or start a new run."
             )

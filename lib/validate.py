@@ -7,8 +7,10 @@ check names the field, the value, what is allowed and that symbol or flag.
 from dataclasses import fields
 from typing import Any
 
+from lib.errors import Refusal
 
-class SettingsError(ValueError):
+
+class SettingsError(Refusal, ValueError):
     """A setting outside what is allowed; the message says how to fix it."""
 
 

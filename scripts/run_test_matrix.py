@@ -30,12 +30,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from lib.cli import cli_flag, set_flag
+from lib.errors import Refusal
 from lib.io import atomic_write_json, atomic_write_text
 from lib.matrix import Run, expand
 from lib.optim import optimizer_label
 from lib.pruning.scores import bitter2_overrides
 from lib.report import FAILURE_FILE, PLAN_FILE, run_status, write_report
-from lib.settings import Settings, SettingsError, load_settings
+from lib.settings import Settings, load_settings
 from lib.slurm import SlurmError, submit
 from lib.sweep import load_sweep
 from scripts.launch import ROOT, train_command
@@ -43,7 +44,10 @@ from scripts.launch import ROOT, train_command
 RESULTS_PREFIX = "test_matrix_results_"
 FINISHED = ("completed", "time_budget")
 TAIL_LINES = 30
-EXIT_REASONS = {2: "configuration, data or checkpoint error", 3: "diverged: the loss became NaN or infinite"}
+EXIT_REASONS = {
+    2: "refused: a configuration, data or checkpoint error, or out of memory (its log says which)",
+    3: "diverged: the loss became NaN or infinite",
+}
 
 
 def flags_for(run: Run) -> list[str]:
@@ -109,7 +113,7 @@ def slots(parallel: int, nproc: int = 1, gpus: list[str] | None = None) -> list[
     if not gpus:
         return [None] * parallel
     if nproc > len(gpus):
-        raise ValueError(
+        raise Refusal(
             f"each run wants GPT2_NPROC_PER_NODE={nproc} GPUs but {len(gpus)} are visible; lower it"
         )
     return [",".join(gpus[i : i + nproc]) for i in range(0, len(gpus) - nproc + 1, nproc)]
@@ -170,7 +174,7 @@ class Runner:
     def run_task(self, index: int) -> int:
         """Run plan entry `index` in the foreground (a Slurm array task); its exit code."""
         if not 0 <= index < len(self.runs):
-            raise ValueError(f"--task {index}: the matrix has runs 0..{len(self.runs) - 1}")
+            raise Refusal(f"--task {index}: the matrix has runs 0..{len(self.runs) - 1}")
         run = self.runs[index]
         status, _ = run_status(self.results / run.name)
         if status in FINISHED or (status == "failed" and not self.rerun_failed):
@@ -273,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         base = load_settings(args.config)
-    except SettingsError as e:
+    except Refusal as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.is_matrix:
@@ -281,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sweep = load_sweep(args.sweep) if args.sweep else None
         runs, dropped = expand(base, sweep)
-    except ValueError as e:  # SettingsError included
+    except Refusal as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.task is None:
@@ -329,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.task is not None:
         try:
             return runner.run_task(args.task)
-        except ValueError as e:
+        except Refusal as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
     print(f"results: {results}")
@@ -346,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         counts = runner.run_all(base.matrix.parallel)
-    except ValueError as e:
+    except Refusal as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     rows = write_report(results)

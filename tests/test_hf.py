@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from gpt2.model import SIZES
+from lib.errors import Refusal
 from lib.hf import export_hf, import_hf
 
 transformers = pytest.importorskip("transformers")
@@ -72,14 +73,14 @@ def test_a_pruned_export_keeps_its_zeros_and_reports_them(tmp_path):
 
 def test_bad_sources_are_refused_with_what_a_folder_needs(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(RuntimeError, match="lacks config.json, model.safetensors"):
+    with pytest.raises(Refusal, match="lacks config.json, model.safetensors"):
         import_hf(str(tmp_path / "empty"))
     hf_gpt2(tmp_path / "hf", positions=32)
-    with pytest.raises(RuntimeError, match="exceeds the pretrained model's 32 positions"):
+    with pytest.raises(Refusal, match="exceeds the pretrained model's 32 positions"):
         import_hf(str(tmp_path / "hf"), block_size=64)
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
     (tmp_path / "hf" / "config.json").write_text(json.dumps({**config, "model_type": "llama"}))
-    with pytest.raises(RuntimeError, match="not gpt2"):
+    with pytest.raises(Refusal, match="not gpt2"):
         import_hf(str(tmp_path / "hf"))
 
 

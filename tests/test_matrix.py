@@ -5,6 +5,7 @@ import json
 import pytest
 
 from gpt2.train import run_name as train_run_name
+from lib.errors import Refusal
 from lib.matrix import expand, run_name
 from lib.settings import Settings
 from scripts import run_test_matrix
@@ -119,7 +120,7 @@ CONFIG_DATA_DIR="{data_dir}"
     assert status["gpt2_adamw_none"]["status"] == "completed"
     assert status["gpt2_adamw_none"]["final_val_ppl"] > 0
     failed = status["gpt2_adamw_magnitude_50"]
-    assert failed["status"] == "failed" and failed["reason"] == "configuration, data or checkpoint error"
+    assert failed["status"] == "failed" and failed["reason"].startswith("refused: a configuration, data or checkpoint error")
     assert "must lie after PRUNING_WARMUP = 1000" in failed["log_tail"]
     for name in ("summary.md", "summary.csv", "val_loss.png", "ppl_vs_sparsity.png", "time_memory.png"):
         assert (results / name).is_file(), name
@@ -193,7 +194,7 @@ def test_runs_take_gpu_groups_of_their_process_count(monkeypatch):
     assert slots(3, 1, gpus=[]) == [None, None, None]  # CPU: TEST_MATRIX_PARALLEL slots
     assert slots(1, 1, gpus=["0", "1", "2", "3"]) == ["0", "1", "2", "3"]
     assert slots(1, 2, gpus=["0", "1", "2", "3", "4"]) == ["0,1", "2,3"]  # the odd GPU idles
-    with pytest.raises(ValueError, match="wants GPT2_NPROC_PER_NODE=4 GPUs but 2 are visible"):
+    with pytest.raises(Refusal, match="wants GPT2_NPROC_PER_NODE=4 GPUs but 2 are visible"):
         slots(1, 4, gpus=["0", "1"])
     import torch
 

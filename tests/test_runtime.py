@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from gpt2.model import GPT, GPTConfig
+from lib.errors import Refusal
 from lib.fp8 import convert_to_fp8, fp8_filter, fp8_unavailable
 from lib.runtime import compile_model, select_attention_backend, use_expandable_segments
 from lib.settings import Settings, SettingsError
@@ -81,7 +82,7 @@ def test_the_fp8_layer_choice_picks_those_linear_layers(layers, expected):
 def test_fp8_is_refused_where_it_cannot_run_and_the_model_is_untouched():
     model = GPT(GPTConfig.from_name("gpt2-tiny", block_size=32))
     assert "NVIDIA GPU" in fp8_unavailable(torch.device("cpu"))
-    with pytest.raises(RuntimeError, match=r"GPT2_FP8=y \(--fp8\).*Say N to GPT2_FP8"):
+    with pytest.raises(Refusal, match=r"GPT2_FP8=y \(--fp8\).*Say N to GPT2_FP8"):
         convert_to_fp8(model, "tensorwise", torch.device("cpu"))
     assert all(type(m).__name__ != "Float8Linear" for m in model.modules())
 

@@ -6,6 +6,7 @@ import sqlite3
 import pytest
 
 from gpt2 import train
+from lib.errors import Refusal
 from lib.tracking import TrackingSettings, start_tracker
 
 from .conftest import TINY_RUN, make_config
@@ -65,7 +66,7 @@ def test_missing_tracker_package_says_how_to_install(tmp_path, monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_trackio)
-    with pytest.raises(RuntimeError, match=r"needs the trackio package: pip install -e '.\[tracking\]'"):
+    with pytest.raises(Refusal, match=r"needs the trackio package: pip install -e '.\[tracking\]'"):
         start_tracker(TrackingSettings(tracker="trackio"), tmp_path, "r", {})
 
 

@@ -332,3 +332,44 @@ def test_a_prepared_custom_corpus_trains_without_naming_its_path_again(tmp_path,
     other.write_text("Another corpus. " * 50)
     assert run(config, tmp_path / "other", "--max-iters", "4", "--custom-path", str(other)) == 2
     assert "they were made from" in (tmp_path / "other" / "output.log").read_text()
+
+
+def test_out_of_memory_is_a_refusal_with_the_memory_advice_and_keeps_the_results(
+    tiny_config, tmp_path, monkeypatch
+):
+    real = Trainer._step
+
+    def oom_at_5(self, lr):
+        if self.state.iter_num == 5:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, lr)
+
+    monkeypatch.setattr(Trainer, "_step", oom_at_5)
+    out = tmp_path / "run"
+    assert run(tiny_config, out, "--eval-interval", "3") == 2
+    log = (out / "output.log").read_text()
+    assert "error: out of memory on cpu while training, at iter 5 (CUDA out of memory." in log
+    assert "Lower BATCH_SIZE (--batch-size)" in log and "Traceback" not in log
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "out_of_memory" and summary["iters"] == 5
+    assert summary["final_val_loss"] is not None  # the evaluation at 3 is kept
+    assert max(r["iter"] for r in read_metrics(out / "metrics.jsonl")) == 5
+
+
+def test_out_of_memory_while_setting_up_is_refused_with_the_advice(tiny_config, tmp_path, monkeypatch):
+    def no_room(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(GPT, "to", no_room)
+    out = tmp_path / "run"
+    assert run(tiny_config, out) == 2
+    assert "out of memory on cpu while setting the run up" in (out / "output.log").read_text()
+
+
+def test_a_bug_is_not_passed_off_as_a_configuration_error(tiny_config, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("an internal bug")
+
+    monkeypatch.setattr(train, "build_optimizer", broken)
+    with pytest.raises(RuntimeError, match="an internal bug"):  # a traceback, not "error: ..." and exit 2
+        run(tiny_config, tmp_path / "run")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from lib.pruning.pruner import MovementPruner, Pruner, prunable_parameters
+from lib.pruning.pruner import MovementPruner, Pruner, PruningError, prunable_parameters
 from lib.pruning.schedule import RAMPS
 from lib.pruning.scores import ADAMWPRUNE_VARIANTS, magnitude_score
 from lib.validate import check, kc
@@ -49,7 +49,7 @@ class PruningSettings:
         """The step at which the target is reached, checked against warm-up and run length."""
         end = self.ramp_end_step or round(RAMP_END_AUTO_FRACTION * total_iters)
         if not self.warmup_steps < end <= total_iters:
-            raise ValueError(
+            raise PruningError(
                 f"pruning ramp ends at step {end}, which must lie after PRUNING_WARMUP = "
                 f"{self.warmup_steps} and within the run's {total_iters} steps; lower PRUNING_WARMUP "
                 "(--pruning-warmup), set PRUNING_RAMP_END, or train longer"

@@ -12,6 +12,7 @@ import math
 import torch
 import torch.nn as nn
 
+from lib.errors import Refusal
 from lib.pruning.schedule import is_update_step, sparsity_at
 from lib.pruning.scores import ScoreFn
 
@@ -55,7 +56,7 @@ def lowest_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     return below | (ties & (ties.cumsum(0) <= room))
 
 
-class PruningError(RuntimeError):
+class PruningError(Refusal, RuntimeError):
     """Pruning cannot proceed as configured; the message says why and what to change."""
 
 
@@ -77,7 +78,7 @@ class Pruner:
         needs_state: bool,
     ):
         if not params:
-            raise ValueError("no prunable parameters in the model")
+            raise PruningError("no prunable parameters in the model (PRUNING_INCLUDE_* in make menuconfig)")
         self.names = [n for n, _ in params]
         self.weights = [p for _, p in params]
         self.score_fn = score_fn

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from lib.validate import SettingsError
+
 ScoreFn = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor | None], torch.Tensor]
 STATE_EPS = 1e-8
 
@@ -69,7 +71,7 @@ def bitter2_overrides(settings) -> tuple[dict, dict | None]:
     section, name = path.split(".")
     before = getattr(getattr(settings, section), name)
     if before == 0:
-        raise ValueError(
+        raise SettingsError(
             "bitter2's iteration scaling needs GPT2_MAX_ITERS > 0 (it scales the step count); "
             "set it, or choose the batch scaling (ADAMWPRUNE_BITTER2_SCALING)"
         )
