@@ -120,7 +120,9 @@ CONFIG_DATA_DIR="{data_dir}"
     assert status["gpt2_adamw_none"]["status"] == "completed"
     assert status["gpt2_adamw_none"]["final_val_ppl"] > 0
     failed = status["gpt2_adamw_magnitude_50"]
-    assert failed["status"] == "failed" and failed["reason"].startswith("refused: a configuration, data or checkpoint error")
+    assert failed["status"] == "failed" and failed["reason"].startswith(
+        "refused: a configuration, data or checkpoint error"
+    )
     assert "must lie after PRUNING_WARMUP = 1000" in failed["log_tail"]
     for name in ("summary.md", "summary.csv", "val_loss.png", "ppl_vs_sparsity.png", "time_memory.png"):
         assert (results / name).is_file(), name
