@@ -94,11 +94,11 @@ class MetricsWriter:
         self.path = path
 
     def truncate_after(self, iter_num: int) -> None:
-        """Drop records past `iter_num` (a resumed run redoes those steps)."""
+        """Drop records past `iter_num` (a resumed run redoes those steps), and a line torn by a kill."""
         if not self.path.is_file():
             return
-        keep = [line for line in self.path.read_text().splitlines() if json.loads(line)["iter"] <= iter_num]
-        self.path.write_text("".join(line + "\n" for line in keep))
+        keep = [r for r in read_metrics(self.path) if r["iter"] <= iter_num]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in keep))
 
     def write(self, record: dict) -> None:
         with open(self.path, "a") as f:
@@ -106,5 +106,13 @@ class MetricsWriter:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """All records of a metrics.jsonl file."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+    """All records of a metrics.jsonl file; a last line torn by a killed run (SIGKILL mid-write) is left out."""
+    lines = [line for line in Path(path).read_text().splitlines() if line]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if i < len(lines) - 1:
+                raise ValueError(f"{path}: line {i + 1} is not a JSON record; the file is damaged") from None
+    return records

@@ -85,3 +85,17 @@ def test_the_torch_build_fits_the_machine_and_torch_is_honoured():
     assert cuda == [REQUIREMENT] and "CUDA build" in msg
     assert plan(None, installed=True, gpu=False, cpu_index="")[0] is None  # an installed torch is kept
     assert plan("torch==2.13.0", installed=True, gpu=True, cpu_index="")[0] == ["torch==2.13.0"]
+
+
+def test_a_metrics_line_torn_by_a_kill_neither_breaks_reading_nor_resume(tmp_path):
+    from lib.metrics import MetricsWriter, read_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    writer = MetricsWriter(path)
+    for i in (1, 2, 3):
+        writer.write({"kind": "train", "iter": i, "loss": 1.0 / i})
+    with open(path, "a") as f:
+        f.write('{"kind": "train", "it')  # SIGKILL in the middle of a write
+    assert [r["iter"] for r in read_metrics(path)] == [1, 2, 3]
+    writer.truncate_after(2)  # what a resume does
+    assert [r["iter"] for r in read_metrics(path)] == [1, 2] and path.read_text().endswith("}\n")

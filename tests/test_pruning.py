@@ -10,7 +10,7 @@ from gpt2.model import GPT, GPTConfig
 from lib.optim import OptimizerSettings, build_optimizer
 from lib.optim.spam import AdamWSPAM
 from lib.pruning import PruningSettings, build_pruner
-from lib.pruning.pruner import lowest_k_mask, prunable_parameters
+from lib.pruning.pruner import PruningError, lowest_k_mask, prunable_parameters
 from lib.pruning.schedule import is_update_step, sparsity_at
 from lib.pruning.scores import hybrid_momentum_stability_score, magnitude_score
 from lib.settings import Settings, SettingsError
@@ -153,7 +153,7 @@ def test_invalid_pairings_are_rejected_with_the_fix():
 
 def test_ramp_that_cannot_fit_the_run_is_refused():
     with pytest.raises(
-        ValueError, match="must lie after PRUNING_WARMUP = 1000 and within the run's 100 steps"
+        PruningError, match="must lie after PRUNING_WARMUP = 1000 and within the run's 100 steps"
     ):
         PruningSettings(method="magnitude").ramp_end(100)
 

@@ -87,7 +87,7 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 
 def _last_iter(run_dir: Path) -> int:
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / "metrics.jsonl"  # read while the run appends to it: a half-written line is left out
     return max((r["iter"] for r in read_metrics(path)), default=0) if path.is_file() else 0
 
 
