@@ -26,16 +26,17 @@ log = logging.getLogger(__name__)
 class DownstreamSettings:
     """After training: lm-evaluation-harness tasks on the final model."""
 
-    enabled: bool = field(default=False, metadata=kc("GPT2_LM_EVAL", "--lm-eval"))
+    enabled: bool = field(default=False, metadata=kc("GPT2_LM_EVAL", "--lm-eval", resumable=True))
     tasks: str = field(
-        default="hellaswag,lambada_openai", metadata=kc("GPT2_LM_EVAL_TASKS", "--lm-eval-tasks")
+        default="hellaswag,lambada_openai",
+        metadata=kc("GPT2_LM_EVAL_TASKS", "--lm-eval-tasks", resumable=True),
     )
     """Comma-separated harness task names."""
-    limit: int = field(default=0, metadata=kc("GPT2_LM_EVAL_LIMIT"))
+    limit: int = field(default=0, metadata=kc("GPT2_LM_EVAL_LIMIT", resumable=True))
     """Examples per task (0: all)."""
-    include_path: str = field(default="", metadata=kc("GPT2_LM_EVAL_INCLUDE_PATH"))
+    include_path: str = field(default="", metadata=kc("GPT2_LM_EVAL_INCLUDE_PATH", resumable=True))
     """A folder of extra task YAML files."""
-    batch_size: int = field(default=8, metadata=kc("GPT2_LM_EVAL_BATCH_SIZE"))
+    batch_size: int = field(default=8, metadata=kc("GPT2_LM_EVAL_BATCH_SIZE", resumable=True))
 
     def __post_init__(self) -> None:
         names = [t.strip() for t in self.tasks.split(",") if t.strip()]

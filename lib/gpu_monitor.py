@@ -29,8 +29,8 @@ GPU_FILE = "gpu.jsonl"
 class MonitorSettings:
     """Background sampling of the GPU while a run trains."""
 
-    enabled: bool = field(default=True, metadata=kc("GPT2_GPU_MONITOR", "--gpu-monitor"))
-    interval_seconds: int = field(default=5, metadata=kc("GPT2_GPU_MONITOR_INTERVAL"))
+    enabled: bool = field(default=True, metadata=kc("GPT2_GPU_MONITOR", "--gpu-monitor", resumable=True))
+    interval_seconds: int = field(default=5, metadata=kc("GPT2_GPU_MONITOR_INTERVAL", resumable=True))
 
     def __post_init__(self) -> None:
         check(self, "interval_seconds", 1 <= self.interval_seconds <= 3600, "1..3600 seconds")

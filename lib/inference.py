@@ -35,11 +35,11 @@ def _int_list(text: str) -> list[int] | None:
 class InferenceSettings:
     """After training: time the final model's forward passes (lib/inference.py)."""
 
-    enabled: bool = field(default=False, metadata=kc("GPT2_LATENCY", "--latency"))
-    seq_lens: str = field(default="512,1024", metadata=kc("GPT2_LATENCY_SEQ_LENS"))
+    enabled: bool = field(default=False, metadata=kc("GPT2_LATENCY", "--latency", resumable=True))
+    seq_lens: str = field(default="512,1024", metadata=kc("GPT2_LATENCY_SEQ_LENS", resumable=True))
     """Comma-separated sequence lengths; those above the block size are skipped."""
-    batch_sizes: str = field(default="1,8", metadata=kc("GPT2_LATENCY_BATCH_SIZES"))
-    repeats: int = field(default=20, metadata=kc("GPT2_LATENCY_REPEATS"))
+    batch_sizes: str = field(default="1,8", metadata=kc("GPT2_LATENCY_BATCH_SIZES", resumable=True))
+    repeats: int = field(default=20, metadata=kc("GPT2_LATENCY_REPEATS", resumable=True))
 
     def __post_init__(self) -> None:
         check(self, "seq_lens", _int_list(self.seq_lens) is not None, 'positive integers, e.g. "512,1024"')

@@ -49,9 +49,10 @@ class ModelSettings:
     flash_attention: bool = field(default=True, metadata=kc("GPT2_FLASH_ATTENTION"))
     pad_vocab: bool = field(default=True, metadata=kc("GPT2_PAD_VOCAB"))
     activation_checkpointing: bool = field(
-        default=False, metadata=kc("GPT2_ACTIVATION_CHECKPOINTING", "--activation-checkpointing")
+        default=False,
+        metadata=kc("GPT2_ACTIVATION_CHECKPOINTING", "--activation-checkpointing", resumable=True),
     )
-    fused_loss: bool = field(default=False, metadata=kc("GPT2_FUSED_LOSS", "--fused-loss"))
+    fused_loss: bool = field(default=False, metadata=kc("GPT2_FUSED_LOSS", "--fused-loss", resumable=True))
     ra_mla: bool = field(default=False, metadata=kc("ENABLE_RA_MLA", "--ra-mla"))
     """Multi-head latent attention with reciprocal attention (gpt2/model.py: LatentAttention)."""
     ra_mla_latent_dim: int = field(default=128, metadata=kc("RA_MLA_LATENT_DIM"))
@@ -101,10 +102,10 @@ class ModelSettings:
 class GenerationSettings:
     """The sample printed after training."""
 
-    max_tokens: int = field(default=100, metadata=kc("GPT2_GENERATION_MAX_TOKENS"))
-    temperature: float = field(default=0.8, metadata=kc("GPT2_GENERATION_TEMPERATURE"))
-    top_k: int = field(default=200, metadata=kc("GPT2_GENERATION_TOP_K"))
-    prompt: str = field(default="", metadata=kc("GPT2_GENERATION_PROMPT"))
+    max_tokens: int = field(default=100, metadata=kc("GPT2_GENERATION_MAX_TOKENS", resumable=True))
+    temperature: float = field(default=0.8, metadata=kc("GPT2_GENERATION_TEMPERATURE", resumable=True))
+    top_k: int = field(default=200, metadata=kc("GPT2_GENERATION_TOP_K", resumable=True))
+    prompt: str = field(default="", metadata=kc("GPT2_GENERATION_PROMPT", resumable=True))
 
     def __post_init__(self) -> None:
         check(self, "max_tokens", 0 <= self.max_tokens <= 4096, "0..4096")
@@ -123,7 +124,7 @@ class DataSettings:
     max_tokens_millions: int = field(default=1000, metadata=kc("GPT2_DATASET_MAX_TOKENS"))
     """Token cap for streamed corpora, in millions."""
     val_fraction: float = field(default=0.1, metadata=kc("GPT2_VAL_FRACTION"))
-    data_dir: str = field(default="data", metadata=kc("DATA_DIR", "--data-dir"))
+    data_dir: str = field(default="data", metadata=kc("DATA_DIR", "--data-dir", resumable=True))
 
     def __post_init__(self) -> None:
         check(self, "dataset", self.dataset in DATASETS, f"one of {', '.join(DATASETS)}")
@@ -159,10 +160,10 @@ class TrainingSettings:
     gradient_accumulation: int = field(
         default=1, metadata=kc("GPT2_GRADIENT_ACCUMULATION", "--gradient-accumulation")
     )
-    max_iters: int = field(default=10000, metadata=kc("GPT2_MAX_ITERS", "--max-iters"))
+    max_iters: int = field(default=10000, metadata=kc("GPT2_MAX_ITERS", "--max-iters", resumable=True))
     """Optimizer steps; 0 leaves the length to num_epochs."""
-    num_epochs: int = field(default=0, metadata=kc("NUM_EPOCHS", "--num-epochs"))
-    max_time_seconds: int = field(default=0, metadata=kc("GPT2_MAX_TIME", "--max-time"))
+    num_epochs: int = field(default=0, metadata=kc("NUM_EPOCHS", "--num-epochs", resumable=True))
+    max_time_seconds: int = field(default=0, metadata=kc("GPT2_MAX_TIME", "--max-time", resumable=True))
     """Training-time budget in seconds, as the seed project's GPT2_MAX_TIME; 0: none."""
     learning_rate: float = field(default=6e-4, metadata=kc("LEARNING_RATE", "--learning-rate"))
     warmup_steps: int = field(default=2000, metadata=kc("GPT2_WARMUP_STEPS", "--warmup-steps"))
@@ -170,11 +171,13 @@ class TrainingSettings:
     min_lr: float = field(default=6e-5, metadata=kc("GPT2_MIN_LR", "--min-lr"))
     grad_clip: float = field(default=1.0, metadata=kc("GPT2_GRAD_CLIP"))
     """Global gradient-norm bound; 0 turns clipping off."""
-    eval_interval: int = field(default=500, metadata=kc("GPT2_EVAL_INTERVAL", "--eval-interval"))
+    eval_interval: int = field(
+        default=500, metadata=kc("GPT2_EVAL_INTERVAL", "--eval-interval", resumable=True)
+    )
     eval_samples: int = field(default=200, metadata=kc("GPT2_EVAL_SAMPLES", "--eval-samples"))
     """Micro-batches averaged per loss estimate."""
-    log_interval: int = field(default=10, metadata=kc("GPT2_LOG_INTERVAL", "--log-interval"))
-    save_checkpoint: bool = field(default=True, metadata=kc("GPT2_SAVE_CHECKPOINT"))
+    log_interval: int = field(default=10, metadata=kc("GPT2_LOG_INTERVAL", "--log-interval", resumable=True))
+    save_checkpoint: bool = field(default=True, metadata=kc("GPT2_SAVE_CHECKPOINT", resumable=True))
 
     def __post_init__(self) -> None:
         check(self, "batch_mode", self.batch_mode in ("manual", "auto"), "manual or auto")
@@ -212,11 +215,13 @@ class RuntimeSettings:
     mixed_precision: bool = field(default=True, metadata=kc("MIXED_PRECISION"))
     amp_dtype: str = field(default="bfloat16", metadata=kc("GPT2_AMP_DTYPE"))
     tf32: bool = field(default=True, metadata=kc("GPT2_TF32_ALLOWED"))
-    compile: bool = field(default=True, metadata=kc("GPT2_COMPILE", "--compile"))
-    compile_mode: str = field(default="default", metadata=kc("GPT2_COMPILE_MODE", "--compile-mode"))
+    compile: bool = field(default=True, metadata=kc("GPT2_COMPILE", "--compile", resumable=True))
+    compile_mode: str = field(
+        default="default", metadata=kc("GPT2_COMPILE_MODE", "--compile-mode", resumable=True)
+    )
     """A key of COMPILE_MODES (torch.compile's mode)."""
     attention_backend: str = field(
-        default="auto", metadata=kc("GPT2_ATTENTION_BACKEND", "--attention-backend")
+        default="auto", metadata=kc("GPT2_ATTENTION_BACKEND", "--attention-backend", resumable=True)
     )
     """A key of ATTENTION_BACKENDS."""
     fp8: bool = field(default=False, metadata=kc("GPT2_FP8", "--fp8"))
@@ -224,11 +229,15 @@ class RuntimeSettings:
     """A key of FP8_RECIPES."""
     fp8_layers: str = field(default="all", metadata=kc("GPT2_FP8_LAYERS", "--fp8-layers"))
     """A key of FP8_LAYERS."""
-    nproc_per_node: int = field(default=1, metadata=kc("GPT2_NPROC_PER_NODE", "--nproc-per-node"))
-    memory_check: bool = field(default=True, metadata=kc("GPT2_MEMORY_CHECK", "--memory-check"))
+    nproc_per_node: int = field(
+        default=1, metadata=kc("GPT2_NPROC_PER_NODE", "--nproc-per-node", resumable=True)
+    )
+    memory_check: bool = field(
+        default=True, metadata=kc("GPT2_MEMORY_CHECK", "--memory-check", resumable=True)
+    )
     seed: int = field(default=1337, metadata=kc("SEED", "--seed"))
-    output_dir: str = field(default="runs", metadata=kc("OUTPUT_DIR"))
-    run_name: str = field(default="", metadata=kc("GPT2_RUN_NAME", "--run-name"))
+    output_dir: str = field(default="runs", metadata=kc("OUTPUT_DIR", resumable=True))
+    run_name: str = field(default="", metadata=kc("GPT2_RUN_NAME", "--run-name", resumable=True))
 
     def __post_init__(self) -> None:
         ok = self.device in ("auto", "cpu", "cuda", "mps") or (
@@ -333,6 +342,13 @@ class Settings:
 
 
 _SECTIONS = {f.name: f.default_factory for f in fields(Settings)}
+# The settings a resumed run may change (each field says so in its metadata: kc(..., resumable=True)).
+RESUMABLE = frozenset(
+    f"{section}.{f.name}"
+    for section, cls in _SECTIONS.items()
+    for f in fields(cls)
+    if f.metadata["resumable"]
+)
 
 
 def _field_map(cls: type) -> dict[str, dataclasses.Field]:

@@ -17,10 +17,10 @@ from lib.validate import check, kc
 class TrackingSettings:
     """Where (if anywhere) runs are tracked besides their own folder."""
 
-    tracker: str = field(default="none", metadata=kc("TRACKER"))
-    project: str = field(default="gpt2-prune", metadata=kc("TRACKER_PROJECT"))
-    offline: bool = field(default=True, metadata=kc("TRACKER_OFFLINE"))
-    group: str = field(default="", metadata=kc("TRACKER_GROUP", "--tracker-group"))
+    tracker: str = field(default="none", metadata=kc("TRACKER", resumable=True))
+    project: str = field(default="gpt2-prune", metadata=kc("TRACKER_PROJECT", resumable=True))
+    offline: bool = field(default=True, metadata=kc("TRACKER_OFFLINE", resumable=True))
+    group: str = field(default="", metadata=kc("TRACKER_GROUP", "--tracker-group", resumable=True))
     """Runs that belong together (the test matrix sets its results folder's name)."""
 
     def __post_init__(self) -> None:

@@ -31,43 +31,9 @@ from lib.metrics import MetricsWriter, model_sparsity, peak_flops, peak_memory_b
 from lib.pruning.pruner import Pruner
 from lib.runtime import autocast, overflow_flag, rng_state, set_rng_state, synchronize
 from lib.schedule import lr_at
-from lib.settings import Settings
+from lib.settings import RESUMABLE, Settings
 
 log = logging.getLogger("train")
-
-# Settings a resumed run may change: how long it runs and how it reports, not what it computes.
-RESUMABLE_CHANGES = {
-    "training.max_iters",
-    "training.num_epochs",
-    "training.max_time_seconds",
-    "training.eval_interval",
-    "training.log_interval",
-    "training.save_checkpoint",
-    "runtime.compile",
-    "runtime.compile_mode",
-    "runtime.attention_backend",  # the same attention, another kernel
-    "model.activation_checkpointing",  # memory/speed knobs with the same arithmetic
-    "model.fused_loss",
-    "runtime.nproc_per_node",
-    "runtime.memory_check",  # a step sees the same tokens on any number of processes
-    "runtime.run_name",
-    "runtime.output_dir",
-    "monitor.enabled",  # measurements beside and after training
-    "monitor.interval_seconds",
-    "inference.enabled",
-    "inference.seq_lens",
-    "inference.batch_sizes",
-    "inference.repeats",
-    "downstream.enabled",
-    "downstream.tasks",
-    "downstream.limit",
-    "downstream.include_path",
-    "downstream.batch_size",
-    "generation.max_tokens",
-    "generation.temperature",
-    "generation.top_k",
-    "generation.prompt",
-}
 
 
 class TrainingDiverged(RuntimeError):
@@ -96,7 +62,7 @@ def settings_changes(saved: dict, current: dict) -> list[str]:
 
 def resume_conflicts(saved: dict, current: dict) -> list[str]:
     """The settings that differ and may not change on resume (they change what is computed)."""
-    return [c for c in settings_changes(saved, current) if c not in RESUMABLE_CHANGES]
+    return [c for c in settings_changes(saved, current) if c not in RESUMABLE]
 
 
 @dataclass

@@ -14,9 +14,14 @@ class SettingsError(Refusal, ValueError):
     """A setting outside what is allowed; the message says how to fix it."""
 
 
-def kc(symbol: str, flag: str | None = None) -> dict[str, str]:
-    """Field metadata: the Kconfig symbol (without CONFIG_) and the optional CLI flag."""
-    return {"kconfig": symbol} if flag is None else {"kconfig": symbol, "flag": flag}
+def kc(symbol: str, flag: str | None = None, *, resumable: bool = False) -> dict[str, str | bool]:
+    """Field metadata: the Kconfig symbol (without CONFIG_), the optional CLI flag, and whether a
+    resumed run may change the setting (True only where it changes nothing the run computes:
+    how long it runs, how it reports, what it measures beside training, where records go)."""
+    meta: dict[str, str | bool] = {"kconfig": symbol, "resumable": resumable}
+    if flag is not None:
+        meta["flag"] = flag
+    return meta
 
 
 def section_of(obj: Any) -> str:

@@ -121,3 +121,51 @@ def test_bad_override_names_the_flag():
 def test_missing_config_py_says_how_to_make_one(tmp_path):
     with pytest.raises(SettingsError, match="make defconfig-<name>"):
         load_settings(tmp_path / "config.py")
+
+
+# Every setting a resumed run may change: how long it runs, how it reports and measures, where its
+# records go, the matrix around it. Everything else changes what is computed, so a resume refuses it.
+# A new field is classified here on purpose (its kc(..., resumable=...) decides; this test holds both).
+RESUMABLE_BY_DESIGN = {
+    "data.data_dir",
+    *(
+        f"training.{n}"
+        for n in (
+            "max_iters",
+            "num_epochs",
+            "max_time_seconds",
+            "eval_interval",
+            "log_interval",
+            "save_checkpoint",
+        )
+    ),
+    *(
+        f"runtime.{n}"
+        for n in (
+            "compile",
+            "compile_mode",
+            "attention_backend",
+            "nproc_per_node",
+            "memory_check",
+            "run_name",
+            "output_dir",
+        )
+    ),
+    "model.activation_checkpointing",
+    "model.fused_loss",
+}
+WHOLLY_RESUMABLE_SECTIONS = ("generation", "monitor", "inference", "downstream", "tracking", "matrix")
+
+
+def test_every_field_is_classified_for_resume():
+    from dataclasses import fields
+
+    from lib.settings import _SECTIONS, RESUMABLE
+
+    for section, cls in _SECTIONS.items():
+        for f in fields(cls):
+            assert isinstance(f.metadata["resumable"], bool), f"{section}.{f.name}"
+    expected = set(RESUMABLE_BY_DESIGN)
+    expected |= {f"{s}.{f.name}" for s in WHOLLY_RESUMABLE_SECTIONS for f in fields(_SECTIONS[s])}
+    assert RESUMABLE == expected
+    assert "optimizer.spam_theta" not in RESUMABLE and "pruning.target_sparsity" not in RESUMABLE

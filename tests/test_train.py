@@ -373,3 +373,11 @@ def test_a_bug_is_not_passed_off_as_a_configuration_error(tiny_config, tmp_path,
     monkeypatch.setattr(train, "build_optimizer", broken)
     with pytest.raises(RuntimeError, match="an internal bug"):  # a traceback, not "error: ..." and exit 2
         run(tiny_config, tmp_path / "run")
+
+
+def test_a_resume_may_change_how_a_run_is_tracked_or_grouped(tiny_config, tmp_path):
+    out = tmp_path / "run"
+    assert run(tiny_config, out, "--max-iters", "4", "--eval-interval", "2") == 0
+    # A matrix passes its results folder as the tracker group: resuming from another folder name is fine.
+    assert run(tiny_config, out, "--resume", "--max-iters", "6", "--tracker-group", "elsewhere") == 0
+    assert json.loads((out / "summary.json").read_text())["iters"] == 6
