@@ -65,6 +65,26 @@ class GPTConfig:
         return self.n_layer * (self.mla_latent if self.mla_latent else 2 * self.n_embd)
 
     @classmethod
+    def from_settings(cls, m) -> "GPTConfig":
+        """The config lib/settings.ModelSettings `m` describes (GPT2_MODEL_NAME, the RA+MLA options, ...)."""
+        return cls.from_name(
+            m.name,
+            pad_vocab=m.pad_vocab,
+            block_size=m.block_size,
+            dropout=m.dropout,
+            bias=m.bias,
+            weight_tying=m.weight_tying,
+            flash_attention=m.flash_attention,
+            activation_checkpointing=m.activation_checkpointing,
+            fused_loss=m.fused_loss,
+            mla_latent=m.ra_mla_latent_dim if m.ra_mla else 0,
+            mla_q_latent=m.ra_mla_per_head_q_latent,
+            mla_v_per_head=m.ra_mla_per_head_v_up,
+            ra_alpha=m.ra_mla_ra_alpha,
+            ra_window=m.ra_mla_ra_window,
+        )
+
+    @classmethod
     def from_name(cls, name: str, *, pad_vocab: bool = True, **kwargs) -> "GPTConfig":
         """The config of a named size; pad_vocab rounds the vocabulary up to a multiple of 64."""
         if name not in SIZES:

@@ -27,10 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from tqdm.contrib.logging import logging_redirect_tqdm  # noqa: E402
 
-from gpt2.model import GPT, GPT2_VOCAB_SIZE, attention_sizes  # noqa: E402
+from gpt2.batch import choose_batch, make_probe, refuse_manual_values, resumed_batch  # noqa: E402
+from gpt2.hf import import_hf  # noqa: E402
+from gpt2.memory import check_gpu_fits, host_bytes_needed, host_ram_warning  # noqa: E402
+from gpt2.model import GPT, GPT2_VOCAB_SIZE, GPTConfig, attention_sizes  # noqa: E402
 from lib import distributed  # noqa: E402
 from lib.after_training import after_training  # noqa: E402
-from lib.batch import choose_batch, make_probe, refuse_manual_values, resumed_batch  # noqa: E402
 from lib.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint  # noqa: E402
 from lib.cli import add_override_flags, overrides_from_args  # noqa: E402
 from lib.data import TokenData  # noqa: E402
@@ -38,10 +40,8 @@ from lib.distributed import Dist, broadcast, wrap_ddp  # noqa: E402
 from lib.errors import Refusal, out_of_memory  # noqa: E402
 from lib.fp8 import convert_to_fp8  # noqa: E402
 from lib.gpu_monitor import GPU_FILE, GPUMonitor, plot_gpu  # noqa: E402
-from lib.hf import import_hf  # noqa: E402
 from lib.io import atomic_write_json, atomic_write_text  # noqa: E402
 from lib.lora import apply_lora  # noqa: E402
-from lib.memory import check_gpu_fits, host_bytes_needed, host_ram_warning  # noqa: E402
 from lib.metrics import bookkeeping, peak_memory_bytes  # noqa: E402
 from lib.optim import build_optimizer  # noqa: E402
 from lib.pruning import build_pruner  # noqa: E402
@@ -240,9 +240,9 @@ def preflight(s: Settings, device: torch.device, dist: Dist, resume_dir: Path | 
 def build_model(s: Settings) -> tuple[GPT, dict | None]:
     """The GPT the settings describe: random, or GPT2_INIT_FROM's pretrained weights (same shape)."""
     if not s.model.init_from:
-        return GPT(s.model.gpt_config()), None
+        return GPT(GPTConfig.from_settings(s.model)), None
     model, record = import_hf(s.model.init_from, s.model.block_size)
-    want, got = s.model.gpt_config(), model.config
+    want, got = GPTConfig.from_settings(s.model), model.config
     if (want.n_layer, want.n_head, want.n_embd) != (got.n_layer, got.n_head, got.n_embd):
         raise Refusal(
             f"GPT2_INIT_FROM={s.model.init_from!r} holds a {got.n_layer}-layer, {got.n_embd}-wide model with "

@@ -42,7 +42,7 @@ class ModelSettings:
     block_size: int = field(default=1024, metadata=kc("GPT2_BLOCK_SIZE", "--block-size"))
     """Tokens per sequence."""
     init_from: str = field(default="", metadata=kc("GPT2_INIT_FROM", "--init-from"))
-    """An HF GPT-2 folder or hub name to start from (lib/hf.py); empty: random initialisation."""
+    """An HF GPT-2 folder or hub name to start from (gpt2/hf.py); empty: random initialisation."""
     dropout: float = field(default=0.0, metadata=kc("GPT2_DROPOUT"))
     bias: bool = field(default=True, metadata=kc("GPT2_BIAS"))
     weight_tying: bool = field(default=True, metadata=kc("GPT2_WEIGHT_TYING"))
@@ -75,27 +75,6 @@ class ModelSettings:
             )
         check(self, "block_size", 8 <= self.block_size <= 8192, "8..8192")
         check(self, "dropout", 0.0 <= self.dropout < 1.0, "a number in [0, 1)")
-
-    def gpt_config(self):
-        """The gpt2.model.GPTConfig these settings describe."""
-        from gpt2.model import GPTConfig
-
-        return GPTConfig.from_name(
-            self.name,
-            pad_vocab=self.pad_vocab,
-            block_size=self.block_size,
-            dropout=self.dropout,
-            bias=self.bias,
-            weight_tying=self.weight_tying,
-            flash_attention=self.flash_attention,
-            activation_checkpointing=self.activation_checkpointing,
-            fused_loss=self.fused_loss,
-            mla_latent=self.ra_mla_latent_dim if self.ra_mla else 0,
-            mla_q_latent=self.ra_mla_per_head_q_latent,
-            mla_v_per_head=self.ra_mla_per_head_v_up,
-            ra_alpha=self.ra_mla_ra_alpha,
-            ra_window=self.ra_mla_ra_window,
-        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -152,7 +131,7 @@ class TrainingSettings:
     """Batching, length, learning-rate schedule, evaluation and checkpoints."""
 
     batch_mode: str = field(default="manual", metadata=kc("GPT2_BATCH_MODE", "--batch-mode"))
-    """manual, or auto: batch_size and gradient_accumulation found for target_batch (lib/batch.py)."""
+    """manual, or auto: batch_size and gradient_accumulation found for target_batch (gpt2/batch.py)."""
     target_batch: int = field(default=128, metadata=kc("GPT2_TARGET_BATCH", "--target-batch"))
     """Sequences per optimizer step in auto mode."""
     batch_size: int = field(default=12, metadata=kc("BATCH_SIZE", "--batch-size"))

@@ -1,4 +1,4 @@
-"""Peak GPU memory: lib/memory.py's estimate against a measured training step, and what fits.
+"""Peak GPU memory: gpt2/memory.py's estimate against a measured training step, and what fits.
 
     python -m scripts.bench_memory --probe gpt2:16 --probe gpt2-xl:4 --compile
     python -m scripts.bench_memory --fit gpt2,gpt2-medium,gpt2-large,gpt2-xl --checkpointing both
@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from gpt2.model import GPT, SIZES  # noqa: E402
+from gpt2.memory import GIB, estimate, largest_batch  # noqa: E402
+from gpt2.model import GPT, SIZES, GPTConfig  # noqa: E402
 from lib.data import TokenData  # noqa: E402
 from lib.io import atomic_write_json  # noqa: E402
-from lib.memory import GIB, estimate, largest_batch  # noqa: E402
 from lib.optim import build_optimizer  # noqa: E402
 from lib.runtime import resolve_device, use_expandable_segments  # noqa: E402
 from lib.settings import Settings  # noqa: E402
@@ -57,7 +57,7 @@ def measure(s: Settings, device: torch.device, data: TokenData, work: Path) -> i
     torch.cuda.reset_peak_memory_stats(device)
     try:
         with torch.device(device):  # initialised in place: seconds, not minutes, for gpt2-xl
-            model = GPT(s.model.gpt_config())
+            model = GPT(GPTConfig.from_settings(s.model))
         optimizer = build_optimizer(model, s.optimizer, s.training.learning_rate, compile=s.runtime.compile)
         compiled = torch.compile(model) if s.runtime.compile else model
         trainer = Trainer(s, work, device, model, compiled, optimizer, data, torch.bfloat16)

@@ -39,7 +39,7 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from gpt2.model import GPT, SIZES  # noqa: E402
+from gpt2.model import GPT, SIZES, GPTConfig  # noqa: E402
 from lib.data import META_FILE, TOKEN_DTYPE, TokenData  # noqa: E402
 from lib.fp8 import convert_to_fp8  # noqa: E402
 from lib.gpu_monitor import GPU_FILE, GPUMonitor, nvml_sampler  # noqa: E402
@@ -287,11 +287,11 @@ def run_one(name: str, args, device, amp, data, work: Path) -> dict:
         def step():
             peer_step(compiled, optimizer, data, args, device, amp, loss_fn)
 
-        flops = GPT(settings_for("adamw", args).model.gpt_config()).flops_per_token()
+        flops = GPT(GPTConfig.from_settings(settings_for("adamw", args).model)).flops_per_token()
     else:
         s = settings_for(name, args)
         select_attention_backend(s.runtime.attention_backend)
-        model = GPT(s.model.gpt_config()).to(device)
+        model = GPT(GPTConfig.from_settings(s.model)).to(device)
         if s.runtime.fp8:
             convert_to_fp8(model, s.runtime.fp8_recipe, device, s.runtime.fp8_layers)
         optimizer = build_optimizer(model, s.optimizer, s.training.learning_rate, compile=args.compile)

@@ -4,7 +4,7 @@
     python -m scripts.export_hf RUN_DIR --checkpoint last --out exported/my-model
 
 Reads the run's checkpoint and the settings in it (torch.load with
-weights_only=True: tensors and plain data only) and writes config.json and model.safetensors (lib/hf.py). A pruned
+weights_only=True: tensors and plain data only) and writes config.json and model.safetensors (gpt2/hf.py). A pruned
 model keeps its zeros; their share is printed.
 """
 
@@ -15,9 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gpt2.model import GPT  # noqa: E402
+from gpt2.hf import export_hf, linear_sparsity  # noqa: E402
+from gpt2.model import GPT, GPTConfig  # noqa: E402
 from lib.checkpoint import BEST_FILE, CHECKPOINT_FILE, CheckpointError, load_checkpoint  # noqa: E402
-from lib.hf import export_hf, linear_sparsity  # noqa: E402
 from lib.lora import apply_lora, merge_lora_state  # noqa: E402
 from lib.settings import Settings, SettingsError  # noqa: E402
 
@@ -38,9 +38,9 @@ def model_from_run(run_dir: Path, which: str) -> GPT:
     )
     state = checkpoint["model"]
     vocab = state["transformer.wte.weight"].shape[0]  # unpadded when the run started from HF weights
-    model = GPT(replace(s.model.gpt_config(), vocab_size=vocab))
+    model = GPT(replace(GPTConfig.from_settings(s.model), vocab_size=vocab))
     if s.lora.enabled:  # fold the adapters into the weights: the export is a plain GPT-2
-        adapted = GPT(replace(s.model.gpt_config(), vocab_size=vocab))
+        adapted = GPT(replace(GPTConfig.from_settings(s.model), vocab_size=vocab))
         apply_lora(adapted, s.lora)
         adapted.load_state_dict(state)
         state = merge_lora_state(adapted)

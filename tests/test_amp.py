@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from gpt2.model import GPT
+from gpt2.model import GPT, GPTConfig
 from lib.data import TokenData
 from lib.optim import OptimizerSettings, build_optimizer
 from lib.optim.spam import spam_adamw_
@@ -62,7 +62,7 @@ def fp16_trainer(
     )
     dev = torch.device(device)
     torch.manual_seed(0)
-    model = GPT(s.model.gpt_config()).to(dev)
+    model = GPT(GPTConfig.from_settings(s.model)).to(dev)
     if dev.type == "cuda":
         opt = build_optimizer(model, s.optimizer, lr=1e-3, compile=True)
     else:

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from lib import batch
-from lib.batch import candidates, choose_batch, refuse_manual_values
+from gpt2 import batch
+from gpt2.batch import candidates, choose_batch, refuse_manual_values
 from lib.kconfig import DefconfigError
 from lib.settings import Settings, SettingsError
 

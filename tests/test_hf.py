@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
+from gpt2.hf import export_hf, import_hf
 from gpt2.model import SIZES
 from lib.errors import Refusal
-from lib.hf import export_hf, import_hf
 
 transformers = pytest.importorskip("transformers")
 

@@ -73,7 +73,7 @@ def test_a_lora_run_with_magnitude_pruning_prunes_the_base_and_exports_merged(ti
     state = torch.load(out / "ckpt.pt", weights_only=True)["model"]
     assert any("lora_A" in k for k in state) and any(k.endswith("base_layer.weight") for k in state)
     pytest.importorskip("safetensors")
-    from lib.hf import import_hf
+    from gpt2.hf import import_hf
     from scripts import export_hf
 
     assert export_hf.main([str(out), "--checkpoint", "last", "--out", str(tmp_path / "hf")]) == 0

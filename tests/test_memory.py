@@ -6,9 +6,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from gpt2 import memory
+from gpt2.memory import GIB, check_gpu_fits, estimate, fit_advice, largest_batch
 from gpt2.model import GPT, GPTConfig
-from lib import memory
-from lib.memory import GIB, check_gpu_fits, estimate, fit_advice, largest_batch
 from lib.settings import Settings
 
 XL = Settings().replace(

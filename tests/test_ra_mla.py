@@ -61,7 +61,7 @@ def test_shapes_parameter_counts_and_cache_size():
 
 def test_settings_map_the_seed_symbols_and_refuse_bad_values():
     s = Settings().replace({"model.ra_mla": True, "model.ra_mla_ra_alpha": 0.25})
-    c = s.model.gpt_config()
+    c = GPTConfig.from_settings(s.model)
     assert (c.mla_latent, c.ra_alpha, c.ra_window, c.mla_q_latent, c.mla_v_per_head) == (
         128,
         0.25,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gpt2.model import GPT
+from gpt2.model import GPT, GPTConfig
 from lib.errors import OutOfMemory
 from lib.settings import Settings
 
@@ -66,7 +66,7 @@ def parameter_counts(s: Settings) -> tuple[int, int]:
     from lib.pruning.pruner import prunable_parameters
 
     with torch.device("meta"):
-        model = GPT(s.model.gpt_config())
+        model = GPT(GPTConfig.from_settings(s.model))
     p = s.pruning
     prunable = prunable_parameters(
         model, include_embeddings=p.include_embeddings, include_vectors=p.include_vectors
@@ -83,7 +83,7 @@ def estimate(
     amp: bool | None = None,
 ) -> MemoryEstimate:
     """Peak GPU bytes of one training process of `s` (micro-batch `batch_size`, default the configured)."""
-    cfg = s.model.gpt_config()
+    cfg = GPTConfig.from_settings(s.model)
     n, prunable = parameter_counts(s)
     b = s.training.batch_size if batch_size is None else batch_size
     tokens = b * cfg.block_size
@@ -174,7 +174,7 @@ def check_gpu_fits(s: Settings, device: torch.device, world_size: int = 1) -> Me
         raise OutOfMemory(
             f"this run needs about {est.describe()} per GPU, more than the {usable / GIB:.1f} GiB usable "
             f"on {torch.cuda.get_device_name(device)}. To fit:\n  - {tips}\n"
-            "(The estimate is lib/memory.py's; if you know better, skip it with --no-memory-check.)"
+            "(The estimate is gpt2/memory.py's; if you know better, skip it with --no-memory-check.)"
         )
     return est
 

@@ -3,7 +3,7 @@
 The effective batch GPT2_TARGET_BATCH = micro-batch x accumulation, and the
 accumulation must share out evenly over the processes. Candidates are the
 divisors of the target that allow that, largest first; the first whose memory
-estimate (lib/memory.py) fits the GPU is confirmed by one real forward and
+estimate (gpt2/memory.py) fits the GPU is confirmed by one real forward and
 backward pass (`probe`), falling to the next candidate if that runs out of
 memory. Everything depends only on the settings and the GPU, so the choice is
 the same on every rank and every time.
@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import torch
 
+from gpt2.memory import GIB, estimate, usable_gpu_bytes
 from lib.errors import OutOfMemory
-from lib.memory import GIB, estimate, usable_gpu_bytes
 from lib.settings import Settings, SettingsError
 
 CPU_MAX_MICRO_BATCH = 16
