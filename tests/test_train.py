@@ -96,7 +96,9 @@ def test_kill_and_resume_reproduces_the_uninterrupted_losses(tiny_config, tmp_pa
     config = tiny_config.read_text().replace("'GPT2_MAX_ITERS': 30", "'GPT2_MAX_ITERS': 120")
     tiny_config.write_text(config)
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    assert run(tiny_config, straight) == 0
+    # Both sides in fresh processes with the same environment: the comparison is of resume alone,
+    # not of this test process's state after the tests before it (thread pools, allocator settings).
+    assert _start_in_subprocess(tiny_config, straight).wait(timeout=300) == 0
 
     proc = _start_in_subprocess(tiny_config, killed)
     _wait_for(lambda: _last_iter(killed) >= 25, proc)  # past the checkpoints at 10 and 20
