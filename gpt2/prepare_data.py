@@ -197,9 +197,7 @@ def custom_documents(files: list[Path]) -> Iterator[str]:
                 if "text" not in row:
                     raise SystemExit(f"error: {file}: rows need a 'text' field; found {sorted(row)}")
                 yield row["text"]
-        except (UnicodeDecodeError, ValueError) as e:
-            if isinstance(e, SystemExit):
-                raise
+        except (UnicodeDecodeError, ValueError) as e:  # a damaged or mis-encoded .jsonl/.parquet
             raise SystemExit(f"error: {file}: not readable as {kind} ({type(e).__name__}: {e})") from None
 
 

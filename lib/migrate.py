@@ -13,6 +13,7 @@ dropped too, with kconfiglib's reason. scripts/migrate_defconfig.py is the comma
 from __future__ import annotations
 
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -300,8 +301,6 @@ def migrate(path: str | Path, kconfig: str | Path = "Kconfig") -> Migration:
 
 def _drop_what_does_not_apply(m: Migration, kconf: kconfiglib.Kconfig) -> None:
     """Load the result strictly; lines with an unmet dependency are dropped with the loader's reason."""
-    import tempfile
-
     unmet_re = re.compile(
         r"CONFIG_([A-Za-z0-9_]+)=[^\n]*?: did not take effect \(applied: [^)]*\): "
         r"unmet dependency: it depends on (.+?), which is not met"
