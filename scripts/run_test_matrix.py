@@ -6,11 +6,13 @@
     python -m scripts.run_test_matrix --report-only [RESULTS_DIR]
     python -m scripts.run_test_matrix --slurm         # a Slurm job array, one task per run
     python -m scripts.run_test_matrix --sweep defconfigs/gpt2-tiny-cpu.sweep.toml   # a sweep
+    python -m scripts.run_test_matrix --stop-after 520  # a chunk: start no run that would end later
 
 Results go to test_matrix_results_<time>/<run-name>/. Running again reuses the
 newest results folder made from the same config.py: finished runs are kept,
 interrupted ones resume from their checkpoint, failed ones are kept unless
---rerun-failed. Each run takes GPT2_NPROC_PER_NODE of the visible GPUs (torchrun when
+--rerun-failed; with --stop-after, runs that would not end in time are left for
+the next call (exit 130 while any are left). Each run takes GPT2_NPROC_PER_NODE of the visible GPUs (torchrun when
 more than one) and runs go side by side until the queue is empty; without GPUs,
 TEST_MATRIX_PARALLEL at a time. With --slurm, Slurm places the runs instead
 (lib/slurm.py): one array task each, and a report job once all have ended.
@@ -196,12 +198,24 @@ class Runner:
         print(f"{run.name}: {outcome}")
         return {"done": 0, "interrupted": 130}.get(outcome, 1)
 
-    def run_all(self, parallel: int) -> dict:
+    def run_all(self, parallel: int, stop_after: float | None = None) -> dict:
+        """Run the pending runs, `parallel` at a time (one per GPU group when there are GPUs).
+
+        With `stop_after` (seconds), no run is started that would not end in time, judged by the
+        longest run that ended in this call; the rest stay pending for the next call, so a chunk
+        of a study never spends its last minutes on a run that its time limit would cut short.
+        """
         queue = self.todo()
+        started = time.monotonic()
+        launched: dict[subprocess.Popen, float] = {}
+        longest = 0.0
         free = slots(parallel, self.base.runtime.nproc_per_node)
         running: dict[subprocess.Popen, tuple[Run, str | None]] = {}
         counts = {"done": 0, "failed": 0, "interrupted": 0}
         skipped = len(self.runs) - len(queue)
+
+        def fits() -> bool:
+            return stop_after is None or time.monotonic() - started + longest <= stop_after
 
         def on_signal(signum, _frame):
             self.stopping = True
@@ -220,11 +234,13 @@ class Runner:
         bar.postfix_dict = {}
         try:
             while queue or running:
-                while queue and free and not self.stopping:
+                while queue and free and not self.stopping and fits():
                     run, gpu = queue.pop(0), free.pop(0)
-                    running[self.launch(run, gpu)] = (run, gpu)
+                    proc = self.launch(run, gpu)
+                    running[proc], launched[proc] = (run, gpu), time.monotonic()
                 for proc in [p for p in running if p.poll() is not None]:
                     run, gpu = running.pop(proc)
+                    longest = max(longest, time.monotonic() - launched.pop(proc))
                     free.append(gpu)
                     outcome = self.finish(run, proc.returncode)
                     counts[outcome] += 1
@@ -237,13 +253,15 @@ class Runner:
                 if postfix != bar.postfix_dict:
                     bar.postfix_dict = postfix
                     bar.set_postfix(postfix)
-                if self.stopping and not running:
+                if not running and (self.stopping or (queue and not fits())):
                     break
                 time.sleep(0.2)
         finally:
             bar.close()
             for s, h in old.items():
                 signal.signal(s, h)
+        if queue and not self.stopping:
+            print(f"--stop-after {stop_after:g}: {len(queue)} runs left for the next call")
         return {**counts, "skipped": skipped, "not_started": len(queue)}
 
 
@@ -263,6 +281,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slurm", action="store_true", help="submit as a Slurm job array plus a report job")
     p.add_argument("--task", type=int, metavar="I", help="run plan entry I only (a Slurm array task)")
     p.add_argument("--sweep", metavar="FILE", help="also sweep the values in this TOML file (lib/sweep.py)")
+    p.add_argument(
+        "--stop-after",
+        type=float,
+        metavar="SECONDS",
+        help="start no run that would end later than SECONDS from now (judged by the longest run so far)",
+    )
     args = p.parse_args(argv)
 
     if args.report_only is not None:
@@ -349,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     try:
-        counts = runner.run_all(base.matrix.parallel)
+        counts = runner.run_all(base.matrix.parallel, args.stop_after)
     except Refusal as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -358,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         f"this time: {counts['done']} finished, {counts['failed']} failed, {counts['interrupted']} "
         f"interrupted; {counts['skipped']} kept from before | report: {results / 'summary.md'}"
     )
-    if runner.stopping:
+    if runner.stopping or counts["not_started"]:
         return 130
     return 1 if any(r["status"] == "failed" for r in rows) else 0
 

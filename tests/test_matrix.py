@@ -244,6 +244,30 @@ def test_the_runner_keeps_every_gpu_group_busy_until_the_queue_is_empty(tmp_path
     assert wall < 3 * one_run + 3.0  # ceil(6 / 2) = 3 runs deep, plus process start-up
 
 
+def test_a_chunk_starts_no_run_that_would_not_end_in_time(tmp_path, monkeypatch):
+    """--stop-after: runs that would end past the limit stay pending; the next call finishes them."""
+    import sys
+
+    from scripts.run_test_matrix import Runner
+
+    stand_in = (
+        "import json, os, sys, time; time.sleep(0.5); out = sys.argv[sys.argv.index('--out-dir') + 1]; "
+        "json.dump({'status': 'completed'}, open(os.path.join(out, 'summary.json'), 'w'))"
+    )
+    monkeypatch.setattr(
+        run_test_matrix, "train_command", lambda nproc, args: [sys.executable, "-c", stand_in, *args]
+    )
+    monkeypatch.setattr(run_test_matrix, "visible_gpus", lambda: [])
+    base = matrix(adamwspam=False, adamwprune=False, magnitude=False, state=False, repeats=4)
+    runs, _ = expand(base)
+    counts = Runner(tmp_path, base, runs, rerun_failed=False).run_all(parallel=1, stop_after=1.2)
+    assert 1 <= counts["done"] <= 2 and counts["not_started"] == 4 - counts["done"], counts
+    assert counts["failed"] == counts["interrupted"] == 0
+    first = counts["done"]
+    counts = Runner(tmp_path, base, runs, rerun_failed=False).run_all(parallel=1, stop_after=60)
+    assert counts == {"done": 4 - first, "failed": 0, "interrupted": 0, "skipped": first, "not_started": 0}
+
+
 def test_launch_uses_torchrun_for_several_processes(tmp_path, kconf, capsys):
     from scripts.launch import main, train_command
 
