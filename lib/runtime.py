@@ -162,3 +162,14 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+def compilations() -> int:
+    """Frames torch.compile has compiled in this process so far, recompilations included.
+
+    A host-side counter (no device sync): a logged interval in which it moved spent part of
+    its time compiling, so its ms/iter is not the training speed.
+    """
+    from torch._dynamo.utils import counters
+
+    return counters["frames"]["total"]

@@ -29,7 +29,7 @@ from lib.data import TokenData
 from lib.distributed import Dist, all_reduce, any_rank, check_replicas, gather, no_sync
 from lib.metrics import MetricsWriter, model_sparsity, peak_flops, peak_memory_bytes
 from lib.pruning.pruner import Pruner
-from lib.runtime import autocast, overflow_flag, rng_state, set_rng_state, synchronize
+from lib.runtime import autocast, compilations, overflow_flag, rng_state, set_rng_state, synchronize
 from lib.schedule import lr_at
 from lib.settings import RESUMABLE, Settings
 
@@ -308,7 +308,7 @@ class Trainer:
             self.train_model.train()
             first_interval = True
             self._loss_acc = torch.full((), st.interval_loss_sum, device=self.device)
-            interval_start = time.perf_counter()
+            interval_start, compiled_before = time.perf_counter(), compilations()
             bar = tqdm(
                 total=self.total_iters,
                 initial=st.iter_num,
@@ -330,15 +330,15 @@ class Trainer:
                     seconds = st.interval_seconds + time.perf_counter() - interval_start
                     st.train_seconds += seconds
                     steps = st.interval_steps
-                    self._log_train(
-                        self._loss_acc / steps, grad_norm, lr, seconds, steps, first_interval, bar
-                    )
-                    if not first_interval:
+                    # The first interval warms up; any that compiled is not the training speed either.
+                    compiled = first_interval or compilations() != compiled_before
+                    self._log_train(self._loss_acc / steps, grad_norm, lr, seconds, steps, compiled, bar)
+                    if not compiled:
                         st.intervals.append((seconds, steps))
                     first_interval = False
                     self._loss_acc.zero_()
                     st.interval_steps, st.interval_seconds = 0, 0.0
-                    interval_start = time.perf_counter()
+                    interval_start, compiled_before = time.perf_counter(), compilations()
                 stop = self._should_stop(budget, log_step)
                 if st.iter_num % t.eval_interval == 0 or last or stop:
                     if st.interval_steps:  # pause the interval's clock; it resumes after the evaluation
@@ -346,8 +346,10 @@ class Trainer:
                         st.interval_seconds += time.perf_counter() - interval_start
                         if stop:  # the unlogged steps' time still counts as training
                             st.train_seconds += st.interval_seconds
+                    before_eval = compilations()
                     self.save(best=self._record_eval())
                     interval_start = time.perf_counter()
+                    compiled_before += compilations() - before_eval  # the evaluation's are not the interval's
                 if stop:
                     status = "interrupted" if self._stop_signal else "time_budget"
                     log.warning("stopped at iter %d of %d (%s)", st.iter_num, self.total_iters, stop)
@@ -391,7 +393,7 @@ class Trainer:
             return signalled
         return "time budget" if over_budget else None
 
-    def _log_train(self, loss_t, grad_norm, lr, seconds, steps, first_interval, bar) -> None:
+    def _log_train(self, loss_t, grad_norm, lr, seconds, steps, compiled, bar) -> None:
         loss = all_reduce(self.dist, loss_t.float(), "avg").item()
         if not math.isfinite(loss):
             raise TrainingDiverged(f"training loss is {loss} at iter {self.state.iter_num}")
@@ -412,7 +414,7 @@ class Trainer:
             "tokens_per_sec": tok_s,
             "mfu": mfu,
             "peak_memory_bytes": mem,
-            "includes_compile": first_interval,
+            "includes_compile": compiled,
             **(self.optimizer.log_stats() if hasattr(self.optimizer, "log_stats") else {}),
         }
         if self.scaler.is_enabled():  # fp16: the loss scale, and the steps skipped for an overflow
@@ -421,11 +423,12 @@ class Trainer:
         self._record(record)
         bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
         log.info(
-            "iter %d | loss %.4f | lr %.2e | %.1f ms/iter | %s tok/s%s | mem %.2f GiB",
+            "iter %d | loss %.4f | lr %.2e | %.1f ms/iter%s | %s tok/s%s | mem %.2f GiB",
             self.state.iter_num,
             loss,
             lr,
             ms_per_iter,
+            " (compiling)" if compiled else "",
             f"{tok_s:,.0f}",
             "" if mfu is None else f" | MFU {100 * mfu:.1f}%",
             mem / 2**30,
@@ -449,7 +452,7 @@ class Trainer:
         return self.model.flops_per_token() * tokens_per_sec / (self.peak * self.dist.world_size)
 
     def throughput(self) -> dict:
-        """Steady-state speed: logged intervals after the first (which holds compilation)."""
+        """Steady-state speed: the logged intervals after the first in which nothing compiled."""
         seconds = sum(s for s, _ in self.state.intervals)
         steps = sum(n for _, n in self.state.intervals)
         if steps == 0:

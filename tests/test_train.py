@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import lib.trainer
 from gpt2 import train
 from gpt2.model import GPT
 from lib.metrics import read_metrics
@@ -254,6 +255,39 @@ def test_a_logged_loss_is_the_mean_of_the_steps_it_covers(tiny_config, tmp_path,
         assert r["loss"] == pytest.approx(sum(covered) / len(covered), rel=1e-6), r["iter"]
         assert 0 < r["ms_per_iter"] < 10_000
         previous = r["iter"]
+
+
+def test_the_steady_state_speed_leaves_out_every_interval_that_compiled(tiny_config, tmp_path, monkeypatch):
+    """A recompilation at step 7 flags its interval; one during the evaluation at 10 does not."""
+    compiled = [0]
+    real_step, real_eval = Trainer._step, Trainer._record_eval
+
+    def step(self, lr):
+        compiled[0] += self.state.iter_num == 6  # step 7 recompiles (a guard changed)
+        return real_step(self, lr)
+
+    def record_eval(self):
+        compiled[0] += 1  # the evaluation compiles its own graphs, outside the intervals' time
+        return real_eval(self)
+
+    monkeypatch.setattr(lib.trainer, "compilations", lambda: compiled[0])
+    monkeypatch.setattr(Trainer, "_step", step)
+    monkeypatch.setattr(Trainer, "_record_eval", record_eval)
+    out = tmp_path / "run"
+    flags = ("--max-iters", "15", "--eval-interval", "5", "--log-interval", "3")
+    assert run(tiny_config, out, *flags) == 0
+    logged = _train_records(out)
+    assert [(r["iter"], r["includes_compile"]) for r in logged] == [
+        (3, True),  # the first interval warms up
+        (6, False),
+        (9, True),
+        (12, False),
+        (15, False),
+    ]
+    steady = [r["ms_per_iter"] for r in logged if not r["includes_compile"]]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ms_per_iter"] == pytest.approx(sum(steady) / len(steady), rel=1e-6)
+    assert "(compiling)" in (out / "output.log").read_text()
 
 
 def test_a_run_stopped_inside_a_logging_interval_resumes_it_exactly(tiny_config, tmp_path, monkeypatch):
