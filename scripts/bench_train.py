@@ -49,6 +49,7 @@ from lib.optim import build_optimizer  # noqa: E402
 from lib.pruning import build_pruner  # noqa: E402
 from lib.runtime import (  # noqa: E402
     autocast,
+    compilations,
     compile_model,
     resolve_device,
     select_attention_backend,
@@ -64,6 +65,7 @@ PROJECT = {
     "adamw-fused-loss": {"model.fused_loss": True},
     "adamwspam": {"optimizer.name": "adamwspam"},
     "adamw-magnitude": {"pruning.method": "magnitude"},
+    "adamwspam-magnitude": {"optimizer.name": "adamwspam", "pruning.method": "magnitude"},
     "adamw-movement": {"pruning.method": "movement"},
     "adamwprune-state": {"optimizer.name": "adamwprune", "pruning.method": "state"},
     "adamw-checkpointing": {"model.activation_checkpointing": True},
@@ -186,7 +188,11 @@ def measure(step, args, device, work: Path) -> dict:
     """Median ms/iter over the timed windows, after the warm-up; peak memory of the timed part;
     and, where NVML can tell, the GPU's mean SM clock and power over the timed windows: an H100
     near its power cap runs the same kernels up to ~5% slower at a lower clock, so rows measured
-    at different clocks differ by that much whatever their code."""
+    at different clocks differ by that much whatever their code.
+
+    A window in which torch.compile compiled (a recompilation after the warm-up, such as SPAM's
+    clipping starting after its grace steps) is not timed: another window replaces it, up to
+    three more, and `compiled_windows` counts those left out."""
     for _ in range(args.warmup):
         step()
     synchronize(device)
@@ -195,19 +201,25 @@ def measure(step, args, device, work: Path) -> dict:
     sampler = nvml_sampler(device) if device.type == "cuda" else None
     work.mkdir(parents=True, exist_ok=True)
     monitor = GPUMonitor(work / GPU_FILE, sampler, CLOCK_SAMPLE_SECONDS, "nvml").start()
-    windows = []
-    for _ in range(args.windows):
-        start = time.perf_counter()
+    windows, compiled = [], 0
+    while len(windows) < args.windows and compiled <= 3:
+        before, start = compilations(), time.perf_counter()
         for _ in range(args.steps):
             step()
         synchronize(device)
-        windows.append(1000 * (time.perf_counter() - start) / args.steps)
+        if compilations() != before:
+            compiled += 1
+        else:
+            windows.append(1000 * (time.perf_counter() - start) / args.steps)
     gpu = monitor.stop() or {}
+    if not windows:
+        raise RuntimeError(f"every timed window compiled ({compiled}): raise --warmup")
     ms = statistics.median(windows)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     return {
         "ms_per_iter": ms,
         "window_ms": windows,
+        "compiled_windows": compiled,
         "peak_memory_bytes": peak,
         "sm_clock_mhz": gpu.get("mean_sm_clock_mhz"),
         "power_watts": gpu.get("mean_power_watts"),

@@ -5,14 +5,17 @@
 
 A table in the document is a block
 
-    <!-- results: FOLDER runs|seeds -->
-    <!-- results: FOLDER paired REFERENCE -->
+    <!-- results: FOLDERS runs|seeds -->
+    <!-- results: FOLDERS paired REFERENCE -->
+    <!-- results: FOLDERS speed [REFERENCE] -->
     ...
     <!-- /results -->
 
-whose body is replaced by the per-run table ("runs"), the across-seeds table ("seeds"), or each
-combination's seed-paired perplexity difference from REFERENCE with its 95% interval ("paired") of
-docs/results/FOLDER, as lib/report.py computes them. So every number in those tables comes from the
+whose body is replaced by the per-run table ("runs"), the across-seeds table ("seeds"), each
+combination's seed-paired perplexity difference from REFERENCE with its 95% interval ("paired"),
+or each combination's median-interval ms/iter against REFERENCE's ("speed") of the runs in
+docs/results/FOLDERS, as lib/report.py computes them. FOLDERS is one folder or several joined by
+"+" (a study kept in several folders, compared across them; run names must not repeat). So every number in those tables comes from the
 run summaries, and `--check` (run by the tests) catches a table edited by hand or a summary changed
 without the document.
 """
@@ -26,18 +29,21 @@ from lib.report import (
     PAIRED_COLUMNS,
     PLAN_FILE,
     SEED_COLUMNS,
+    SPEED_COLUMNS,
     collect,
     columns,
     markdown_table,
     paired_differences,
     seed_groups,
+    speed_groups,
     write_report,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "results.md"
 BLOCK = re.compile(
-    r"(?P<open><!-- results: (?P<folder>[\w.-]+) (?P<kind>runs|seeds|paired)(?: (?P<ref>[\w.-]+))? -->\n)"
+    r"(?P<open><!-- results: (?P<folder>[\w.-]+(?:\+[\w.-]+)*) (?P<kind>runs|seeds|paired|speed)"
+    r"(?: (?P<ref>[\w.-]+))? -->\n)"
     r"(?P<body>.*?)(?P<close><!-- /results -->)",
     re.S,
 )
@@ -57,17 +63,33 @@ RUN_COLUMNS = columns(
 )
 
 
-def table(folder: Path, kind: str, reference: str | None = None) -> str:
-    """The markdown table of one results folder: every run, each combination across its seeds, or
-    each combination's seed-paired difference from `reference`."""
-    if not (folder / PLAN_FILE).is_file():
-        raise SystemExit(f"error: {folder} is not a test matrix results folder (no {PLAN_FILE})")
-    rows = collect(folder)
-    if kind == "paired":
+def gather(folders: list[Path]) -> list[dict]:
+    """The rows of one or more results folders, best perplexity first; a run name may not repeat."""
+    rows: list[dict] = []
+    for folder in folders:
+        if not (folder / PLAN_FILE).is_file():
+            raise SystemExit(f"error: {folder} is not a test matrix results folder (no {PLAN_FILE})")
+        rows += collect(folder)
+    names = [r["run"] for r in rows]
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise SystemExit(f"error: run names repeat across {', '.join(f.name for f in folders)}: {twice}")
+    rows.sort(key=lambda r: (r["final_val_ppl"] is None, r["final_val_ppl"] or float("inf")))
+    return rows
+
+
+def table(folders: list[Path], kind: str, reference: str | None = None) -> str:
+    """The markdown table of results folders: every run, each combination across its seeds, each
+    combination's seed-paired difference from `reference`, or each combination's speed."""
+    rows = gather(folders)
+    if kind in ("paired", "speed"):
         try:
-            lines = markdown_table(paired_differences(rows, reference or ""), PAIRED_COLUMNS)
+            if kind == "paired":
+                lines = markdown_table(paired_differences(rows, reference or ""), PAIRED_COLUMNS)
+            else:
+                lines = markdown_table(speed_groups(rows, reference), SPEED_COLUMNS)
         except ValueError as e:
-            raise SystemExit(f"error: {folder}: {e}") from None
+            raise SystemExit(f"error: {'+'.join(f.name for f in folders)}: {e}") from None
     elif kind == "seeds":
         groups = seed_groups(rows)
         lines = markdown_table(groups, SEED_COLUMNS, bold=groups[0]["combination"] if groups else None)
@@ -81,7 +103,8 @@ def render(text: str, results_root: Path) -> str:
     """`text` with every results block's body replaced by its table."""
 
     def replace(m: re.Match) -> str:
-        return m["open"] + table(results_root / m["folder"], m["kind"], m["ref"]) + m["close"]
+        folders = [results_root / name for name in m["folder"].split("+")]
+        return m["open"] + table(folders, m["kind"], m["ref"]) + m["close"]
 
     return BLOCK.sub(replace, text)
 
@@ -102,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"{args.doc}: tables match {args.results}")
         return 0
-    for folder in sorted(set(BLOCK.findall(text)), key=str):
-        write_report(args.results / folder[1])
+    for name in sorted({f for m in BLOCK.finditer(text) for f in m["folder"].split("+")}):
+        write_report(args.results / name)
     args.doc.write_text(render(text, args.results))
     print(f"wrote {args.doc}")
     return 0

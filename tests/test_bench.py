@@ -24,3 +24,26 @@ def test_bench_memory_compares_the_estimate_with_a_measurement(tmp_path):
     (row,) = json.loads(out.read_text())["rows"]
     assert row["model"] == "gpt2-tiny" and row["batch_size"] == 2 and row["estimate_bytes"] > 0
     assert row["measured_bytes"] is None  # only CUDA reports allocated peaks
+
+
+def test_a_window_that_compiled_is_not_timed(tmp_path, monkeypatch):
+    """A recompilation in the first timed window (SPAM's clipping starting after its grace steps)
+    would make that window ~50x slower; it is replaced by another window and counted."""
+    import argparse
+    import time
+
+    import torch
+
+    count, steps = [0], [0]
+
+    def step():
+        steps[0] += 1
+        if steps[0] == 3:  # the first timed step compiles
+            count[0] += 1
+            time.sleep(0.2)
+
+    monkeypatch.setattr(bench_train, "compilations", lambda: count[0])
+    args = argparse.Namespace(warmup=1, windows=2, steps=2)
+    result = bench_train.measure(step, args, torch.device("cpu"), tmp_path)
+    assert result["compiled_windows"] == 1 and len(result["window_ms"]) == 2
+    assert result["ms_per_iter"] < 50  # the 100 ms/iter of the compiling window is not in it
