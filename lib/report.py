@@ -87,6 +87,8 @@ def collect(results: Path) -> list[dict]:
             state = (weight_bytes + summary.get("optimizer_state_bytes", 0)) / weight_bytes
         row = {
             "run": run["name"],
+            "dir": results / run["name"],
+            "seed": run.get("seed"),
             "swept": run.get("swept", {}),
             "status": status,
             "optimizer": run.get("optimizer_label", run["optimizer"]),  # adamwprune-spam: the SPAM base
@@ -138,6 +140,7 @@ def _fmt(value, key: str) -> str:
         "mean_power_w",
         "energy_wh",
         "decode_p50_ms",
+        "median_ms",
     ):
         return f"{value:,.2f}"
     if isinstance(value, float):
@@ -204,10 +207,10 @@ def paired_differences(rows: list[dict], reference: str) -> list[dict]:
     Seeds pair runs that share initialisation and batch order, so the seed-to-seed spread cancels;
     a difference is resolved when its interval excludes 0.
     """
-    by_seed: dict[str, dict[str, float]] = {}
-    for r in rows:
-        if r["final_val_ppl"] is not None and (m := SEED_SUFFIX.search(r["run"])) is not None:
-            by_seed.setdefault(SEED_SUFFIX.sub("", r["run"]), {})[m[0]] = r["final_val_ppl"]
+    by_seed: dict[str, dict[int, float]] = {}
+    for r in rows:  # a same-seed repeat (a run named without _s<seed>) pairs with its seed's run
+        if r["final_val_ppl"] is not None and r.get("seed") is not None:
+            by_seed.setdefault(SEED_SUFFIX.sub("", r["run"]), {})[r["seed"]] = r["final_val_ppl"]
     if reference not in by_seed:
         raise ValueError(f"no completed runs of the reference combination {reference!r}")
     ref, out = by_seed[reference], []
@@ -228,6 +231,65 @@ def paired_differences(rows: list[dict], reference: str) -> list[dict]:
             row.update(mean_diff=f"{diffs[0]:+.2f}" if diffs else "-", ci95="-", verdict="one seed")
         out.append(row)
     out.sort(key=lambda r: float(r["mean_diff"]) if r["mean_diff"] != "-" else math.inf)
+    return out
+
+
+SPEED_COLUMNS = [
+    ("combination", "combination"),
+    ("seeds", "runs"),
+    ("median_ms", "ms/iter (median interval)"),
+    ("median_range", "min-max over runs"),
+    ("relative", "vs reference"),
+    ("ms_per_iter", "ms/iter (summary)"),
+]
+
+
+def median_interval_ms(run_dir: Path) -> float | None:
+    """The median ms/iter of a run's logged training intervals that did not compile.
+
+    Robust to compilation that older trainers did not flag (a recompilation when clipping or
+    pruning starts); it leaves out any cost that only some intervals carry, such as a mask
+    update every N steps, so it is read beside the summary's mean, not instead of it.
+    """
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    ms = [
+        m["ms_per_iter"]
+        for m in read_metrics(path)
+        if m["kind"] == "train" and not m.get("includes_compile") and m.get("ms_per_iter")
+    ]
+    return statistics.median(ms) if ms else None
+
+
+def speed_groups(rows: list[dict], reference: str | None = None) -> list[dict]:
+    """Each combination's median-interval ms/iter (mean over its runs), fastest first, with the
+    ratio to `reference`'s as a signed percentage."""
+    groups: dict[str, list[float]] = {}
+    means: dict[str, list[float]] = {}
+    for r in rows:
+        if r["final_val_ppl"] is not None and (ms := median_interval_ms(r["dir"])) is not None:
+            name = SEED_SUFFIX.sub("", r["run"])
+            groups.setdefault(name, []).append(ms)
+            if r["ms_per_iter"] is not None:
+                means.setdefault(name, []).append(r["ms_per_iter"])
+    if reference is not None and reference not in groups:
+        raise ValueError(f"no completed runs of the reference combination {reference!r}")
+    ref = statistics.fmean(groups[reference]) if reference else None
+    out = []
+    for name, values in groups.items():
+        mean = statistics.fmean(values)
+        out.append(
+            {
+                "combination": name,
+                "seeds": len(values),
+                "median_ms": mean,
+                "median_range": f"{min(values):.2f}-{max(values):.2f}",
+                "relative": "-" if ref is None else f"{100 * (mean / ref - 1):+.1f}%",
+                "ms_per_iter": statistics.fmean(means[name]) if name in means else None,
+            }
+        )
+    out.sort(key=lambda g: g["median_ms"])
     return out
 
 
@@ -436,7 +498,7 @@ def write_report(results: Path) -> list[dict]:
     atomic_write_json(
         results / "summary.json",
         {
-            "runs": rows,
+            "runs": [{k: v for k, v in r.items() if k != "dir"} for r in rows],
             "across_seeds": groups if repeated else [],
             "dropped": plan["dropped"],
             "created": plan["created"],
