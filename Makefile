@@ -23,8 +23,10 @@ LINUXDOC_SOURCE ?=
 TRAIN_ARGS ?=
 RESUME ?=
 # Test matrix: DRY_RUN=1 prints the plan, RERUN_FAILED=1 reruns failed runs, RESULTS=dir picks the folder,
-# SLURM=1 submits it as a Slurm job array (TEST_MATRIX_SLURM_ARGS in menuconfig adds sbatch options).
+# SLURM=1 submits it as a Slurm job array (TEST_MATRIX_SLURM_ARGS in menuconfig adds sbatch options),
+# STOP_AFTER=seconds starts no run that would end later (a chunk of a study; run again for the rest).
 DRY_RUN ?=
+STOP_AFTER ?=
 SLURM ?=
 RERUN_FAILED ?=
 RESULTS ?=
@@ -116,7 +118,7 @@ train: data
 
 test-matrix: data
 	$(PY) -m scripts.run_test_matrix $(if $(DRY_RUN),--dry-run) $(if $(RERUN_FAILED),--rerun-failed) \
-		$(if $(RESULTS),--results $(RESULTS)) $(if $(SLURM),--slurm)
+		$(if $(RESULTS),--results $(RESULTS)) $(if $(SLURM),--slurm) $(if $(STOP_AFTER),--stop-after $(STOP_AFTER))
 
 test-matrix-dry-run:
 	@$(MAKE) --no-print-directory test-matrix DRY_RUN=1
@@ -185,7 +187,7 @@ help:
 	@echo "  make data                prepare the dataset .config names (SHAKESPEARE_SOURCE/LINUXDOC_SOURCE: offline copies)"
 	@echo "  make test-matrix         one run per selected combination, then the report (also plain make)"
 	@echo "                           DRY_RUN=1 (or make test-matrix-dry-run): the plan only; RERUN_FAILED=1; RESULTS=dir"
-	@echo "                           SLURM=1: submit as a Slurm job array + report job"
+	@echo "                           SLURM=1: submit as a Slurm job array + report job; STOP_AFTER=s: a chunk"
 	@echo "  make sweep SWEEP=file    a hyperparameter sweep (values per setting in a .sweep.toml), as a matrix"
 	@echo "  make test-matrix-report  rebuild the report of the newest (or RESULTS=) results folder"
 	@echo "  make results             rebuild docs/results.md's tables from docs/results/"

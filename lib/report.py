@@ -209,8 +209,11 @@ def paired_differences(rows: list[dict], reference: str) -> list[dict]:
     """
     by_seed: dict[str, dict[int, float]] = {}
     for r in rows:  # a same-seed repeat (a run named without _s<seed>) pairs with its seed's run
-        if r["final_val_ppl"] is not None and r.get("seed") is not None:
-            by_seed.setdefault(SEED_SUFFIX.sub("", r["run"]), {})[r["seed"]] = r["final_val_ppl"]
+        seed = r.get("seed")
+        if seed is None and (m := SEED_SUFFIX.search(r["run"])) is not None:
+            seed = int(m[0][2:])
+        if r["final_val_ppl"] is not None and seed is not None:
+            by_seed.setdefault(SEED_SUFFIX.sub("", r["run"]), {})[seed] = r["final_val_ppl"]
     if reference not in by_seed:
         raise ValueError(f"no completed runs of the reference combination {reference!r}")
     ref, out = by_seed[reference], []

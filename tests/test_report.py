@@ -1,5 +1,7 @@
 """The matrix report: the loss plot's range, coinciding labels, empty columns, paired differences."""
 
+import json
+
 import pytest
 
 from lib.report import COLUMNS, label_groups, loss_view, shown_columns
@@ -58,3 +60,39 @@ def test_paired_differences_cancel_the_seed_and_say_what_is_resolved():
     lo, hi = (float(x) for x in b["ci95"].split(" to "))
     assert lo == pytest.approx(1.0 - 4.303 * 0.1 / 3**0.5, abs=0.01) and hi > 1.0
     assert c["verdict"] == "no"  # the mean of -1, +1, 0 does not exclude zero
+
+
+def test_a_same_seed_repeat_pairs_with_its_seeds_run():
+    """The repeat is named without _s<seed> (the matrix names a single-seed run so); its seed field pairs it."""
+    from lib.report import paired_differences
+
+    rows = [
+        {"run": "gpt2_a_s1337", "final_val_ppl": 45.48, "seed": 1337},
+        {"run": "gpt2_a_s1338", "final_val_ppl": 47.0, "seed": 1338},
+        {"run": "gpt2_a_repeat", "final_val_ppl": 45.45, "seed": 1337},
+    ]
+    (repeat,) = paired_differences(rows, "gpt2_a")
+    assert (repeat["combination"], repeat["seeds"], repeat["diffs"]) == ("gpt2_a_repeat", 1, "-0.03")
+    assert repeat["verdict"] == "one seed"
+
+
+def test_speed_groups_take_each_runs_median_interval_and_leave_out_compiling_ones(tmp_path):
+    """A recompilation an older trainer did not flag (one interval at 300 ms) does not move the median."""
+    from lib.report import speed_groups
+
+    rows = []
+    for name, seed, ms in (("gpt2_a", 1, 37.0), ("gpt2_a", 2, 37.2), ("gpt2_b", 1, 40.0)):
+        run = tmp_path / f"{name}_s{seed}"
+        run.mkdir()
+        records = [{"kind": "train", "iter": 10, "ms_per_iter": 900.0, "includes_compile": True}]
+        records += [{"kind": "train", "iter": 10 * i, "ms_per_iter": ms} for i in range(2, 9)]
+        records[3]["ms_per_iter"] = 300.0  # a recompilation, unflagged
+        records.append({"kind": "eval", "iter": 80, "val_loss": 3.0})
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        rows.append({"run": run.name, "dir": run, "final_val_ppl": 40.0, "ms_per_iter": 50.0})
+    a, b = speed_groups(rows, "gpt2_a")
+    assert (a["combination"], a["seeds"], a["median_range"]) == ("gpt2_a", 2, "37.00-37.20")
+    assert a["median_ms"] == pytest.approx(37.1) and a["relative"] == "+0.0%"
+    assert b["relative"] == f"{100 * (40.0 / 37.1 - 1):+.1f}%" and b["ms_per_iter"] == 50.0
+    with pytest.raises(ValueError, match="reference"):
+        speed_groups(rows, "gpt2_c")

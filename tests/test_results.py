@@ -19,6 +19,10 @@ def test_the_published_tables_match_the_kept_summaries():
 def test_the_published_study_is_complete_and_reached_its_sparsities():
     folders = sorted(p.parent for p in (DOCS / "results").glob(f"*/{PLAN_FILE}"))
     assert [f.name for f in folders] == [
+        "like-for-like-adamw",
+        "like-for-like-noclip",
+        "like-for-like-published",
+        "like-for-like-repeat",
         "like-for-like-spam",
         "linuxdoc-bitter2-control",
         "linuxdoc-pruning-study",
@@ -31,17 +35,43 @@ def test_the_published_study_is_complete_and_reached_its_sparsities():
                 assert abs(row["sparsity"] - row["target_sparsity"]) < 1e-3, row["run"]
 
 
-def test_the_like_for_like_runs_ran_on_their_base_with_three_resets():
-    """Every AdamWPrune run of the SPAM family stepped AdamWSPAM; every run saw 3+ SPAM resets."""
-    import json
+LIKE_FOR_LIKE = ("spam", "adamw", "noclip", "published", "repeat")
 
-    for run in (DOCS / "results" / "like-for-like-spam").glob("gpt2_*"):
-        summary = json.loads((run / "summary.json").read_text())
-        settings = json.loads((run / "settings.json").read_text())
+
+def test_the_like_for_like_runs_are_like_for_like():
+    """31 runs: each on its base, one set of Adam settings, one schedule, 3+ SPAM resets where SPAM
+    steps, and each ablation differing from the SPAM family's magnitude runs in its one setting."""
+    runs = {}
+    for family in LIKE_FOR_LIKE:
+        for run in sorted((DOCS / "results" / f"like-for-like-{family}").glob("gpt2_*")):
+            summary = json.loads((run / "summary.json").read_text())
+            settings = json.loads((run / "settings.json").read_text())
+            runs[run.name] = (family, summary, settings)
+    assert len(runs) == 15 + 9 + 3 + 3 + 1
+    reference = runs["gpt2_adamwspam_magnitude_50_s1337"][2]
+    for name, (family, summary, settings) in runs.items():
+        opt, training, pruning = settings["optimizer"], settings["training"], settings["pruning"]
+        assert summary["status"] == "completed", name
+        assert (opt["beta1"], opt["beta2"], opt["weight_decay"]) == (0.9, 0.95, 0.1), name
+        assert training["max_iters"] == (1210 if "bitter2" in name else 1000), name
+        assert (pruning["warmup_steps"], pruning["frequency"]) == (100, 50), name
+        spam_steps = summary["optimizer"] == "adamwspam" or summary.get("adamwprune_base") == "adamwspam"
+        assert spam_steps == (family != "adamw"), name
         if summary["optimizer"] == "adamwprune":
-            assert summary["adamwprune_base"] == "adamwspam" and "adamwprune-spam" in run.name
-        resets = (summary["iters"] - 1) // settings["optimizer"]["spam_interval"]
-        assert settings["optimizer"]["spam_periodic_reset"] and resets >= 3, run.name
+            expected = "adamwspam" if family == "spam" else "adamw"
+            assert summary["adamwprune_base"] == expected and ("-spam" in name) == (family == "spam"), name
+        if spam_steps:
+            resets = (summary["iters"] - 1) // opt["spam_interval"]
+            assert opt["spam_periodic_reset"] and resets >= 3, name
+        if family in ("noclip", "published", "repeat"):
+            # AdamWPrune's own settings do not apply to an AdamWSPAM run
+            changed = {
+                k for k in opt if opt[k] != reference["optimizer"][k] and not k.startswith("adamwprune")
+            }
+            assert changed == {"noclip": {"spam_clip"}, "published": {"spam_theta"}, "repeat": set()}[family]
+            assert settings["pruning"] == reference["pruning"], name
+    assert runs["gpt2_adamwspam_magnitude_50_published_s1337"][2]["optimizer"]["spam_theta"] == 5000
+    assert runs["gpt2_adamwspam_magnitude_50_repeat"][1]["seed"] == 1337
 
 
 def test_a_table_edited_by_hand_is_caught_and_regenerated(tmp_path, capsys):
