@@ -106,7 +106,7 @@ list-defconfigs: | $(STAMP)
 # --- work -----------------------------------------------------------------------------------
 
 data: config.py
-	SHAKESPEARE_SOURCE="$(SHAKESPEARE_SOURCE)" LINUXDOC_SOURCE="$(LINUXDOC_SOURCE)" $(PY) gpt2/prepare_data.py
+	SHAKESPEARE_SOURCE="$(SHAKESPEARE_SOURCE)" LINUXDOC_SOURCE="$(LINUXDOC_SOURCE)" $(PY) -m gpt2.prepare_data
 
 # One run, or the test matrix when several optimizers or pruning methods are selected.
 train: data

@@ -14,8 +14,8 @@ from collections.abc import Callable
 import torch
 
 from gpt2.memory import GIB, estimate, usable_gpu_bytes
+from lib.config.settings import Settings, SettingsError
 from lib.errors import OutOfMemory
-from lib.settings import Settings, SettingsError
 
 CPU_MAX_MICRO_BATCH = 16
 # Settings the automatic mode chooses; a user value for them would be overridden, so it is refused.
@@ -89,8 +89,8 @@ def make_probe(
     usable memory. The gradients are dropped and the random generators restored, so
     training starts as it would have without the probe; ranks agree on the answer.
     """
-    from lib.distributed import any_rank, no_sync
-    from lib.runtime import autocast, rng_state, set_rng_state
+    from lib.train.distributed import any_rank, no_sync
+    from lib.train.runtime import autocast, rng_state, set_rng_state
 
     params = list(model.parameters())
     n = sum(p.numel() for p in params)

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import torch
 
 from gpt2.model import GPT, GPTConfig
+from lib.config.settings import Settings
 from lib.errors import OutOfMemory
-from lib.settings import Settings
 
 # (A, G) by (compiled, activation checkpointing): activation bytes per token per layer in units of
 # n_embd, and logits bytes per token per vocabulary entry. Inductor never keeps the fp32 logits

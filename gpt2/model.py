@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from lib.fused_loss import linear_cross_entropy
+from lib.convert.fused_loss import linear_cross_entropy
 
 GPT2_VOCAB_SIZE = 50257
 """Tokens of the GPT-2 BPE (tiktoken "gpt2"); token 50256 is <|endoftext|>."""
@@ -44,7 +44,7 @@ class GPTConfig:
     weight_tying: bool = True
     flash_attention: bool = True
     activation_checkpointing: bool = False  # keep block inputs only; recompute the rest in backward
-    fused_loss: bool = False  # head + cross-entropy chunk by chunk (lib/fused_loss.py)
+    fused_loss: bool = False  # head + cross-entropy chunk by chunk (lib/convert/fused_loss.py)
     # Multi-head latent attention (MLA) with reciprocal attention (RA); mla_latent 0 = plain attention.
     mla_latent: int = 0
     mla_q_latent: bool = True  # queries from their own latent too, up-projected per head

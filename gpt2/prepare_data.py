@@ -1,10 +1,10 @@
 """Turn a text corpus into GPT-2 BPE token files: <data-dir>/<dataset>/{train,val}.bin + meta.json.
 
-    python gpt2/prepare_data.py                      # the dataset config.py names
-    python gpt2/prepare_data.py --dataset shakespeare [--source input.txt]
-    python gpt2/prepare_data.py --dataset linuxdoc [--source linux-6.1.tar.xz]   # or a .deb, a folder
-    python gpt2/prepare_data.py --dataset finewebedu --max-tokens 100   # millions
-    python gpt2/prepare_data.py --dataset custom --path corpus/          # .txt/.jsonl/.parquet
+    python -m gpt2.prepare_data                      # the dataset config.py names
+    python -m gpt2.prepare_data --dataset shakespeare [--source input.txt]
+    python -m gpt2.prepare_data --dataset linuxdoc [--source linux-6.1.tar.xz]   # or a .deb, a folder
+    python -m gpt2.prepare_data --dataset finewebedu --max-tokens 100   # millions
+    python -m gpt2.prepare_data --dataset custom --path corpus/          # .txt/.jsonl/.parquet
 
 Tokens are uint16 (GPT-2 has 50257), documents are separated by <|endoftext|>,
 and the last --val-fraction of the token stream is the validation split. Each
@@ -29,13 +29,11 @@ import urllib.request
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-# Run as a script (python gpt2/prepare_data.py), the repository root is not on sys.path by itself.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+from tqdm import tqdm
 
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from lib.data import (  # noqa: E402
+from lib.io import atomic_write, atomic_write_json
+from lib.train.data import (
     META_FILE,
     TOKEN_DTYPE,
     DataError,
@@ -45,7 +43,6 @@ from lib.data import (  # noqa: E402
     load_meta,
     stale_reason,
 )
-from lib.io import atomic_write, atomic_write_json  # noqa: E402
 
 log = logging.getLogger("prepare_data")
 
@@ -392,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    from lib.settings import DataSettings, SettingsError, load_settings
+    from lib.config.settings import DataSettings, SettingsError, load_settings
 
     try:
         base = load_settings(args.config).data if Path(args.config).is_file() else DataSettings()

@@ -1,14 +1,14 @@
 """Train GPT-2 as config.py describes, with command-line overrides.
 
-    python gpt2/train.py                                  # the current configuration
-    python gpt2/train.py --max-iters 200 --device cpu     # overrides win over config.py
-    python gpt2/train.py --resume                         # continue the latest run of this name
-    python gpt2/train.py --resume runs/gpt2_adamw_none-20261123-101500
-    torchrun --standalone --nproc_per_node=2 gpt2/train.py   # one run over two GPUs (DDP)
+    python -m gpt2.train                                  # the current configuration
+    python -m gpt2.train --max-iters 200 --device cpu     # overrides win over config.py
+    python -m gpt2.train --resume                         # continue the latest run of this name
+    python -m gpt2.train --resume runs/gpt2_adamw_none-20261123-101500
+    torchrun --standalone --nproc_per_node=2 -m gpt2.train   # one run over two GPUs (DDP)
 
 Writes runs/<run>/: config.py and .config, settings.json, environment.json,
 metrics.jsonl, output.log, ckpt.pt, best.pt, summary.json, loss.png, sample.txt,
-and on GPUs gpu.jsonl and gpu.png (lib/gpu_monitor.py).
+and on GPUs gpu.jsonl and gpu.png (lib/measure/gpu_monitor.py).
 """
 
 import argparse
@@ -21,36 +21,33 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-# Run as a script (python gpt2/train.py), the repository root is not on sys.path by itself.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
+from tqdm.contrib.logging import logging_redirect_tqdm
 
-import torch  # noqa: E402
-from tqdm.contrib.logging import logging_redirect_tqdm  # noqa: E402
-
-from gpt2.batch import choose_batch, make_probe, refuse_manual_values, resumed_batch  # noqa: E402
-from gpt2.hf import import_hf  # noqa: E402
-from gpt2.memory import check_gpu_fits, host_bytes_needed, host_ram_warning  # noqa: E402
-from gpt2.model import GPT, GPT2_VOCAB_SIZE, GPTConfig, attention_sizes  # noqa: E402
-from lib import distributed  # noqa: E402
-from lib.after_training import after_training  # noqa: E402
-from lib.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint  # noqa: E402
-from lib.cli import add_override_flags, overrides_from_args  # noqa: E402
-from lib.data import TokenData  # noqa: E402
-from lib.distributed import Dist, broadcast, wrap_ddp  # noqa: E402
-from lib.errors import Refusal, out_of_memory  # noqa: E402
-from lib.fp8 import convert_to_fp8  # noqa: E402
-from lib.gpu_monitor import GPU_FILE, GPUMonitor, plot_gpu  # noqa: E402
-from lib.io import atomic_write_json, atomic_write_text  # noqa: E402
-from lib.lora import apply_lora  # noqa: E402
-from lib.metrics import bookkeeping, peak_memory_bytes  # noqa: E402
-from lib.optim import build_optimizer  # noqa: E402
-from lib.pruning import build_pruner  # noqa: E402
-from lib.pruning.scores import bitter2_overrides  # noqa: E402
-from lib.records import copy_config, environment, latest_run_dir, new_run_dir, plot_losses  # noqa: E402
-from lib.runtime import amp_dtype, compile_model, configure, use_expandable_segments  # noqa: E402
-from lib.settings import Settings, SettingsError, load_settings  # noqa: E402
-from lib.tracking import start_tracker  # noqa: E402
-from lib.trainer import Trainer, planned_iters, resume_conflicts  # noqa: E402
+from gpt2.batch import choose_batch, make_probe, refuse_manual_values, resumed_batch
+from gpt2.hf import import_hf
+from gpt2.memory import check_gpu_fits, host_bytes_needed, host_ram_warning
+from gpt2.model import GPT, GPT2_VOCAB_SIZE, GPTConfig, attention_sizes
+from lib.config.cli import add_override_flags, overrides_from_args
+from lib.config.settings import Settings, SettingsError, load_settings, settle
+from lib.convert.fp8 import convert_to_fp8
+from lib.convert.lora import apply_lora
+from lib.errors import Refusal, out_of_memory
+from lib.io import atomic_write_json, atomic_write_text
+from lib.measure.after_training import after_training
+from lib.measure.gpu_monitor import GPU_FILE, GPUMonitor, plot_gpu
+from lib.measure.metrics import bookkeeping, peak_memory_bytes
+from lib.measure.records import copy_config, environment, latest_run_dir, new_run_dir, plot_losses
+from lib.measure.summary import FINISHED, RunSummary
+from lib.measure.tracking import start_tracker
+from lib.optim.build import build_optimizer
+from lib.pruning.build import build_pruner
+from lib.train import distributed
+from lib.train.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint
+from lib.train.data import TokenData
+from lib.train.distributed import Dist, broadcast, wrap_ddp
+from lib.train.loop import Trainer, planned_iters, resume_conflicts
+from lib.train.runtime import amp_dtype, compile_model, configure, use_expandable_segments
 
 log = logging.getLogger("train")
 EXIT_CODES = {"completed": 0, "time_budget": 0, "interrupted": 130, "diverged": 3, "out_of_memory": 2}
@@ -188,11 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         dist = Dist.from_env()
         overrides = overrides_from_args(args)
-        s = load_settings(args.config, overrides)
+        s, scaling = settle(load_settings(args.config), overrides)
         if s.training.batch_mode == "auto":
             refuse_manual_values(overrides)
-        scale_overrides, scaling = bitter2_overrides(s)
-        s = s.replace(scale_overrides)
         check_world(s, dist)
         device = distributed.start(dist, s.runtime.device)
     except Refusal as e:
@@ -447,59 +442,61 @@ def nothing_to_resume(run: Run) -> str | None:
     return None
 
 
-def write_summary(run: Run, outcome: dict, gpu: dict | None, wall_seconds: float) -> dict:
-    """summary.json: the outcome, the final metrics, the costs and the set-up of the run."""
+def write_summary(run: Run, outcome: dict, gpu: dict | None, wall_seconds: float) -> RunSummary:
+    """summary.json (lib/measure/summary.RunSummary): the outcome, the final metrics, the costs and
+    the set-up of the run."""
     s, trainer, model = run.s, run.trainer, run.model
     final = trainer.last_eval or {}
-    finished = outcome["status"] in ("completed", "time_budget")
+    finished = outcome["status"] in FINISHED
     measured = (
         after_training(model, run.device, run.amp, s) if finished else {"inference": None, "lm_eval": None}
     )
-    summary = {
-        "run": run.run_dir.name,
+    pruned, adamwprune = run.pruner is not None, s.optimizer.name == "adamwprune"
+    summary = RunSummary(
+        run=run.run_dir.name,
         **outcome,
-        "iters": trainer.state.iter_num,
-        "planned_iters": trainer.total_iters,
-        "tokens": trainer.state.iter_num * trainer.tokens_per_iter,
-        "train_seconds": trainer.state.train_seconds,
-        "wall_seconds_this_session": wall_seconds,
-        "final_train_loss": final.get("train_loss"),
-        "final_val_loss": final.get("val_loss"),
-        "final_val_ppl": final.get("val_ppl"),
-        "model_sparsity": final.get("model_sparsity"),
-        "best_val_loss": trainer.state.best_val_loss if math.isfinite(trainer.state.best_val_loss) else None,
-        "best_checkpoint": "best.pt" if (run.run_dir / "best.pt").is_file() else None,
-        "peak_memory_bytes": max(trainer.state.peak_memory_bytes, peak_memory_bytes(run.device)),
-        "memory_estimate": run.record["memory_estimate"],
+        iters=trainer.state.iter_num,
+        planned_iters=trainer.total_iters,
+        tokens=trainer.state.iter_num * trainer.tokens_per_iter,
+        train_seconds=trainer.state.train_seconds,
+        wall_seconds_this_session=wall_seconds,
+        final_train_loss=final.get("train_loss"),
+        final_val_loss=final.get("val_loss"),
+        final_val_ppl=final.get("val_ppl"),
+        model_sparsity=final.get("model_sparsity"),
+        best_val_loss=trainer.state.best_val_loss if math.isfinite(trainer.state.best_val_loss) else None,
+        best_checkpoint="best.pt" if (run.run_dir / "best.pt").is_file() else None,
+        peak_memory_bytes=max(trainer.state.peak_memory_bytes, peak_memory_bytes(run.device)),
+        memory_estimate=run.record["memory_estimate"],
         **bookkeeping(model, run.optimizer, run.pruner),
-        "scaling": run.record["scaling"],
-        "num_params": model.num_params(),
-        "attention": attention_sizes(model.config),
-        "model": s.model.name,
-        "dataset": s.data.dataset,
-        "data": run.data.meta,  # the token files' meta.json: source, sha256s, token counts
-        "optimizer": s.optimizer.name,
-        "pruning_method": s.pruning.method,
-        "adamwprune_variant": s.optimizer.adamwprune_variant if s.optimizer.name == "adamwprune" else None,
-        "adamwprune_base": s.optimizer.adamwprune_base if s.optimizer.name == "adamwprune" else None,
-        "target_sparsity": s.pruning.target_sparsity if run.pruner is not None else None,
-        "seed": s.runtime.seed,
-        "device": str(run.device),
-        "world_size": run.dist.world_size,
-        "global_batch": s.training.batch_size * s.training.gradient_accumulation,
-        "dtype": "float32" if run.amp is None else str(run.amp).removeprefix("torch."),
-        "compiled": run.compiled,
-        "batch_sizing": run.record["batch_sizing"],
-        "init_from": run.record["init_from"],
-        "lora": run.record["lora"],
-        "gpu": gpu,
+        scaling=run.record["scaling"],
+        num_params=model.num_params(),
+        attention=attention_sizes(model.config),
+        model=s.model.name,
+        dataset=s.data.dataset,
+        data=run.data.meta,
+        optimizer=s.optimizer.name,
+        pruning_method=s.pruning.method,
+        adamwprune_variant=s.optimizer.adamwprune_variant if adamwprune else None,
+        adamwprune_base=s.optimizer.adamwprune_base if adamwprune else None,
+        target_sparsity=s.pruning.target_sparsity if pruned else None,
+        seed=s.runtime.seed,
+        device=str(run.device),
+        world_size=run.dist.world_size,
+        global_batch=s.training.batch_size * s.training.gradient_accumulation,
+        dtype="float32" if run.amp is None else str(run.amp).removeprefix("torch."),
+        compiled=run.compiled,
+        batch_sizing=run.record["batch_sizing"],
+        init_from=run.record["init_from"],
+        lora=run.record["lora"],
+        gpu=gpu,
         **measured,
-    }
-    atomic_write_json(run.run_dir / "summary.json", summary)
+    )
+    summary.write(run.run_dir / "summary.json")
     return summary
 
 
-def finish(run: Run, summary: dict) -> None:
+def finish(run: Run, summary: RunSummary) -> None:
     """After the summary: tracker, sparsity per layer, the loss plot, a sample, the closing line."""
     s, run_dir = run.s, run.run_dir
     if run.tracker is not None:
@@ -507,7 +504,7 @@ def finish(run: Run, summary: dict) -> None:
     if run.pruner is not None:
         atomic_write_json(run_dir / "sparsity.json", run.pruner.sparsity())
     plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png", f"{run_dir.name} ({s.model.name})")
-    if summary["status"] in ("completed", "time_budget") and s.generation.max_tokens > 0:
+    if summary.finished and s.generation.max_tokens > 0:
         try:
             text = sample(run.model, s, run.device)
         except OSError as e:  # tiktoken could not fetch the GPT-2 BPE files: the results stay
@@ -521,9 +518,9 @@ def finish(run: Run, summary: dict) -> None:
             log.info("sample:\n%s", text)
     log.info(
         "done (%s) | val loss %s | val ppl %s | %s",
-        summary["status"],
-        f"{summary['final_val_loss']:.4f}" if summary["final_val_loss"] is not None else "n/a",
-        f"{summary['final_val_ppl']:.2f}" if summary["final_val_ppl"] is not None else "n/a",
+        summary.status,
+        f"{summary.final_val_loss:.4f}" if summary.final_val_loss is not None else "n/a",
+        f"{summary.final_val_ppl:.2f}" if summary.final_val_ppl is not None else "n/a",
         run_dir,
     )
 

@@ -4,7 +4,7 @@
     python -m scripts.bench_memory --fit gpt2,gpt2-medium,gpt2-large,gpt2-xl --checkpointing both
 
 A probe MODEL:BATCH[:BLOCK] builds the model with this project's AdamW, runs
-three real training steps (lib/trainer.py's step, bf16 autocast) and reads
+three real training steps (lib/train/loop.py's step, bf16 autocast) and reads
 torch.cuda.max_memory_allocated: the number the pre-flight estimate predicts.
 --fit searches each model's largest micro-batch: it starts from the estimate's
 answer and probes up or down (eager mode, so each probe takes seconds).
@@ -18,19 +18,17 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from gpt2.memory import GIB, estimate, largest_batch  # noqa: E402
-from gpt2.model import GPT, SIZES, GPTConfig  # noqa: E402
-from lib.data import TokenData  # noqa: E402
-from lib.io import atomic_write_json  # noqa: E402
-from lib.optim import build_optimizer  # noqa: E402
-from lib.runtime import resolve_device, use_expandable_segments  # noqa: E402
-from lib.settings import Settings  # noqa: E402
-from lib.trainer import Trainer  # noqa: E402
-from scripts.bench_train import synthetic_data  # noqa: E402
+from gpt2.memory import GIB, estimate, largest_batch
+from gpt2.model import GPT, SIZES, GPTConfig
+from lib.config.settings import Settings
+from lib.io import atomic_write_json
+from lib.optim.build import build_optimizer
+from lib.train.data import TokenData
+from lib.train.loop import Trainer
+from lib.train.runtime import resolve_device, use_expandable_segments
+from scripts.bench_train import synthetic_data
 
 STEPS = 3
 

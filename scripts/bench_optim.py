@@ -13,17 +13,15 @@ warm-up; each row is measured in this same process beside the fused AdamW row.
 
 import argparse
 import statistics
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from gpt2.model import GPT, GPTConfig  # noqa: E402
-from lib.optim import OptimizerSettings, build_optimizer  # noqa: E402
-from lib.pruning import PruningSettings, build_pruner  # noqa: E402
-from lib.pruning.pruner import accumulate_movement_, foreach_mask_gradients_  # noqa: E402
+from gpt2.model import GPT, GPTConfig
+from lib.optim import OptimizerSettings
+from lib.optim.build import build_optimizer
+from lib.pruning import PruningSettings
+from lib.pruning.build import build_pruner
+from lib.pruning.pruner import accumulate_movement_, foreach_mask_gradients_
 
 
 def kernel_ms(fn, device, repeats: int = 5) -> float | None:

@@ -16,7 +16,7 @@ at the window edges only. An iteration is forward + backward over
              from gpt2/model.py.
   hf         transformers' GPT2LMHeadModel (sdpa attention, compiled, bf16),
              when transformers is installed (it is not a project dependency).
-  the rest   this project's own step (lib/trainer.py's Trainer._step) with the
+  the rest   this project's own step (lib/train/loop.py's Trainer._step) with the
              optimizer/pruner/model options each name says.
 
 Prints a table (ms/iter, tokens/s, MFU, peak memory, ratio to the baseline)
@@ -32,22 +32,22 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from gpt2.model import GPT, SIZES, GPTConfig  # noqa: E402
-from lib.data import META_FILE, TOKEN_DTYPE, TokenData  # noqa: E402
-from lib.fp8 import convert_to_fp8  # noqa: E402
-from lib.gpu_monitor import GPU_FILE, GPUMonitor, nvml_sampler  # noqa: E402
-from lib.io import atomic_write_json  # noqa: E402
-from lib.metrics import peak_flops  # noqa: E402
-from lib.optim import build_optimizer  # noqa: E402
-from lib.pruning import build_pruner  # noqa: E402
-from lib.runtime import (  # noqa: E402
+from gpt2.model import GPT, SIZES, GPTConfig
+from lib.config.settings import Settings
+from lib.convert.fp8 import convert_to_fp8
+from lib.io import atomic_write_json
+from lib.measure.gpu_monitor import GPU_FILE, GPUMonitor, nvml_sampler
+from lib.measure.metrics import peak_flops
+from lib.optim.build import build_optimizer
+from lib.pruning.build import build_pruner
+from lib.train.data import META_FILE, TOKEN_DTYPE, TokenData
+from lib.train.loop import Trainer
+from lib.train.runtime import (
     autocast,
     compilations,
     compile_model,
@@ -56,8 +56,6 @@ from lib.runtime import (  # noqa: E402
     synchronize,
     use_expandable_segments,
 )
-from lib.settings import Settings  # noqa: E402
-from lib.trainer import Trainer  # noqa: E402
 
 # This project's configurations: settings overrides on top of the common shape.
 PROJECT = {

@@ -13,13 +13,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from gpt2.hf import export_hf, linear_sparsity  # noqa: E402
-from gpt2.model import GPT, GPTConfig  # noqa: E402
-from lib.checkpoint import BEST_FILE, CHECKPOINT_FILE, CheckpointError, load_checkpoint  # noqa: E402
-from lib.lora import apply_lora, merge_lora_state  # noqa: E402
-from lib.settings import Settings, SettingsError  # noqa: E402
+from gpt2.hf import export_hf, linear_sparsity
+from gpt2.model import GPT, GPTConfig
+from lib.config.settings import Settings, SettingsError
+from lib.convert.lora import apply_lora, merge_lora_state
+from lib.train.checkpoint import BEST_FILE, CHECKPOINT_FILE, CheckpointError, load_checkpoint
 
 
 def model_from_run(run_dir: Path, which: str) -> GPT:

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lib.kconfig import DefconfigError, apply_config, load_kconfig, write_outputs
+from lib.config.kconfig import DefconfigError, apply_config, load_kconfig, write_outputs
 
 
 def _describe(path: Path) -> str:

@@ -14,19 +14,27 @@ import shlex
 import sys
 from pathlib import Path
 
-from lib.cli import cli_flag
-from lib.settings import SettingsError, load_settings
+from lib.config.cli import cli_flag
+from lib.config.settings import SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-TRAIN = ROOT / "gpt2" / "train.py"
+TRAIN = "gpt2.train"  # run in place, as a module of the repository (the working directory)
+
+
+def in_place_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """`env` (default: this process's) with this repository first on PYTHONPATH, so `-m gpt2.train`
+    finds the code in place from any working directory (the results folder's, a test's)."""
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
 
 
 def train_command(nproc: int, args: list[str], python: str = sys.executable) -> list[str]:
     """The command line of one run over `nproc` processes."""
     if nproc > 1:
         torchrun = [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-        return [*torchrun, str(TRAIN), *args]
-    return [python, str(TRAIN), *args]
+        return [*torchrun, "-m", TRAIN, *args]
+    return [python, "-m", TRAIN, *args]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     print(shlex.join(cmd), flush=True)
     if known.print:
         return 0
-    os.execv(cmd[0], cmd)
+    os.execve(cmd[0], cmd, in_place_env())
 
 
 if __name__ == "__main__":

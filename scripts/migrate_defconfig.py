@@ -1,4 +1,4 @@
-"""Turn a seed-project defconfig into one of ours (lib/migrate.py), with a line-by-line report.
+"""Turn a seed-project defconfig into one of ours (lib/config/migrate.py), with a line-by-line report.
 
     python -m scripts.migrate_defconfig path/to/seed/defconfig [--out defconfigs/my-name]
     make migrate-defconfig FROM=path/to/seed/defconfig [TO=defconfigs/my-name]
@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lib.migrate import MigrationError, migrate
+from lib.config.migrate import MigrationError, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,7 @@ A table in the document is a block
 whose body is replaced by the per-run table ("runs"), the across-seeds table ("seeds"), each
 combination's seed-paired perplexity difference from REFERENCE with its 95% interval ("paired"),
 or each combination's median-interval ms/iter against REFERENCE's ("speed") of the runs in
-docs/results/FOLDERS, as lib/report.py computes them. FOLDERS is one folder or several joined by
+docs/results/FOLDERS, as lib/study/report.py computes them. FOLDERS is one folder or several joined by
 "+" (a study kept in several folders, compared across them; run names must not repeat). So every number in those tables comes from the
 run summaries, and `--check` (run by the tests) catches a table edited by hand or a summary changed
 without the document.
@@ -25,7 +25,7 @@ import re
 import sys
 from pathlib import Path
 
-from lib.report import (
+from lib.study.report import (
     PAIRED_COLUMNS,
     PLAN_FILE,
     SEED_COLUMNS,

@@ -15,7 +15,7 @@ interrupted ones resume from their checkpoint, failed ones are kept unless
 the next call (exit 130 while any are left). Each run takes GPT2_NPROC_PER_NODE of the visible GPUs (torchrun when
 more than one) and runs go side by side until the queue is empty; without GPUs,
 TEST_MATRIX_PARALLEL at a time. With --slurm, Slurm places the runs instead
-(lib/slurm.py): one array task each, and a report job once all have ended.
+(lib/study/slurm.py): one array task each, and a report job once all have ended.
 """
 
 import argparse
@@ -31,17 +31,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from lib.cli import cli_flag, set_flag
+from lib.config.cli import cli_flag, set_flag
+from lib.config.settings import Settings, load_settings, settle
 from lib.errors import Refusal
 from lib.io import atomic_write_json, atomic_write_text
-from lib.matrix import Run, expand
 from lib.optim import optimizer_label
-from lib.pruning.scores import bitter2_overrides
-from lib.report import FAILURE_FILE, PLAN_FILE, run_status, write_report
-from lib.settings import Settings, load_settings
-from lib.slurm import SlurmError, submit
-from lib.sweep import load_sweep
-from scripts.launch import ROOT, train_command
+from lib.study.matrix import Run, expand
+from lib.study.report import FAILURE_FILE, PLAN_FILE, run_status, write_report
+from lib.study.slurm import SlurmError, submit
+from lib.study.sweep import load_sweep
+from scripts.launch import ROOT, in_place_env, train_command
 
 RESULTS_PREFIX = "test_matrix_results_"
 FINISHED = ("completed", "time_budget")
@@ -66,8 +65,7 @@ def flags_for(run: Run) -> list[str]:
 
 def resolved_config_text(base: Settings, run: Run, cmd: list[str]) -> str:
     """config.txt: every resolved setting of the run, then the command that ran it."""
-    s = base.replace(run.overrides())
-    s = s.replace(bitter2_overrides(s)[0])
+    s, _ = settle(base, run.overrides())
     lines = [f"# {run.name}: resolved settings (base config.py + matrix overrides)"]
     for section, values in s.to_dict().items():
         if section != "matrix":
@@ -147,7 +145,7 @@ class Runner:
         args += ["--tracker-group", self.results.name, *(["--resume"] if resume else [])]
         cmd = train_command(self.base.runtime.nproc_per_node, args)
         atomic_write_text(run_dir / "config.txt", resolved_config_text(self.base, run, cmd))
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = in_place_env(dict(os.environ, PYTHONUNBUFFERED="1"))
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
         console = open(run_dir / "console.log", "ab")
@@ -280,7 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--is-matrix", action="store_true", help="exit 0 if config.py selects a matrix, else 1")
     p.add_argument("--slurm", action="store_true", help="submit as a Slurm job array plus a report job")
     p.add_argument("--task", type=int, metavar="I", help="run plan entry I only (a Slurm array task)")
-    p.add_argument("--sweep", metavar="FILE", help="also sweep the values in this TOML file (lib/sweep.py)")
+    p.add_argument(
+        "--sweep", metavar="FILE", help="also sweep the values in this TOML file (lib/study/sweep.py)"
+    )
     p.add_argument(
         "--stop-after",
         type=float,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gpt2.prepare_data import prepare
-from lib.kconfig import apply_config, load_kconfig, write_outputs
+from lib.config.kconfig import apply_config, load_kconfig, write_outputs
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -99,8 +99,8 @@ def mask_digest(model: torch.nn.Module, names: list[str]) -> str:
 def run(combination: tuple, data_dir: Path, workdir: Path) -> dict:
     """Train one combination and return its pinned numbers."""
     from gpt2 import train
-    from lib.kconfig import apply_config, load_kconfig, write_outputs
-    from lib.metrics import read_metrics
+    from lib.config.kconfig import apply_config, load_kconfig, write_outputs
+    from lib.measure.metrics import read_metrics
 
     kconf = load_kconfig(ROOT / "Kconfig")
     defconfig = workdir / "defconfig"

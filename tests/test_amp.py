@@ -14,12 +14,14 @@ import pytest
 import torch
 
 from gpt2.model import GPT, GPTConfig
-from lib.data import TokenData
-from lib.optim import OptimizerSettings, build_optimizer
+from lib.config.settings import DataSettings, ModelSettings, RuntimeSettings, Settings, TrainingSettings
+from lib.optim import OptimizerSettings
+from lib.optim.build import build_optimizer
 from lib.optim.spam import spam_adamw_
-from lib.pruning import PruningSettings, build_pruner
-from lib.settings import DataSettings, ModelSettings, RuntimeSettings, Settings, TrainingSettings
-from lib.trainer import Trainer
+from lib.pruning import PruningSettings
+from lib.pruning.build import build_pruner
+from lib.train.data import TokenData
+from lib.train.loop import Trainer
 
 INJECT_AT = 7  # a step that is neither a mask update nor a SPAM reset
 CASES = {

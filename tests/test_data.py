@@ -16,7 +16,7 @@ import torch
 
 from gpt2 import prepare_data
 from gpt2.prepare_data import SHAKESPEARE_SHA256, prepare
-from lib.data import DataError, TokenData
+from lib.train.data import DataError, TokenData
 
 
 def test_shakespeare_tokens_and_meta(data_dir):
@@ -210,7 +210,7 @@ def test_generator_state_replays_the_same_batches(data_dir):
 
 
 def test_missing_data_names_the_command(tmp_path):
-    with pytest.raises(DataError, match="python gpt2/prepare_data.py --dataset finewebedu"):
+    with pytest.raises(DataError, match="python -m gpt2.prepare_data --dataset finewebedu"):
         TokenData(tmp_path / "finewebedu", "finewebedu", str(tmp_path), seed=0)
 
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from lib.checkpoint import load_checkpoint
-from lib.distributed import Dist, check_replicas
+from lib.train.checkpoint import load_checkpoint
+from lib.train.distributed import Dist, check_replicas
 from tests.conftest import ROOT, TINY_RUN, make_config
 
 
 def torchrun(config: Path, out: Path, nproc: int, *flags: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    cmd += [str(ROOT / "gpt2" / "train.py"), "--config", str(config), "--out-dir", str(out), *flags]
+    cmd += ["-m", "gpt2.train", "--config", str(config), "--out-dir", str(out), *flags]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
@@ -111,7 +111,7 @@ REPLICA_SCRIPT = """
 import sys
 import torch
 sys.path.insert(0, sys.argv[1])
-from lib.distributed import Dist, ReplicasDiverged, check_replicas, start, stop
+from lib.train.distributed import Dist, ReplicasDiverged, check_replicas, start, stop
 dist = Dist.from_env()
 start(dist, "cpu")
 w = torch.ones(4, 4)

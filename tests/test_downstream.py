@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from gpt2.model import GPT, GPTConfig
-from lib.downstream import DownstreamSettings, make_adapter, run_lm_eval
-from lib.settings import SettingsError
+from lib.config.settings import SettingsError
+from lib.measure.downstream import make_adapter, run_lm_eval
+from lib.measure.settings import DownstreamSettings
 
 ROWS = [
     {"context": "To be, or not to", "choices": [" be", " cheese"], "label": 0},
@@ -79,7 +80,7 @@ def test_local_tasks_run_offline_and_report_their_metrics(tmp_path, monkeypatch)
 def test_a_run_with_lm_eval_records_it_and_a_missing_harness_is_explained(tiny_config, tmp_path, monkeypatch):
     pytest.importorskip("lm_eval")
     from gpt2 import train
-    from lib.report import downstream_text
+    from lib.study.report import downstream_text
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     write_tasks(tmp_path)

@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 import torch
 
-from lib import pruning
+from lib.pruning import build as pruning
 from lib.pruning import pruner as pruner_module
 from lib.pruning.scores import ADAMWPRUNE_VARIANTS
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from gpt2 import train
-from lib.metrics import read_metrics
+from lib.measure.metrics import read_metrics
 from lib.optim.spam import AdamWSPAM, SpamConfig
 from lib.pruning.pruner import foreach_mask_gradients_, lowest_k_mask, mask_gradients_
 

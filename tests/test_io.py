@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from lib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from lib.io import atomic_write, atomic_write_text
+from lib.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
 def test_a_failed_write_keeps_the_old_file(tmp_path):
@@ -88,7 +88,7 @@ def test_the_torch_build_fits_the_machine_and_torch_is_honoured():
 
 
 def test_a_metrics_line_torn_by_a_kill_neither_breaks_reading_nor_resume(tmp_path):
-    from lib.metrics import MetricsWriter, read_metrics
+    from lib.measure.metrics import MetricsWriter, read_metrics
 
     path = tmp_path / "metrics.jsonl"
     writer = MetricsWriter(path)

@@ -6,7 +6,7 @@ from pathlib import Path
 import kconfiglib
 import pytest
 
-from lib.kconfig import (
+from lib.config.kconfig import (
     DefconfigError,
     apply_config,
     config_values,
@@ -14,7 +14,7 @@ from lib.kconfig import (
     render_config_py,
     write_outputs,
 )
-from lib.settings import _SECTIONS, read_config_py, settings_from_config
+from lib.config.settings import _SECTIONS, read_config_py, settings_from_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFCONFIGS = sorted(p.name for p in (ROOT / "defconfigs").iterdir() if not p.name.endswith(".sweep.toml"))

@@ -31,3 +31,144 @@ def test_the_library_and_gpt2_never_import_the_scripts():
     for folder in ("lib", "gpt2"):
         for path in (ROOT / folder).rglob("*.py"):
             assert not [m for m in imported_modules(path) if m.split(".")[0] == "scripts"], path
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _library_graph() -> dict[str, set[str]]:
+    """lib's modules and the lib modules each one imports (at the top or inside a function);
+    importing lib.a.b also runs lib.a's __init__, so that is an edge too."""
+    modules = {_module_name(p): p for p in (ROOT / "lib").rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        edges = set()
+        for m in imported_modules(path):
+            if m.split(".")[0] != "lib":
+                continue
+            parts = m.split(".")
+            edges.update(".".join(parts[:i]) for i in range(2, len(parts) + 1))
+            # from lib.train import distributed: the submodule is imported too
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and node.module == m:
+                    edges.update(f"{m}.{a.name}" for a in node.names if f"{m}.{a.name}" in modules)
+        own_packages = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)}
+        graph[name] = {e for e in edges if e in modules and e != name and e not in own_packages}
+    return graph
+
+
+def test_the_library_has_no_import_cycle():
+    graph = _library_graph()
+    assert "lib.config.settings" in graph and "lib.study.matrix" in graph
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycle = path[path.index(nxt) :] + [nxt]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if nxt not in state:
+                visit(nxt)
+        path.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+
+
+def test_an_import_cycle_is_caught(monkeypatch):
+    """The cycle test's own check: the old settings -> matrix -> sweep -> settings circle fails it."""
+    real = _library_graph()
+    looped = {k: set(v) for k, v in real.items()}
+    looped["lib.config.settings"].add("lib.study.matrix")
+    monkeypatch.setitem(globals(), "_library_graph", lambda: looped)
+    try:
+        test_the_library_has_no_import_cycle()
+    except AssertionError as e:
+        assert "lib.study.matrix" in str(e) and "lib.config.settings" in str(e)
+    else:
+        raise AssertionError("a cycle went unnoticed")
+
+
+def test_the_settings_load_without_torch(tmp_path):
+    """Reading config.py, the CLI overrides and the matrix plan import no torch (2.5 s on a laptop)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from lib.config.settings import Settings, load_settings\n"
+        "from lib.config.cli import add_override_flags\n"
+        "from lib.study.matrix import expand\n"
+        "from lib.study.sweep import load_sweep\n"
+        "expand(Settings().replace({'matrix.enabled': True, 'matrix.multiple_optimizers': True}))\n"
+        "print(sorted(m for m in ('torch', 'numpy', 'tiktoken') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_every_registry_entry_has_its_kconfig_symbols_and_back(kconf):
+    """Each optimizer, base, AdamWPrune variant, pruning method and sparsity of the registries has
+    its Kconfig choice entry, the string default that names it, and its matrix selection; and
+    every such Kconfig symbol names a registry entry."""
+    import kconfiglib
+
+    from lib.optim import ADAMWPRUNE_BASES, OPTIMIZERS
+    from lib.pruning import METHODS
+    from lib.pruning.scores import ADAMWPRUNE_VARIANTS
+    from lib.study.settings import SPARSITIES
+
+    def named_by(string_symbol: str) -> dict[str, str]:
+        """The choice symbol behind each value of a derived string symbol."""
+        return {v.name: kconfiglib.expr_str(c) for v, c in kconf.syms[string_symbol].defaults}
+
+    def family(prefix: str) -> set[str]:
+        return {s.removeprefix(prefix).lower() for s in kconf.syms if s.startswith(prefix)}
+
+    checks = [
+        (OPTIMIZERS, "OPTIMIZER", "OPTIMIZER_SELECT_", "OPTIMIZER_ENABLE_"),
+        (
+            tuple(ADAMWPRUNE_VARIANTS),
+            "GPT2_ADAMWPRUNE_VARIANT",
+            "ADAMWPRUNE_VARIANT_SELECT_",
+            "GPT2_ADAMWPRUNE_VARIANT_",
+        ),
+        (ADAMWPRUNE_BASES, "ADAMWPRUNE_BASE_OPTIMIZER_NAME", "ADAMWPRUNE_BASE_", None),
+        (METHODS, "PRUNING_METHOD", "PRUNING_SELECT_", "PRUNING_ENABLE_"),
+    ]
+    for names, string_symbol, select, enable in checks:
+        chosen = named_by(string_symbol)
+        assert set(chosen) == set(names), string_symbol
+        for name in names:
+            expected = "PRUNING_MODE_NONE" if name == "none" else f"{select}{name.upper()}"
+            assert chosen[name] == expected, (string_symbol, name)
+        selects = family(select) - ({"optimizer_name"} if select == "ADAMWPRUNE_BASE_" else set())
+        assert selects == set(names) - {"none"}, select
+        if enable:
+            assert family(enable) == set(names), enable
+    assert {int(s) for s in family("SPARSITY_ENABLE_")} == set(SPARSITIES)
+
+
+def test_the_repository_runs_in_place_and_installs_no_generic_packages():
+    """`pip install -e .` brings the dependencies only (no top-level lib or scripts in
+    site-packages), and no entry point edits sys.path: everything runs as python -m from here."""
+    import sys
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["tool"]["setuptools"]["packages"] == []
+    for folder in ("lib", "gpt2", "scripts"):
+        for path in (ROOT / folder).rglob("*.py"):
+            assert "sys.path" not in path.read_text(), path

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from gpt2.model import GPT, GPTConfig
-from lib.lora import LoraSettings, apply_lora, merge_lora_state
-from lib.settings import Settings, SettingsError
+from lib.config.settings import Settings, SettingsError
+from lib.convert.lora import apply_lora, merge_lora_state
+from lib.convert.settings import LoraSettings
 
 pytest.importorskip("peft")
 

@@ -5,9 +5,9 @@ import json
 import pytest
 
 from gpt2.train import run_name as train_run_name
+from lib.config.settings import Settings
 from lib.errors import Refusal
-from lib.matrix import expand, run_name
-from lib.settings import Settings
+from lib.study.matrix import expand, run_name
 from scripts import run_test_matrix
 
 from .conftest import ROOT, TINY_RUN, make_config
@@ -56,7 +56,7 @@ def test_two_adamwprune_bases_never_share_a_run_name(kconf, tmp_path):
     config = make_config(
         tmp_path, (ROOT / "defconfigs" / "gpt2-adamwprune-finewebedu-79000-bitter-lesson").read_text(), kconf
     )
-    from lib.settings import load_settings
+    from lib.config.settings import load_settings
 
     s = load_settings(config)
     assert sorted(r.name for r in expand(s)[0]) == [
@@ -271,13 +271,23 @@ def test_a_chunk_starts_no_run_that_would_not_end_in_time(tmp_path, monkeypatch)
 def test_launch_uses_torchrun_for_several_processes(tmp_path, kconf, capsys):
     from scripts.launch import main, train_command
 
-    assert train_command(1, ["--max-iters", "3"], python="py")[1:] == [
-        str(ROOT / "gpt2" / "train.py"),
+    assert train_command(1, ["--max-iters", "3"], python="py") == [
+        "py",
+        "-m",
+        "gpt2.train",
         "--max-iters",
         "3",
     ]
     cmd = train_command(4, [], python="py")
-    assert cmd[:5] == ["py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
+    assert cmd == [
+        "py",
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=4",
+        "-m",
+        "gpt2.train",
+    ]
     config = make_config(
         tmp_path, "CONFIG_GPT2_NPROC_PER_NODE=2\nCONFIG_GPT2_GRADIENT_ACCUMULATION=4\n", kconf
     )
@@ -285,3 +295,28 @@ def test_launch_uses_torchrun_for_several_processes(tmp_path, kconf, capsys):
     assert "--nproc_per_node=2" in capsys.readouterr().out
     assert main(["--print", "--config", str(config), "--nproc-per-node", "1"]) == 0
     assert "torch.distributed.run" not in capsys.readouterr().out
+
+
+def test_a_new_score_reaches_the_matrix_the_flags_and_the_run_names_with_no_other_edit():
+    """bitter3 added to the score registry alone: MatrixSettings gains its selection, the CLI its
+    choice, and the matrix runs it under its own name (docs/optimizers-and-pruning.md, "Adding a score")."""
+    import subprocess
+    import sys
+
+    code = """
+import argparse
+from lib.pruning import scores
+scores.ADAMWPRUNE_VARIANTS["bitter3"] = scores.Variant(lambda w, m, v: (w * m).abs(), True)
+from lib.config.cli import add_override_flags, overrides_from_args
+from lib.config.settings import Settings
+from lib.study.matrix import expand
+p = argparse.ArgumentParser()
+add_override_flags(p)
+flags = overrides_from_args(p.parse_args(["--adamwprune-variant", "bitter3"]))
+s = Settings().replace({"matrix.enabled": True, "matrix.multiple_optimizers": True,
+    "matrix.multiple_pruning": True, "matrix.bitter0": False, "matrix.bitter3": True,
+    "matrix.adamw": False, "matrix.adamwspam": False})
+print(flags["optimizer.adamwprune_variant"], [r.name for r in expand(s)[0]])
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["bitter3", "['gpt2_adamwprune_bitter3_state_50']"]

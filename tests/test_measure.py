@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from gpt2.model import GPT, GPTConfig
-from lib.gpu_monitor import GPUMonitor, MonitorSettings, _nvml_index, plot_gpu, summarize
-from lib.inference import InferenceSettings, measure_latency, percentile
-from lib.settings import SettingsError
+from lib.config.settings import SettingsError
+from lib.measure.gpu_monitor import GPUMonitor, _nvml_index, plot_gpu, summarize
+from lib.measure.inference import measure_latency, percentile
+from lib.measure.settings import InferenceSettings, MonitorSettings
 
 
 def test_monitor_samples_in_the_background_and_stops_at_once(tmp_path):
@@ -80,7 +81,7 @@ def test_latency_is_measured_for_prefill_and_one_generation_step():
 
 def test_a_run_with_latency_records_it_in_its_summary(tiny_config, tmp_path):
     from gpt2 import train
-    from lib.report import decode_latency
+    from lib.study.report import decode_latency
 
     out = tmp_path / "run"
     argv = ["--config", str(tiny_config), "--out-dir", str(out), "--max-iters", "2", "--eval-interval", "2"]

@@ -1,11 +1,11 @@
-"""Seed-project defconfigs in our terms (lib/migrate.py): every line accounted for, the result strict."""
+"""Seed-project defconfigs in our terms (lib/config/migrate.py): every line accounted for, the result strict."""
 
 import pytest
 
-from lib.kconfig import apply_config, config_values, parse_config_lines
-from lib.matrix import expand
-from lib.migrate import MigrationError, migrate, read_seed_lines
-from lib.settings import settings_from_config
+from lib.config.kconfig import apply_config, config_values, parse_config_lines
+from lib.config.migrate import MigrationError, migrate, read_seed_lines
+from lib.config.settings import settings_from_config
+from lib.study.matrix import expand
 from scripts import migrate_defconfig
 
 from .conftest import ROOT

@@ -112,7 +112,7 @@ def test_memory_savers_give_the_plain_loss_and_gradients(change):
 
 
 def test_fused_loss_chunks_agree_with_one_pass():
-    from lib.fused_loss import linear_cross_entropy
+    from lib.convert.fused_loss import linear_cross_entropy
 
     gen = torch.Generator().manual_seed(2)
     x = torch.randn(50, 8, generator=gen, requires_grad=True)

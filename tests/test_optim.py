@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from lib.optim import OPTIMIZERS, OptimizerSettings, build_optimizer
+from lib.optim import OPTIMIZERS, OptimizerSettings
+from lib.optim.build import build_optimizer
 from lib.optim.spam import AdamWSPAM, SpamConfig, reset_warmup_scale, spike_clip_
 
 OFF = SpamConfig(clip=False, spike_threshold=0.0, periodic_reset=False, warmup=False)

@@ -7,13 +7,15 @@ import torch
 
 from gpt2 import train
 from gpt2.model import GPT, GPTConfig
-from lib.optim import OptimizerSettings, build_optimizer
+from lib.config.settings import Settings, SettingsError
+from lib.optim import OptimizerSettings
+from lib.optim.build import build_optimizer
 from lib.optim.spam import AdamWSPAM
-from lib.pruning import PruningSettings, build_pruner
+from lib.pruning import PruningSettings
+from lib.pruning.build import build_pruner
 from lib.pruning.pruner import PruningError, lowest_k_mask, prunable_parameters
 from lib.pruning.schedule import is_update_step, sparsity_at
 from lib.pruning.scores import hybrid_momentum_stability_score, magnitude_score
-from lib.settings import Settings, SettingsError
 
 
 def test_magnitude_and_bitter0_scores_by_hand():

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from lib.report import COLUMNS, label_groups, loss_view, shown_columns
+from lib.study.report import COLUMNS, label_groups, loss_view, shown_columns
 
 
 def test_the_loss_plot_is_scaled_to_the_trained_runs_not_the_untrained_start():
@@ -39,7 +39,7 @@ def test_the_summary_table_leaves_out_columns_no_run_has():
 
 
 def test_paired_differences_cancel_the_seed_and_say_what_is_resolved():
-    from lib.report import paired_differences
+    from lib.study.report import paired_differences
 
     def row(name, ppl):
         return {"run": name, "final_val_ppl": ppl}
@@ -64,7 +64,7 @@ def test_paired_differences_cancel_the_seed_and_say_what_is_resolved():
 
 def test_a_same_seed_repeat_pairs_with_its_seeds_run():
     """The repeat is named without _s<seed> (the matrix names a single-seed run so); its seed field pairs it."""
-    from lib.report import paired_differences
+    from lib.study.report import paired_differences
 
     rows = [
         {"run": "gpt2_a_s1337", "final_val_ppl": 45.48, "seed": 1337},
@@ -78,7 +78,7 @@ def test_a_same_seed_repeat_pairs_with_its_seeds_run():
 
 def test_speed_groups_take_each_runs_median_interval_and_leave_out_compiling_ones(tmp_path):
     """A recompilation an older trainer did not flag (one interval at 300 ms) does not move the median."""
-    from lib.report import speed_groups
+    from lib.study.report import speed_groups
 
     rows = []
     for name, seed, ms in (("gpt2_a", 1, 37.0), ("gpt2_a", 2, 37.2), ("gpt2_b", 1, 40.0)):

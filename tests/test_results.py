@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lib.report import PLAN_FILE, collect, markdown_table, seed_groups
+from lib.study.report import PLAN_FILE, collect, markdown_table, seed_groups
 from scripts import results
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"

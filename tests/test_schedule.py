@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from lib.schedule import lr_at
+from lib.train.lr_schedule import lr_at
 
 KW = dict(peak=1.0, min_lr=0.1, warmup_steps=9, total_steps=109, decay=True)
 

@@ -4,9 +4,9 @@ import argparse
 
 import pytest
 
-from lib.cli import add_override_flags, overrides_from_args
-from lib.kconfig import render_config_py
-from lib.settings import Settings, SettingsError, load_settings, settings_from_config
+from lib.config.cli import add_override_flags, overrides_from_args
+from lib.config.kconfig import render_config_py
+from lib.config.settings import Settings, SettingsError, load_settings, settings_from_config
 
 
 def parse(*argv: str) -> dict:
@@ -160,7 +160,7 @@ WHOLLY_RESUMABLE_SECTIONS = ("generation", "monitor", "inference", "downstream",
 def test_every_field_is_classified_for_resume():
     from dataclasses import fields
 
-    from lib.settings import _SECTIONS, RESUMABLE
+    from lib.config.settings import _SECTIONS, RESUMABLE
 
     for section, cls in _SECTIONS.items():
         for f in fields(cls):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lib.slurm import array_script, job_id, report_script
+from lib.study.slurm import array_script, job_id, report_script
 from scripts import run_test_matrix
 
 from .conftest import ROOT, TINY_RUN, make_config

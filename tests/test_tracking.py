@@ -7,7 +7,7 @@ import pytest
 
 from gpt2 import train
 from lib.errors import Refusal
-from lib.tracking import TrackingSettings, start_tracker
+from lib.measure.tracking import TrackingSettings, start_tracker
 
 from .conftest import TINY_RUN, make_config
 

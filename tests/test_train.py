@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import lib.trainer
+import lib.train.loop
 from gpt2 import train
 from gpt2.model import GPT
-from lib.metrics import read_metrics
-from lib.trainer import Trainer
+from lib.measure.metrics import read_metrics
+from lib.train.loop import Trainer
 
 from .conftest import ROOT, make_config
 
@@ -74,16 +74,26 @@ def _start_in_subprocess(config: Path, out: Path, *flags: str) -> subprocess.Pop
     return subprocess.Popen(
         [
             sys.executable,
-            str(ROOT / "gpt2" / "train.py"),
+            "-m",
+            "gpt2.train",
             "--config",
             str(config),
             "--out-dir",
             str(out),
             *flags,
         ],
+        cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())},
+        # The same thread count, and MKL's conditional numerical reproducibility: by default MKL may
+        # pick a code path by buffer alignment and shrink its threads on a busy machine, and either
+        # changes the last bits of a matmul (seen on 2 loaded cores, 1e-6 at step 47, then growing).
+        env={
+            **os.environ,
+            "OMP_NUM_THREADS": str(torch.get_num_threads()),
+            "MKL_CBWR": "COMPATIBLE",
+            "MKL_DYNAMIC": "FALSE",
+        },
     )
 
 
@@ -184,7 +194,7 @@ def test_corrupt_checkpoint_is_refused_clearly(tiny_config, tmp_path, capsys):
 def test_missing_data_says_which_command_prepares_it(tmp_path, kconf, capsys):
     config = make_config(tmp_path, f'CONFIG_DEVICE="cpu"\nCONFIG_DATA_DIR="{tmp_path / "empty"}"\n', kconf)
     assert run(config, tmp_path / "run") == 2
-    assert "python gpt2/prepare_data.py --dataset shakespeare" in capsys.readouterr().out
+    assert "python -m gpt2.prepare_data --dataset shakespeare" in capsys.readouterr().out
 
 
 def test_best_checkpoint_follows_the_lowest_val_loss(tiny_config, tmp_path, monkeypatch):
@@ -270,7 +280,7 @@ def test_the_steady_state_speed_leaves_out_every_interval_that_compiled(tiny_con
         compiled[0] += 1  # the evaluation compiles its own graphs, outside the intervals' time
         return real_eval(self)
 
-    monkeypatch.setattr(lib.trainer, "compilations", lambda: compiled[0])
+    monkeypatch.setattr(lib.train.loop, "compilations", lambda: compiled[0])
     monkeypatch.setattr(Trainer, "_step", step)
     monkeypatch.setattr(Trainer, "_record_eval", record_eval)
     out = tmp_path / "run"
@@ -428,3 +438,22 @@ def test_a_resume_may_change_how_a_run_is_tracked_or_grouped(tiny_config, tmp_pa
     # A matrix passes its results folder as the tracker group: resuming from another folder name is fine.
     assert run(tiny_config, out, "--resume", "--max-iters", "6", "--tracker-group", "elsewhere") == 0
     assert json.loads((out / "summary.json").read_text())["iters"] == 6
+
+
+def test_the_summary_is_a_run_summary_and_old_ones_still_read(tiny_config, tmp_path):
+    """summary.json holds exactly RunSummary's fields (the schema train, report and results share);
+    every summary kept in docs/results, written by older versions, reads back."""
+    import dataclasses
+
+    from lib.measure.summary import RunSummary
+
+    out = tmp_path / "run"
+    assert run(tiny_config, out, "--max-iters", "4") == 0
+    written = json.loads((out / "summary.json").read_text())
+    assert set(written) == {f.name for f in dataclasses.fields(RunSummary)}
+    summary = RunSummary.read(out / "summary.json")
+    assert summary.finished and summary.iters == 4 and summary.to_dict() == written
+    kept = sorted((ROOT / "docs" / "results").glob("*/gpt2_*/summary.json"))
+    assert len(kept) > 50
+    for path in kept:
+        assert RunSummary.read(path).final_val_ppl is not None, path

@@ -1,21 +1,24 @@
-"""Optimizers: a registry from the Kconfig choice name to a builder.
+"""Optimizers: their settings and names (this module, plain data: no torch) and their builders
+(lib/optim/build.py, a registry from the Kconfig choice name to a builder).
 
-Every builder takes the model's parameter groups (decayed matrices, undecayed
-vectors) and the OptimizerSettings, so runs that differ only in the optimizer
-differ in nothing else. AdamWPrune is its base optimizer (AdamW or AdamWSPAM,
-ADAMWPRUNE_BASES) whose states score the weights for state pruning
-(lib/pruning/scores.py holds its variants).
+Every builder takes the model's parameter groups (decayed matrices, undecayed vectors) and the
+OptimizerSettings, so runs that differ only in the optimizer differ in nothing else. AdamWPrune
+is its base optimizer (AdamW or AdamWSPAM, ADAMWPRUNE_BASES) whose states score the weights for
+state pruning (lib/pruning/scores.py holds its variants).
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import torch
-import torch.nn as nn
-
-from lib.optim.spam import AdamWSPAM, SpamConfig
+from lib.config.fields import check, kc
 from lib.pruning.scores import ADAMWPRUNE_VARIANTS, BITTER2_SCALINGS
-from lib.validate import check, kc
+
+# The optimizers, by the lower-cased Kconfig choice name; lib/optim/build.py builds each.
+OPTIMIZERS = ("adamw", "adamwspam", "adamwprune")
+# AdamWPrune's base (ADAMWPRUNE_BASE_ADAMW / _ADAMWSPAM, as in the seed project): the optimizer
+# whose exp_avg / exp_avg_sq the state pruner (lib/pruning) scores, so pruning keeps no state.
+ADAMWPRUNE_BASES = ("adamw", "adamwspam")
+# How a base other than AdamW shows in run names (gpt2_adamwprune-spam_bitter1_state_50).
+ADAMWPRUNE_BASE_TAGS = {"adamwspam": "spam"}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -85,20 +88,6 @@ class OptimizerSettings:
             f"one of {', '.join(BITTER2_SCALINGS)}",
         )
 
-    def spam_config(self) -> SpamConfig:
-        return SpamConfig(
-            clip=self.spam_clip,
-            theta=self.spam_theta,
-            clip_grace_steps=self.spam_clip_grace_steps,
-            spike_threshold=self.spam_spike_threshold,
-            periodic_reset=self.spam_periodic_reset,
-            reset_interval=self.spam_interval,
-            reset_bias_correction=self.spam_reset_bias_correction,
-            warmup=self.spam_warmup,
-            warmup_steps=self.spam_warmup_steps,
-            warmup_start=self.spam_warmup_start,
-        )
-
     @property
     def label(self) -> str:
         """The optimizer as run names and reports show it (optimizer_label)."""
@@ -110,70 +99,3 @@ def optimizer_label(name: str, adamwprune_base: str) -> str:
     if name == "adamwprune" and adamwprune_base != "adamw":
         return f"adamwprune-{ADAMWPRUNE_BASE_TAGS[adamwprune_base]}"
     return name
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: >=2-D tensors (matmul weights, embeddings) decay; biases and norms do not."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-
-
-def _adamw_kwargs(groups: list[dict], s: OptimizerSettings, lr: float, fused: bool | None) -> dict:
-    """AdamW's arguments: fused into one kernel when every parameter is on a CUDA device (or if asked)."""
-    if fused is None:
-        fused = all(p.is_cuda for g in groups for p in g["params"])
-    return dict(lr=lr, betas=(s.beta1, s.beta2), eps=s.eps, fused=fused, foreach=None if fused else True)
-
-
-def build_adamw(
-    groups: list[dict], s: OptimizerSettings, lr: float, compile: bool, fused: bool | None = None
-) -> torch.optim.Optimizer:
-    """torch.optim.AdamW."""
-    return torch.optim.AdamW(groups, **_adamw_kwargs(groups, s, lr, fused))
-
-
-def build_adamwspam(
-    groups: list[dict], s: OptimizerSettings, lr: float, compile: bool, fused: bool | None = None
-) -> torch.optim.Optimizer:
-    """AdamW with the SPAM features (lib/optim/spam.py); `compile` fuses its step on CUDA."""
-    return AdamWSPAM(groups, spam=s.spam_config(), compile=compile, **_adamw_kwargs(groups, s, lr, fused))
-
-
-Builder = Callable[..., torch.optim.Optimizer]
-
-# AdamWPrune's base (ADAMWPRUNE_BASE_ADAMW / _ADAMWSPAM, as in the seed project): the optimizer
-# whose exp_avg / exp_avg_sq the state pruner (lib/pruning) scores, so pruning keeps no state.
-ADAMWPRUNE_BASES: dict[str, Builder] = {
-    "adamw": build_adamw,
-    "adamwspam": build_adamwspam,
-}
-# How a base other than AdamW shows in run names (gpt2_adamwprune-spam_bitter1_state_50).
-ADAMWPRUNE_BASE_TAGS = {"adamwspam": "spam"}
-
-
-def build_adamwprune(
-    groups: list[dict], s: OptimizerSettings, lr: float, compile: bool, fused: bool | None = None
-) -> torch.optim.Optimizer:
-    """AdamWPrune: its base optimizer (ADAMWPRUNE_BASE_OPTIMIZER_NAME); the pruning is lib/pruning's."""
-    return ADAMWPRUNE_BASES[s.adamwprune_base](groups, s, lr, compile, fused)
-
-
-OPTIMIZERS: dict[str, Builder] = {
-    "adamw": build_adamw,
-    "adamwspam": build_adamwspam,
-    "adamwprune": build_adamwprune,
-}
-
-
-def build_optimizer(
-    model: nn.Module, s: OptimizerSettings, lr: float, compile: bool = True, fused: bool | None = None
-) -> torch.optim.Optimizer:
-    """The optimizer named by `s.name` over `model`'s parameters; compile=False keeps it eager.
-
-    fused=None fuses AdamW's step into one kernel on CUDA (torch's fused AdamW, which takes
-    GradScaler's overflow flag on the device); tests pass True to take that path on the CPU.
-    """
-    return OPTIMIZERS[s.name](param_groups(model, s.weight_decay), s, lr, compile, fused)

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn as nn
 
-from lib.errors import Refusal
+from lib.pruning import PruningError
 from lib.pruning.schedule import is_update_step, sparsity_at
 from lib.pruning.scores import ScoreFn
 
@@ -25,7 +25,7 @@ def prunable_parameters(
     linear_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
     chosen = []
     for name, p in model.named_parameters():  # each tied tensor once
-        if "lora_" in name:  # LoRA adapters (lib/lora.py) are never pruned
+        if "lora_" in name:  # LoRA adapters (lib/convert/lora.py) are never pruned
             continue
         if id(p) in linear_ids and id(p) not in embedding_ids:
             chosen.append((name, p))
@@ -54,10 +54,6 @@ def lowest_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     ties = scores == kth
     room = k - below.sum()
     return below | (ties & (ties.cumsum(0) <= room))
-
-
-class PruningError(Refusal, RuntimeError):
-    """Pruning cannot proceed as configured; the message says why and what to change."""
 
 
 class Pruner:

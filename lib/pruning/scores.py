@@ -5,14 +5,18 @@ weight's shape. Magnitude and movement pruning use their own; state pruning
 (AdamWPrune) picks one of ADAMWPRUNE_VARIANTS, scored from Adam's moments.
 """
 
+from __future__ import annotations
+
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+from lib.config.fields import SettingsError
 
-from lib.validate import SettingsError
+if TYPE_CHECKING:  # plain data at import: the settings check variant names without torch
+    import torch
 
-ScoreFn = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor | None], torch.Tensor]
+ScoreFn = Callable[["torch.Tensor", "torch.Tensor | None", "torch.Tensor | None"], "torch.Tensor"]
 STATE_EPS = 1e-8
 
 

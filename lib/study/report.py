@@ -13,7 +13,8 @@ import statistics
 from pathlib import Path
 
 from lib.io import atomic_write_json, atomic_write_text
-from lib.metrics import read_metrics
+from lib.measure.metrics import read_metrics
+from lib.measure.summary import RunSummary
 
 PLAN_FILE = "matrix.json"
 FAILURE_FILE = "failure.json"
@@ -80,11 +81,16 @@ def collect(results: Path) -> list[dict]:
     rows = []
     for run in plan["runs"]:
         status, record = run_status(results / run["name"])
-        summary = record if status not in ("failed", "pending", "interrupted") else {}
-        weight_bytes = summary.get("prunable_weight_bytes") or summary.get("param_bytes")
-        state = summary.get("training_bytes_per_weight_byte")
+        summary = RunSummary.from_dict(record) if status not in ("failed", "pending", "interrupted") else None
+
+        def get(key: str, summary: RunSummary | None = summary):
+            return getattr(summary, key) if summary is not None else None
+
+        weight_bytes = get("prunable_weight_bytes") or get("param_bytes")
+        state = get("training_bytes_per_weight_byte")
         if state is None and weight_bytes:
-            state = (weight_bytes + summary.get("optimizer_state_bytes", 0)) / weight_bytes
+            state = (weight_bytes + (get("optimizer_state_bytes") or 0)) / weight_bytes
+        gpu = get("gpu") or {}
         row = {
             "run": run["name"],
             "dir": results / run["name"],
@@ -95,14 +101,12 @@ def collect(results: Path) -> list[dict]:
             "variant": run["variant"],
             "method": run["method"],
             "target_sparsity": run["sparsity"],
-            "peak_memory_gib": summary["peak_memory_bytes"] / 2**30
-            if summary.get("peak_memory_bytes")
-            else None,
+            "peak_memory_gib": get("peak_memory_bytes") / 2**30 if get("peak_memory_bytes") else None,
             "state_per_weight": state,
-            "mean_power_w": (summary.get("gpu") or {}).get("mean_power_watts"),
-            "energy_wh": (summary.get("gpu") or {}).get("energy_wh"),
-            "decode_p50_ms": decode_latency(summary.get("inference")),
-            "downstream": downstream_text(summary.get("lm_eval")),
+            "mean_power_w": gpu.get("mean_power_watts"),
+            "energy_wh": gpu.get("energy_wh"),
+            "decode_p50_ms": decode_latency(get("inference")),
+            "downstream": downstream_text(get("lm_eval")),
             "reason": record.get("reason") if status == "failed" else None,
             "log_tail": record.get("log_tail") if status == "failed" else None,
         }
@@ -116,7 +120,7 @@ def collect(results: Path) -> list[dict]:
             "ms_per_iter",
             "tokens_per_sec",
         ):
-            row[key] = summary.get(key)
+            row[key] = get(key)
         rows.append(row)
     rows.sort(key=lambda r: (r["final_val_ppl"] is None, r["final_val_ppl"] or math.inf))
     return rows

@@ -15,41 +15,10 @@ kernel faster: comparing these figures across a matrix shows exactly that.
 
 import statistics
 import time
-from dataclasses import dataclass, field
 
 import torch
 
-from lib.runtime import autocast, synchronize
-from lib.validate import check, kc
-
-
-def _int_list(text: str) -> list[int] | None:
-    try:
-        values = [int(x) for x in text.replace(" ", "").split(",") if x]
-    except ValueError:
-        return None
-    return values if values and all(v >= 1 for v in values) else None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class InferenceSettings:
-    """After training: time the final model's forward passes (lib/inference.py)."""
-
-    enabled: bool = field(default=False, metadata=kc("GPT2_LATENCY", "--latency", resumable=True))
-    seq_lens: str = field(default="512,1024", metadata=kc("GPT2_LATENCY_SEQ_LENS", resumable=True))
-    """Comma-separated sequence lengths; those above the block size are skipped."""
-    batch_sizes: str = field(default="1,8", metadata=kc("GPT2_LATENCY_BATCH_SIZES", resumable=True))
-    repeats: int = field(default=20, metadata=kc("GPT2_LATENCY_REPEATS", resumable=True))
-
-    def __post_init__(self) -> None:
-        check(self, "seq_lens", _int_list(self.seq_lens) is not None, 'positive integers, e.g. "512,1024"')
-        check(self, "batch_sizes", _int_list(self.batch_sizes) is not None, 'positive integers, e.g. "1,8"')
-        check(self, "repeats", 3 <= self.repeats <= 10_000, "3..10000")
-
-    def shapes(self, block_size: int) -> list[tuple[int, int]]:
-        """(batch, sequence length) pairs to time, lengths capped at the block size (deduplicated)."""
-        lens = sorted({min(t, block_size) for t in _int_list(self.seq_lens)})
-        return [(b, t) for b in _int_list(self.batch_sizes) for t in lens]
+from lib.train.runtime import autocast, synchronize
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import kconfiglib
 
+from lib.config.kconfig import Assignment, DefconfigError, apply_config, load_kconfig
 from lib.errors import Refusal
-from lib.kconfig import Assignment, DefconfigError, apply_config, load_kconfig
 
 _LINE = re.compile(r"^CONFIG_([A-Za-z0-9_]+)=(.*)$")
 _UNSET = re.compile(r"^#\s*CONFIG_([A-Za-z0-9_]+) is not set")

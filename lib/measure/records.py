@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from lib.metrics import read_metrics
+from lib.measure.metrics import read_metrics
 
 PACKAGES = ("torch", "numpy", "tiktoken", "kconfiglib", "datasets", "tqdm", "matplotlib")
 
@@ -56,7 +56,7 @@ def environment(device: torch.device) -> dict:
         "num_threads": torch.get_num_threads(),
     }
     try:
-        root = Path(__file__).resolve().parent.parent
+        root = Path(__file__).resolve().parents[2]
         env["git_commit"] = (
             subprocess.run(
                 ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5

@@ -102,7 +102,7 @@ def load_meta(token_dir: Path) -> dict | None:
 def prepare_command(dataset: str, data_dir: str) -> str:
     """The command that (re)prepares `dataset` into `data_dir`; it redoes damaged or stale files by itself."""
     extra = " --path <file-or-folder>" if dataset == "custom" else ""
-    return f"make data  (or: python gpt2/prepare_data.py --dataset {dataset}{extra} --data-dir {data_dir})"
+    return f"make data  (or: python -m gpt2.prepare_data --dataset {dataset}{extra} --data-dir {data_dir})"
 
 
 class TokenData:

@@ -15,16 +15,15 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from lib.downstream import DownstreamSettings
-from lib.gpu_monitor import MonitorSettings
-from lib.inference import InferenceSettings
-from lib.lora import LoraSettings
-from lib.matrix import MatrixSettings
+from lib.config.fields import SettingsError, check, kc
+from lib.convert.settings import LoraSettings
+from lib.measure.settings import DownstreamSettings, InferenceSettings, MonitorSettings
+from lib.measure.tracking import TrackingSettings
 from lib.optim import OptimizerSettings
 from lib.pruning import PAIRINGS, PruningSettings
-from lib.runtime import ATTENTION_BACKENDS, COMPILE_MODES, FP8_LAYERS, FP8_RECIPES
-from lib.tracking import TrackingSettings
-from lib.validate import SettingsError, check, kc
+from lib.pruning.scores import bitter2_overrides
+from lib.study.settings import MatrixSettings
+from lib.train.options import ATTENTION_BACKENDS, COMPILE_MODES, FP8_LAYERS, FP8_RECIPES
 
 MODEL_NAMES = ("gpt2-tiny", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 DATASETS = ("shakespeare", "linuxdoc", "finewebedu", "openwebtext", "tinystories", "custom")
@@ -122,7 +121,7 @@ class DataSettings:
         return self.max_tokens_millions * 1_000_000 if self.dataset in CAPPED_DATASETS else None
 
     def token_check(self) -> dict:
-        """What prepared token files must agree with (lib/data.py: stale_reason)."""
+        """What prepared token files must agree with (lib/train/data.py: stale_reason)."""
         return {"custom_path": self.custom_path, "val_fraction": self.val_fraction, "cap": self.token_cap}
 
 
@@ -438,3 +437,13 @@ def load_settings(
     """Settings from config.py, then CLI-style dotted-path overrides, validated once."""
     settings = settings_from_config(read_config_py(config_py))
     return settings.replace(overrides) if overrides else settings
+
+
+def settle(settings: Settings, overrides: Mapping[str, Any] | None = None) -> tuple[Settings, dict | None]:
+    """A run's settings: `overrides` applied, then what its AdamWPrune variant scales (bitter2 spends
+    what state pruning saves: more steps or a larger batch), exactly once; and a record of that
+    scaling for the summary (None when nothing was scaled). Every entry point that turns
+    settings into a run (gpt2/train.py, the matrix runner's config.txt) settles them here."""
+    s = settings.replace(overrides) if overrides else settings
+    scale, record = bitter2_overrides(s)
+    return s.replace(scale), record

@@ -7,65 +7,16 @@ settings only in what the matrix varies.
 """
 
 import itertools
-import shlex
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from lib.optim import optimizer_label
-from lib.pruning import PAIRINGS
-from lib.validate import SettingsError, kc
-
-SPARSITIES = (50, 70, 90, 95, 99)
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class MatrixSettings:
-    """What the test matrix varies (the "Test matrix" selections in Kconfig)."""
-
-    enabled: bool = field(default=False, metadata=kc("TEST_MATRIX_MODE", resumable=True))
-    multiple_optimizers: bool = field(default=False, metadata=kc("OPTIMIZER_MODE_MULTIPLE", resumable=True))
-    multiple_pruning: bool = field(default=False, metadata=kc("PRUNING_MODE_MULTIPLE", resumable=True))
-    adamw: bool = field(default=True, metadata=kc("OPTIMIZER_ENABLE_ADAMW", resumable=True))
-    adamwspam: bool = field(default=True, metadata=kc("OPTIMIZER_ENABLE_ADAMWSPAM", resumable=True))
-    adamwprune: bool = field(default=True, metadata=kc("OPTIMIZER_ENABLE_ADAMWPRUNE", resumable=True))
-    bitter0: bool = field(default=True, metadata=kc("GPT2_ADAMWPRUNE_VARIANT_BITTER0", resumable=True))
-    bitter1: bool = field(default=False, metadata=kc("GPT2_ADAMWPRUNE_VARIANT_BITTER1", resumable=True))
-    bitter2: bool = field(default=False, metadata=kc("GPT2_ADAMWPRUNE_VARIANT_BITTER2", resumable=True))
-    prune_none: bool = field(default=True, metadata=kc("PRUNING_ENABLE_NONE", resumable=True))
-    magnitude: bool = field(default=True, metadata=kc("PRUNING_ENABLE_MAGNITUDE", resumable=True))
-    movement: bool = field(default=False, metadata=kc("PRUNING_ENABLE_MOVEMENT", resumable=True))
-    state: bool = field(default=True, metadata=kc("PRUNING_ENABLE_STATE", resumable=True))
-    sparsity_50: bool = field(default=True, metadata=kc("SPARSITY_ENABLE_50", resumable=True))
-    sparsity_70: bool = field(default=False, metadata=kc("SPARSITY_ENABLE_70", resumable=True))
-    sparsity_90: bool = field(default=False, metadata=kc("SPARSITY_ENABLE_90", resumable=True))
-    sparsity_95: bool = field(default=False, metadata=kc("SPARSITY_ENABLE_95", resumable=True))
-    sparsity_99: bool = field(default=False, metadata=kc("SPARSITY_ENABLE_99", resumable=True))
-    repeats: int = field(default=1, metadata=kc("TEST_MATRIX_REPEATS", resumable=True))
-    name_tag: str = field(default="", metadata=kc("TEST_MATRIX_NAME_TAG", resumable=True))
-    """Appended to every run name (before _s<seed>): an ablation's runs never share a name."""
-    parallel: int = field(default=1, metadata=kc("TEST_MATRIX_PARALLEL", resumable=True))
-    slurm_args: str = field(default="", metadata=kc("TEST_MATRIX_SLURM_ARGS", resumable=True))
-    """Extra sbatch options for --slurm submissions (partition, time limit, account)."""
-    slurm_max_parallel: int = field(default=0, metadata=kc("TEST_MATRIX_SLURM_MAX_PARALLEL", resumable=True))
-    """At most this many array tasks at once (0: as many as Slurm allows)."""
-
-    def __post_init__(self) -> None:
-        from lib.validate import check
-
-        check(self, "repeats", 1 <= self.repeats <= 100, "1..100")
-        check(
-            self,
-            "name_tag",
-            all(c.isalnum() or c in "-." for c in self.name_tag),
-            "letters, digits, '-' and '.' (or empty)",
-        )
-        check(self, "parallel", self.parallel >= 1, "1 or more")
-        check(self, "slurm_max_parallel", self.slurm_max_parallel >= 0, "0 (no cap) or more")
-        try:
-            shlex.split(self.slurm_args)
-        except ValueError as e:
-            check(self, "slurm_args", False, f"options a shell can split ({e})")
+from lib.config.fields import SettingsError
+from lib.optim import OPTIMIZERS, optimizer_label
+from lib.pruning import METHODS, PAIRINGS
+from lib.pruning.scores import ADAMWPRUNE_VARIANTS
+from lib.study.settings import SPARSITIES, MatrixSettings, selection_field
+from lib.study.sweep import check_combinations, label
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +30,7 @@ class Run:
     sparsity: float | None
     seed: int
     swept: tuple[tuple[str, Any], ...] = ()
-    """(settings path, value) pairs of a sweep (lib/sweep.py)."""
+    """(settings path, value) pairs of a sweep (lib/study/sweep.py)."""
 
     def overrides(self) -> dict:
         """Dotted-path settings overrides that turn the base settings into this run's."""
@@ -106,14 +57,13 @@ def run_name(
     return "_".join(parts)
 
 
-def _selected(pairs: Iterable[tuple[bool, str]]) -> list:
-    return [name for on, name in pairs if on]
+def _selected(m: MatrixSettings, kind: str, names: Iterable) -> list:
+    """The entries of a registry whose matrix selection (MatrixSettings) is on, in registry order."""
+    return [name for name in names if getattr(m, selection_field(kind, name))]
 
 
 def with_sweep(runs: list[Run], settings, sweep) -> list[Run]:
     """Each run once per combination of the sweep's values, named after them."""
-    from lib.sweep import check_combinations, label
-
     m = settings.matrix
     varied = {
         "optimizer.name": m.multiple_optimizers,
@@ -140,24 +90,21 @@ def expand(settings, sweep=None) -> tuple[list[Run], list[str]]:
     """All runs of the matrix (times the sweep's combinations), and a line per dropped kind saying why."""
     m = settings.matrix
     if m.multiple_optimizers:
-        optimizers = _selected([(m.adamw, "adamw"), (m.adamwspam, "adamwspam"), (m.adamwprune, "adamwprune")])
-        variants = _selected([(m.bitter0, "bitter0"), (m.bitter1, "bitter1"), (m.bitter2, "bitter2")])
+        optimizers = _selected(m, "optimizer", OPTIMIZERS)
+        variants = _selected(m, "variant", ADAMWPRUNE_VARIANTS)
     else:
         optimizers, variants = [settings.optimizer.name], [settings.optimizer.adamwprune_variant]
     if m.multiple_pruning:
-        methods = _selected(
-            [(m.prune_none, "none"), (m.magnitude, "magnitude"), (m.movement, "movement"), (m.state, "state")]
-        )
-        flags = (m.sparsity_50, m.sparsity_70, m.sparsity_90, m.sparsity_95, m.sparsity_99)
-        sparsities = [p / 100 for on, p in zip(flags, SPARSITIES, strict=True) if on]
+        methods = _selected(m, "method", METHODS)
+        sparsities = [p / 100 for p in _selected(m, "sparsity", SPARSITIES)]
     else:
         methods, sparsities = [settings.pruning.method], [settings.pruning.target_sparsity]
     if "adamwprune" in optimizers and not variants:
         raise SettingsError(
-            "adamwprune is selected but no AdamWPrune variant (GPT2_ADAMWPRUNE_VARIANT_BITTER0/1/2)"
+            "adamwprune is selected but no AdamWPrune variant (GPT2_ADAMWPRUNE_VARIANT_<NAME>)"
         )
     if any(x != "none" for x in methods) and not sparsities:
-        raise SettingsError("pruning methods are selected but no sparsity (SPARSITY_ENABLE_50/70/90/95/99)")
+        raise SettingsError("pruning methods are selected but no sparsity (SPARSITY_ENABLE_<PERCENT>)")
 
     runs: dict[str, Run] = {}
     dropped: dict[str, set[str]] = {}

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lib.settings import Settings, SettingsError, setting_path, setting_value
+from lib.config.settings import Settings, SettingsError, setting_path, setting_value
 
 if sys.version_info >= (3, 11):
     import tomllib

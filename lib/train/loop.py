@@ -24,14 +24,14 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from lib.checkpoint import BEST_FILE, CHECKPOINT_FILE, CheckpointError, save_checkpoint
-from lib.data import TokenData
-from lib.distributed import Dist, all_reduce, any_rank, check_replicas, gather, no_sync
-from lib.metrics import MetricsWriter, model_sparsity, peak_flops, peak_memory_bytes
+from lib.config.settings import RESUMABLE, Settings
+from lib.measure.metrics import MetricsWriter, model_sparsity, peak_flops, peak_memory_bytes
 from lib.pruning.pruner import Pruner
-from lib.runtime import autocast, compilations, overflow_flag, rng_state, set_rng_state, synchronize
-from lib.schedule import lr_at
-from lib.settings import RESUMABLE, Settings
+from lib.train.checkpoint import BEST_FILE, CHECKPOINT_FILE, CheckpointError, save_checkpoint
+from lib.train.data import TokenData
+from lib.train.distributed import Dist, all_reduce, any_rank, check_replicas, gather, no_sync
+from lib.train.lr_schedule import lr_at
+from lib.train.runtime import autocast, compilations, overflow_flag, rng_state, set_rng_state, synchronize
 
 log = logging.getLogger("train")
 
@@ -355,7 +355,7 @@ class Trainer:
                     log.warning("stopped at iter %d of %d (%s)", st.iter_num, self.total_iters, stop)
                     if self._stop_signal:
                         log.warning(
-                            "resume it with `make RESUME=1` (or python gpt2/train.py --resume %s)",
+                            "resume it with `make RESUME=1` (or python -m gpt2.train --resume %s)",
                             self.run_dir,
                         )
                     break

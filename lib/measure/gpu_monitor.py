@@ -14,26 +14,14 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from lib.validate import check, kc
+from lib.measure.settings import MonitorSettings
 
 log = logging.getLogger(__name__)
 GPU_FILE = "gpu.jsonl"
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class MonitorSettings:
-    """Background sampling of the GPU while a run trains."""
-
-    enabled: bool = field(default=True, metadata=kc("GPT2_GPU_MONITOR", "--gpu-monitor", resumable=True))
-    interval_seconds: int = field(default=5, metadata=kc("GPT2_GPU_MONITOR_INTERVAL", resumable=True))
-
-    def __post_init__(self) -> None:
-        check(self, "interval_seconds", 1 <= self.interval_seconds <= 3600, "1..3600 seconds")
 
 
 def _nvml_index(device: torch.device) -> int:

@@ -10,11 +10,7 @@ from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
-from lib.optim import ADAMWPRUNE_BASES, OPTIMIZERS
-from lib.pruning import PRUNERS
-from lib.pruning.scores import ADAMWPRUNE_VARIANTS
-from lib.runtime import ATTENTION_BACKENDS, COMPILE_MODES, FP8_LAYERS, FP8_RECIPES
-from lib.settings import (
+from lib.config.settings import (
     _SECTIONS,
     DATASETS,
     DTYPES,
@@ -24,6 +20,10 @@ from lib.settings import (
     setting_path,
     setting_value,
 )
+from lib.optim import ADAMWPRUNE_BASES, OPTIMIZERS
+from lib.pruning import METHODS
+from lib.pruning.scores import ADAMWPRUNE_VARIANTS
+from lib.train.options import ATTENTION_BACKENDS, COMPILE_MODES, FP8_LAYERS, FP8_RECIPES
 
 
 def add_override_flags(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +61,7 @@ _FLAG_CHOICES = {
     "model.name": MODEL_NAMES,
     "data.dataset": DATASETS,
     "optimizer.name": tuple(OPTIMIZERS),
-    "pruning.method": tuple(PRUNERS),
+    "pruning.method": METHODS,
     "optimizer.adamwprune_variant": tuple(ADAMWPRUNE_VARIANTS),
     "optimizer.adamwprune_base": tuple(ADAMWPRUNE_BASES),
     "runtime.compile_mode": COMPILE_MODES,

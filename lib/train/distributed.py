@@ -1,6 +1,6 @@
 """One run over several processes: torch.distributed as torchrun sets it up, DDP for gradients.
 
-    torchrun --standalone --nproc_per_node=2 gpt2/train.py     # or GPT2_NPROC_PER_NODE=2 and make
+    torchrun --standalone --nproc_per_node=2 -m gpt2.train     # or GPT2_NPROC_PER_NODE=2 and make
 
 torchrun exports RANK, LOCAL_RANK and WORLD_SIZE; without them a run is one
 process and every helper here is a no-op. GPUs talk over NCCL, CPU processes
@@ -18,7 +18,7 @@ import torch
 import torch.distributed as tdist
 
 from lib.errors import Refusal
-from lib.runtime import resolve_device
+from lib.train.runtime import resolve_device
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ import logging
 
 import torch
 
-from lib.downstream import run_lm_eval
-from lib.inference import latency_table, measure_latency
+from lib.measure.downstream import run_lm_eval
+from lib.measure.inference import latency_table, measure_latency
 
 log = logging.getLogger("train")
 

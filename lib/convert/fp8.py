@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from lib.errors import Refusal
-from lib.runtime import FP8_LAYERS
+from lib.train.options import FP8_LAYERS
 
 log = logging.getLogger(__name__)
 

@@ -9,44 +9,16 @@ Install with `pip install -e ".[eval]"` (or make EXTRAS=dev,eval).
 """
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from lib.errors import Refusal
-from lib.runtime import autocast
-from lib.validate import check, kc
+from lib.measure.settings import DownstreamSettings
+from lib.train.runtime import autocast
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class DownstreamSettings:
-    """After training: lm-evaluation-harness tasks on the final model."""
-
-    enabled: bool = field(default=False, metadata=kc("GPT2_LM_EVAL", "--lm-eval", resumable=True))
-    tasks: str = field(
-        default="hellaswag,lambada_openai",
-        metadata=kc("GPT2_LM_EVAL_TASKS", "--lm-eval-tasks", resumable=True),
-    )
-    """Comma-separated harness task names."""
-    limit: int = field(default=0, metadata=kc("GPT2_LM_EVAL_LIMIT", resumable=True))
-    """Examples per task (0: all)."""
-    include_path: str = field(default="", metadata=kc("GPT2_LM_EVAL_INCLUDE_PATH", resumable=True))
-    """A folder of extra task YAML files."""
-    batch_size: int = field(default=8, metadata=kc("GPT2_LM_EVAL_BATCH_SIZE", resumable=True))
-
-    def __post_init__(self) -> None:
-        names = [t.strip() for t in self.tasks.split(",") if t.strip()]
-        check(self, "tasks", bool(names), 'comma-separated task names, e.g. "hellaswag,lambada_openai"')
-        check(self, "limit", self.limit >= 0, "0 (all) or more")
-        check(self, "batch_size", 1 <= self.batch_size <= 1024, "1..1024")
-
-    @property
-    def task_names(self) -> list[str]:
-        return [t.strip() for t in self.tasks.split(",") if t.strip()]
 
 
 def _harness_lm():

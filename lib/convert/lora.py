@@ -9,43 +9,13 @@ Install with `pip install -e ".[lora]"`.
 """
 
 import logging
-from dataclasses import dataclass, field
 
 import torch
 
+from lib.convert.settings import LoraSettings
 from lib.errors import Refusal
-from lib.validate import check, kc
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class LoraSettings:
-    """Low-rank adapters on the chosen Linear layers; the rest of the model frozen."""
-
-    enabled: bool = field(default=False, metadata=kc("GPT2_LORA", "--lora"))
-    rank: int = field(default=8, metadata=kc("GPT2_LORA_RANK", "--lora-rank"))
-    alpha: int = field(default=16, metadata=kc("GPT2_LORA_ALPHA"))
-    dropout: float = field(default=0.05, metadata=kc("GPT2_LORA_DROPOUT"))
-    targets: str = field(default="c_attn,c_proj,c_fc", metadata=kc("GPT2_LORA_TARGETS"))
-    """Comma-separated Linear names (c_proj matches both attention's and the MLP's)."""
-
-    def __post_init__(self) -> None:
-        check(self, "rank", 1 <= self.rank <= 4096, "1..4096")
-        check(self, "alpha", 1 <= self.alpha <= 65536, "1..65536")
-        check(self, "dropout", 0.0 <= self.dropout < 1.0, "a number in [0, 1)")
-        known = {"c_attn", "c_proj", "c_fc"}
-        names = self.target_names
-        check(
-            self,
-            "targets",
-            bool(names) and set(names) <= known,
-            f"a comma-separated subset of {sorted(known)}",
-        )
-
-    @property
-    def target_names(self) -> list[str]:
-        return [t.strip() for t in self.targets.split(",") if t.strip()]
 
 
 def apply_lora(model: torch.nn.Module, s: LoraSettings) -> dict:

@@ -1,0 +1,1 @@
+"""Configuration: Kconfig loading, the typed settings and their fields, CLI overrides, seed-defconfig migration."""

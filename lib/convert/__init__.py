@@ -1,0 +1,1 @@
+"""Model conversions: FP8 layers, LoRA adapters, the fused loss."""

@@ -1,0 +1,1 @@
+"""Measurement and records: metrics, run summaries, the GPU monitor, latency, downstream evaluation, trackers."""

@@ -1,0 +1,94 @@
+"""The optimizers' builders: BUILDERS maps each name of OPTIMIZERS (lib/optim) to its builder."""
+
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+
+from lib.optim import ADAMWPRUNE_BASES, OPTIMIZERS, OptimizerSettings
+from lib.optim.spam import AdamWSPAM, SpamConfig
+
+
+def spam_config(s: OptimizerSettings) -> SpamConfig:
+    """The SPAM features of `s` as lib/optim/spam.py takes them."""
+    return SpamConfig(
+        clip=s.spam_clip,
+        theta=s.spam_theta,
+        clip_grace_steps=s.spam_clip_grace_steps,
+        spike_threshold=s.spam_spike_threshold,
+        periodic_reset=s.spam_periodic_reset,
+        reset_interval=s.spam_interval,
+        reset_bias_correction=s.spam_reset_bias_correction,
+        warmup=s.spam_warmup,
+        warmup_steps=s.spam_warmup_steps,
+        warmup_start=s.spam_warmup_start,
+    )
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups: >=2-D tensors (matmul weights, embeddings) decay; biases and norms do not."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+
+
+def _adamw_kwargs(groups: list[dict], s: OptimizerSettings, lr: float, fused: bool | None) -> dict:
+    """AdamW's arguments: fused into one kernel when every parameter is on a CUDA device (or if asked)."""
+    if fused is None:
+        fused = all(p.is_cuda for g in groups for p in g["params"])
+    return dict(lr=lr, betas=(s.beta1, s.beta2), eps=s.eps, fused=fused, foreach=None if fused else True)
+
+
+def build_adamw(
+    groups: list[dict], s: OptimizerSettings, lr: float, compile: bool, fused: bool | None = None
+) -> torch.optim.Optimizer:
+    """torch.optim.AdamW."""
+    return torch.optim.AdamW(groups, **_adamw_kwargs(groups, s, lr, fused))
+
+
+def build_adamwspam(
+    groups: list[dict], s: OptimizerSettings, lr: float, compile: bool, fused: bool | None = None
+) -> torch.optim.Optimizer:
+    """AdamW with the SPAM features (lib/optim/spam.py); `compile` fuses its step on CUDA."""
+    return AdamWSPAM(groups, spam=spam_config(s), compile=compile, **_adamw_kwargs(groups, s, lr, fused))
+
+
+Builder = Callable[..., torch.optim.Optimizer]
+
+BASE_BUILDERS: dict[str, Builder] = {
+    "adamw": build_adamw,
+    "adamwspam": build_adamwspam,
+}
+
+
+def build_adamwprune(
+    groups: list[dict], s: OptimizerSettings, lr: float, compile: bool, fused: bool | None = None
+) -> torch.optim.Optimizer:
+    """AdamWPrune: its base optimizer (ADAMWPRUNE_BASE_OPTIMIZER_NAME); the pruning is lib/pruning's."""
+    return BASE_BUILDERS[s.adamwprune_base](groups, s, lr, compile, fused)
+
+
+BUILDERS: dict[str, Builder] = {
+    "adamw": build_adamw,
+    "adamwspam": build_adamwspam,
+    "adamwprune": build_adamwprune,
+}
+
+
+def build_optimizer(
+    model: nn.Module, s: OptimizerSettings, lr: float, compile: bool = True, fused: bool | None = None
+) -> torch.optim.Optimizer:
+    """The optimizer named by `s.name` over `model`'s parameters; compile=False keeps it eager.
+
+    fused=None fuses AdamW's step into one kernel on CUDA (torch's fused AdamW, which takes
+    GradScaler's overflow flag on the device); tests pass True to take that path on the CPU.
+    """
+    return BUILDERS[s.name](param_groups(model, s.weight_decay), s, lr, compile, fused)
+
+
+if tuple(BUILDERS) != OPTIMIZERS or tuple(BASE_BUILDERS) != ADAMWPRUNE_BASES:
+    raise ImportError(
+        "lib/optim/build.py: BUILDERS and BASE_BUILDERS must build exactly OPTIMIZERS and ADAMWPRUNE_BASES"
+    )

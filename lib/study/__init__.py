@@ -1,0 +1,1 @@
+"""Study tooling: the test matrix, sweeps, the comparison report, Slurm."""

@@ -1,0 +1,1 @@
+"""The training loop and what it stands on: evaluation, checkpoint state, runtime, distributed set-up, token data."""
