@@ -12,7 +12,6 @@ and on GPUs gpu.jsonl and gpu.png (lib/measure/gpu_monitor.py).
 """
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -27,7 +26,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from gpt2.batch import choose_batch, make_probe, refuse_manual_values, resumed_batch
 from gpt2.hf import import_hf
 from gpt2.memory import check_gpu_fits, host_bytes_needed, host_ram_warning
-from gpt2.model import GPT, GPT2_VOCAB_SIZE, GPTConfig, attention_sizes
+from gpt2.model import GPT, GPTConfig, attention_sizes
+from gpt2.sample import sample
 from lib.config.cli import add_override_flags, overrides_from_args
 from lib.config.settings import Settings, SettingsError, load_settings, settle
 from lib.convert.fp8 import convert_to_fp8
@@ -37,7 +37,7 @@ from lib.io import atomic_write_json, atomic_write_text
 from lib.measure.after_training import after_training
 from lib.measure.gpu_monitor import GPU_FILE, GPUMonitor, plot_gpu
 from lib.measure.metrics import bookkeeping, peak_memory_bytes
-from lib.measure.records import copy_config, environment, latest_run_dir, new_run_dir, plot_losses
+from lib.measure.records import copy_config, environment, plot_losses, setup_logging
 from lib.measure.summary import FINISHED, RunSummary
 from lib.measure.tracking import start_tracker
 from lib.optim.build import build_optimizer
@@ -46,7 +46,8 @@ from lib.train import distributed
 from lib.train.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint
 from lib.train.data import TokenData
 from lib.train.distributed import Dist, broadcast, wrap_ddp
-from lib.train.loop import Trainer, planned_iters, resume_conflicts
+from lib.train.loop import Trainer, planned_iters
+from lib.train.run_dir import choose_run_dir
 from lib.train.runtime import amp_dtype, compile_model, configure, use_expandable_segments
 
 log = logging.getLogger("train")
@@ -66,104 +67,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     add_override_flags(p)
     return p.parse_args(argv)
-
-
-def run_name(s: Settings) -> str:
-    """GPT2_RUN_NAME, or the matrix-style gpt2_<optimizer>[_<variant>]_<pruning>[_<sparsity%>]."""
-    if s.runtime.run_name:
-        return s.runtime.run_name
-    parts = ["gpt2", s.optimizer.label]
-    if s.optimizer.name == "adamwprune":
-        parts.append(s.optimizer.adamwprune_variant)
-    parts.append(s.pruning.method)
-    if s.pruning.method != "none":
-        parts.append(f"{round(100 * s.pruning.target_sparsity)}")
-    return "_".join(parts)
-
-
-def choose_run_dir(args: argparse.Namespace, s: Settings) -> Path:
-    """The run folder: a new one, or (with --resume) one that holds a checkpoint."""
-    if args.resume is None:
-        run_dir = Path(args.out_dir) if args.out_dir else new_run_dir(s.runtime.output_dir, run_name(s))
-        if (run_dir / CHECKPOINT_FILE).exists():
-            raise CheckpointError(
-                f"{run_dir} already holds a run. Continue it with --resume, or choose another --out-dir."
-            )
-        return run_dir
-    if args.resume != "auto":
-        run_dir = Path(args.resume)
-    elif args.out_dir:
-        run_dir = Path(args.out_dir)
-    else:
-        run_dir = latest_run_dir(s.runtime.output_dir, run_name(s), resumable_by(s))
-        if run_dir is None:
-            raise CheckpointError(
-                f"no run named {run_name(s)}-* with a checkpoint and these settings in "
-                f"{s.runtime.output_dir}/; pass the run folder: --resume RUN_DIR"
-            )
-    if not (run_dir / CHECKPOINT_FILE).is_file():
-        raise CheckpointError(f"no checkpoint at {run_dir / CHECKPOINT_FILE}; nothing to resume")
-    return run_dir
-
-
-def resumable_by(s: Settings):
-    """A test of a run folder: were its settings.json's computations these settings' (dataset, ...)?"""
-    current = s.to_dict()
-    # GPT2_BATCH_MODE=auto: the micro-batch a run chose is in its settings.json, not in these settings
-    chosen = (
-        {"training.batch_size", "training.gradient_accumulation"}
-        if s.training.batch_mode == "auto"
-        else set()
-    )
-
-    def ok(run_dir: Path) -> bool:
-        try:
-            saved = json.loads((run_dir / "settings.json").read_text())
-        except (OSError, ValueError):
-            return False
-        return not set(resume_conflicts(saved, current)) - chosen
-
-    return ok
-
-
-def setup_logging(run_dir: Path, dist: Dist) -> None:
-    """Log to stdout and run_dir/output.log (replacing handlers of an earlier run in this process).
-
-    Under torchrun only rank 0 does; the other ranks print warnings and errors to stderr.
-    """
-    root = logging.getLogger()
-    for handler in getattr(setup_logging, "handlers", []):
-        root.removeHandler(handler)
-        handler.close()
-    if dist.is_main:
-        fmt = logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S")
-        root.setLevel(logging.INFO)
-        setup_logging.handlers = [
-            logging.StreamHandler(sys.stdout),
-            logging.FileHandler(run_dir / "output.log"),
-        ]
-    else:
-        fmt = logging.Formatter(f"%(asctime)s [rank {dist.rank}] %(message)s", datefmt="%H:%M:%S")
-        root.setLevel(logging.WARNING)
-        setup_logging.handlers = [logging.StreamHandler(sys.stderr)]
-    for handler in setup_logging.handlers:
-        handler.setFormatter(fmt)
-        root.addHandler(handler)
-
-
-def sample(model: GPT, s: Settings, device: torch.device) -> str:
-    """Text generated by the trained model from GPT2_GENERATION_PROMPT (or end-of-text)."""
-    import tiktoken
-
-    enc = tiktoken.get_encoding("gpt2")
-    g = s.generation
-    ids = enc.encode_ordinary(g.prompt) if g.prompt else [enc.eot_token]
-    model.eval()
-    out = model.generate(
-        torch.tensor([ids], device=device), g.max_tokens, temperature=g.temperature, top_k=g.top_k
-    )
-    tokens = [t for t in out[0].tolist() if t < GPT2_VOCAB_SIZE]
-    return enc.decode(tokens)
 
 
 def check_world(s: Settings, dist: Dist) -> None:
@@ -204,7 +107,7 @@ def prepare_run_dir(args: argparse.Namespace, s: Settings, dist: Dist) -> tuple[
     chosen = error = None
     if dist.is_main:
         try:
-            run_dir = choose_run_dir(args, s)
+            run_dir = choose_run_dir(s, args.resume, args.out_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
             chosen = str(run_dir)
         except CheckpointError as e:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from gpt2.train import run_name as train_run_name
+from lib.train.run_dir import run_name as train_run_name
 from lib.config.settings import Settings
 from lib.errors import Refusal
 from lib.study.matrix import expand, run_name

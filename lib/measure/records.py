@@ -1,8 +1,10 @@
 """What a run leaves behind: its folder, environment, summary and loss plot."""
 
+import logging
 import platform
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from importlib import metadata
@@ -11,6 +13,7 @@ from pathlib import Path
 import torch
 
 from lib.measure.metrics import read_metrics
+from lib.train.distributed import Dist
 
 PACKAGES = ("torch", "numpy", "tiktoken", "kconfiglib", "datasets", "tqdm", "matplotlib")
 
@@ -100,3 +103,28 @@ def plot_losses(metrics_path: Path, out: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
+
+
+def setup_logging(run_dir: Path, dist: Dist) -> None:
+    """Log to stdout and run_dir/output.log (replacing handlers of an earlier run in this process).
+
+    Under torchrun only rank 0 does; the other ranks print warnings and errors to stderr.
+    """
+    root = logging.getLogger()
+    for handler in getattr(setup_logging, "handlers", []):
+        root.removeHandler(handler)
+        handler.close()
+    if dist.is_main:
+        fmt = logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S")
+        root.setLevel(logging.INFO)
+        setup_logging.handlers = [
+            logging.StreamHandler(sys.stdout),
+            logging.FileHandler(run_dir / "output.log"),
+        ]
+    else:
+        fmt = logging.Formatter(f"%(asctime)s [rank {dist.rank}] %(message)s", datefmt="%H:%M:%S")
+        root.setLevel(logging.WARNING)
+        setup_logging.handlers = [logging.StreamHandler(sys.stderr)]
+    for handler in setup_logging.handlers:
+        handler.setFormatter(fmt)
+        root.addHandler(handler)

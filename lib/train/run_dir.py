@@ -1,0 +1,66 @@
+"""The run folder: its name, a new one or the one to resume, and which earlier runs a resume may take."""
+
+import json
+from pathlib import Path
+
+from lib.config.settings import Settings
+from lib.measure.records import latest_run_dir, new_run_dir
+from lib.study.matrix import run_name as matrix_run_name
+from lib.train.checkpoint import CHECKPOINT_FILE, CheckpointError
+from lib.train.loop import resume_conflicts
+
+
+def run_name(s: Settings) -> str:
+    """GPT2_RUN_NAME, or the matrix's name of this combination without a seed:
+    gpt2_<optimizer>[_<variant>]_<pruning>[_<sparsity%>] (lib/study/matrix.run_name)."""
+    if s.runtime.run_name:
+        return s.runtime.run_name
+    method = s.pruning.method
+    variant = s.optimizer.adamwprune_variant if s.optimizer.name == "adamwprune" else None
+    sparsity = s.pruning.target_sparsity if method != "none" else None
+    return matrix_run_name(s.optimizer.label, method, variant, sparsity, None)
+
+
+def choose_run_dir(s: Settings, resume: str | None, out_dir: str | None) -> Path:
+    """The run folder: a new one, or (with --resume) one that holds a checkpoint."""
+    if resume is None:
+        run_dir = Path(out_dir) if out_dir else new_run_dir(s.runtime.output_dir, run_name(s))
+        if (run_dir / CHECKPOINT_FILE).exists():
+            raise CheckpointError(
+                f"{run_dir} already holds a run. Continue it with --resume, or choose another --out-dir."
+            )
+        return run_dir
+    if resume != "auto":
+        run_dir = Path(resume)
+    elif out_dir:
+        run_dir = Path(out_dir)
+    else:
+        run_dir = latest_run_dir(s.runtime.output_dir, run_name(s), resumable_by(s))
+        if run_dir is None:
+            raise CheckpointError(
+                f"no run named {run_name(s)}-* with a checkpoint and these settings in "
+                f"{s.runtime.output_dir}/; pass the run folder: --resume RUN_DIR"
+            )
+    if not (run_dir / CHECKPOINT_FILE).is_file():
+        raise CheckpointError(f"no checkpoint at {run_dir / CHECKPOINT_FILE}; nothing to resume")
+    return run_dir
+
+
+def resumable_by(s: Settings):
+    """A test of a run folder: were its settings.json's computations these settings' (dataset, ...)?"""
+    current = s.to_dict()
+    # GPT2_BATCH_MODE=auto: the micro-batch a run chose is in its settings.json, not in these settings
+    chosen = (
+        {"training.batch_size", "training.gradient_accumulation"}
+        if s.training.batch_mode == "auto"
+        else set()
+    )
+
+    def ok(run_dir: Path) -> bool:
+        try:
+            saved = json.loads((run_dir / "settings.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return not set(resume_conflicts(saved, current)) - chosen
+
+    return ok
