@@ -28,6 +28,7 @@ import torch
 from gpt2.model import GPT, GPTConfig
 from lib.config.settings import Settings
 from lib.errors import OutOfMemory
+from lib.pruning import STATE_BYTES_PER_WEIGHT
 
 # (A, G) by (compiled, activation checkpointing): activation bytes per token per layer in units of
 # n_embd, and logits bytes per token per vocabulary entry. Inductor never keeps the fp32 logits
@@ -104,7 +105,7 @@ def estimate(
             "weights": 4 * n,
             "gradients": 4 * n if s.training.gradient_accumulation > 1 else 0,
             "optimizer": 8 * n,
-            "pruning": 2 * prunable if s.pruning.method == "movement" else 0,  # bf16 scores
+            "pruning": STATE_BYTES_PER_WEIGHT.get(s.pruning.method, 0) * prunable,
             "weight_copies": 2 * n if amp else 0,
             "ddp_buckets": 4 * n if world_size > 1 else 0,
             "activations": int(activations),

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from lib.train.run_dir import run_name as train_run_name
 from lib.config.settings import Settings
 from lib.errors import Refusal
 from lib.study.matrix import expand, run_name
+from lib.train.run_dir import run_name as train_run_name
 from scripts import run_test_matrix
 
 from .conftest import ROOT, TINY_RUN, make_config

@@ -73,6 +73,18 @@ def test_a_state_score_without_moments_is_refused_not_fed_zeros():
     build_pruner(model, opt, s, "bitter1", total_iters=10).prune_to(0.5)  # |w| needs none
 
 
+@pytest.mark.parametrize("method", ["magnitude", "movement", "state"])
+def test_the_memory_models_pruning_state_is_what_each_pruner_keeps(method):
+    """lib/pruning's STATE_BYTES_PER_WEIGHT (read by gpt2/memory.py) against the built pruner."""
+    from lib.pruning import PAIRINGS, STATE_BYTES_PER_WEIGHT
+
+    model = tiny_model()
+    opt = build_optimizer(model, OptimizerSettings(name=PAIRINGS[method][0]), lr=1e-2)
+    s = PruningSettings(method=method, target_sparsity=0.5, warmup_steps=0, frequency=1, ramp_end_step=4)
+    pruner = build_pruner(model, opt, s, "bitter1", total_iters=10)
+    assert pruner.state_bytes() == STATE_BYTES_PER_WEIGHT.get(method, 0) * pruner.num_prunable
+
+
 @pytest.mark.parametrize("base, expected", [("adamw", torch.optim.AdamW), ("adamwspam", AdamWSPAM)])
 def test_adamwprune_runs_on_its_base_optimizer(base, expected):
     opt = build_optimizer(tiny_model(), OptimizerSettings(name="adamwprune", adamwprune_base=base), lr=1e-3)

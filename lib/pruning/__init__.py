@@ -27,6 +27,9 @@ PAIRINGS = {
 }
 # The methods, by the lower-cased Kconfig choice name.
 METHODS = tuple(PAIRINGS)
+# Bytes of pruning state each method keeps per prunable weight (the memory model reads this):
+# movement its bf16 scores; magnitude and state pruning keep none (the mask is w != 0).
+STATE_BYTES_PER_WEIGHT = {"movement": 2}
 
 RAMP_END_AUTO_FRACTION = 0.75
 
