@@ -283,7 +283,7 @@ def set_up(
     if dist.is_main and resume_state is None:
         atomic_write_json(run_dir / "settings.json", s.to_dict())
     total_iters = planned_iters(s, data.num_tokens("train"))
-    pruner = build_pruner(model, optimizer, s.pruning, s.optimizer.adamwprune_variant, total_iters)
+    pruner = build_pruner(model, optimizer, s.pruning, total_iters)
     tracker = start_tracker(s.tracking, run_dir, run_dir.name, s.to_dict()) if dist.is_main else None
     trainer = Trainer(s, run_dir, device, model, train_model, optimizer, data, amp, pruner, tracker, dist)
     if scaling is not None:
@@ -380,7 +380,7 @@ def write_summary(run: Run, outcome: dict, gpu: dict | None, wall_seconds: float
         data=run.data.meta,
         optimizer=s.optimizer.name,
         pruning_method=s.pruning.method,
-        adamwprune_variant=s.optimizer.adamwprune_variant if adamwprune else None,
+        adamwprune_variant=s.pruning.adamwprune_variant if adamwprune else None,
         adamwprune_base=s.optimizer.adamwprune_base if adamwprune else None,
         target_sparsity=s.pruning.target_sparsity if pruned else None,
         seed=s.runtime.seed,

@@ -167,7 +167,10 @@ def main() -> None:
             p.grad = g
         opt.step()
         pruner = build_pruner(
-            model, opt, PruningSettings(method=method, warmup_steps=0), variant, total_iters=100
+            model,
+            opt,
+            PruningSettings(method=method, warmup_steps=0, adamwprune_variant=variant),
+            total_iters=100,
         )
         ms = timed(lambda pruner=pruner: pruner.prune_to(0.5), device, args.repeats)
         label = f"{method}" + (f" ({variant})" if method == "state" else "")

@@ -305,7 +305,7 @@ def run_one(name: str, args, device, amp, data, work: Path) -> dict:
         if s.runtime.fp8:
             convert_to_fp8(model, s.runtime.fp8_recipe, device, s.runtime.fp8_layers)
         optimizer = build_optimizer(model, s.optimizer, s.training.learning_rate, compile=args.compile)
-        pruner = build_pruner(model, optimizer, s.pruning, s.optimizer.adamwprune_variant, 10_000)
+        pruner = build_pruner(model, optimizer, s.pruning, 10_000)
         compiled = compile_model(model, device, args.compile, s.runtime.compile_mode)
         trainer = Trainer(s, work / name, device, model, compiled, optimizer, data, amp, pruner)
         if pruner is not None:

@@ -55,10 +55,14 @@ def fp16_trainer(
             spam_theta=5.0,
             spam_clip_grace_steps=2,
             spam_interval=12,
-            adamwprune_variant="bitter0",
         ),
         pruning=PruningSettings(
-            method=method, target_sparsity=0.5, warmup_steps=2, frequency=2, ramp_end_step=14
+            method=method,
+            target_sparsity=0.5,
+            warmup_steps=2,
+            frequency=2,
+            ramp_end_step=14,
+            adamwprune_variant="bitter0",
         ),
         runtime=RuntimeSettings(device=device, compile=device == "cuda"),
     )
@@ -74,7 +78,7 @@ def fp16_trainer(
             opt._one_pass_step = torch.compile(spam_adamw_, dynamic=False)
         elif optimizer != "adamw":
             opt.one_pass = True  # the device-side path GPU runs take
-    pruner = build_pruner(model, opt, s.pruning, s.optimizer.adamwprune_variant, total_iters=20)
+    pruner = build_pruner(model, opt, s.pruning, total_iters=20)
     data = TokenData(s.data.token_dir, s.data.dataset, s.data.data_dir, s.runtime.seed)
     trainer = Trainer(s, tmp_path, dev, model, model, opt, data, torch.float16, pruner)
     trainer.scaler = torch.amp.GradScaler(device, init_scale=2.0**8)

@@ -78,7 +78,7 @@ def test_runs_differ_only_in_what_the_matrix_varies():
     r = next(r for r in runs if r.name == "gpt2_adamwprune_bitter0_state_50_s1338")
     assert r.overrides() == {
         "optimizer.name": "adamwprune", "pruning.method": "state", "runtime.seed": 1338,
-        "optimizer.adamwprune_variant": "bitter0", "pruning.target_sparsity": 0.5,
+        "pruning.adamwprune_variant": "bitter0", "pruning.target_sparsity": 0.5,
     }  # fmt: skip
     assert {r.seed for r in runs} == {1337, 1338}
 
@@ -316,7 +316,7 @@ flags = overrides_from_args(p.parse_args(["--adamwprune-variant", "bitter3"]))
 s = Settings().replace({"matrix.enabled": True, "matrix.multiple_optimizers": True,
     "matrix.multiple_pruning": True, "matrix.bitter0": False, "matrix.bitter3": True,
     "matrix.adamw": False, "matrix.adamwspam": False})
-print(flags["optimizer.adamwprune_variant"], [r.name for r in expand(s)[0]])
+print(flags["pruning.adamwprune_variant"], [r.name for r in expand(s)[0]])
 """
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["bitter3", "['gpt2_adamwprune_bitter3_state_50']"]

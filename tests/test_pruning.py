@@ -1,5 +1,6 @@
 """Pruning: scores, exact thresholds, schedules, zeros that stay zero, and whole runs on CPU."""
 
+import dataclasses
 import json
 
 import pytest
@@ -67,10 +68,11 @@ def test_a_state_score_without_moments_is_refused_not_fed_zeros():
     model = tiny_model()
     opt = build_optimizer(model, OptimizerSettings(name="adamwprune"), lr=1e-2)
     s = PruningSettings(method="state", target_sparsity=0.5, warmup_steps=0, frequency=1, ramp_end_step=4)
-    pruner = build_pruner(model, opt, s, "bitter0", total_iters=10)
+    pruner = build_pruner(model, opt, s, total_iters=10)  # bitter0, the default
     with pytest.raises(PruningError, match="reads Adam's moments.*transformer.h.0.attn.c_attn.weight"):
         pruner.prune_to(0.5)  # before any optimizer step: no exp_avg / exp_avg_sq yet
-    build_pruner(model, opt, s, "bitter1", total_iters=10).prune_to(0.5)  # |w| needs none
+    bitter1 = dataclasses.replace(s, adamwprune_variant="bitter1")
+    build_pruner(model, opt, bitter1, total_iters=10).prune_to(0.5)  # |w| needs none
 
 
 @pytest.mark.parametrize("method", ["magnitude", "movement", "state"])
@@ -81,7 +83,7 @@ def test_the_memory_models_pruning_state_is_what_each_pruner_keeps(method):
     model = tiny_model()
     opt = build_optimizer(model, OptimizerSettings(name=PAIRINGS[method][0]), lr=1e-2)
     s = PruningSettings(method=method, target_sparsity=0.5, warmup_steps=0, frequency=1, ramp_end_step=4)
-    pruner = build_pruner(model, opt, s, "bitter1", total_iters=10)
+    pruner = build_pruner(model, opt, dataclasses.replace(s, adamwprune_variant="bitter1"), total_iters=10)
     assert pruner.state_bytes() == STATE_BYTES_PER_WEIGHT.get(method, 0) * pruner.num_prunable
 
 
@@ -126,8 +128,9 @@ def test_pruned_weights_stay_zero_under_weight_decay(optimizer, method, variant,
         frequency=2,
         ramp_end_step=8,
         global_threshold=global_threshold,
+        adamwprune_variant=variant or "bitter0",
     )
-    pruner = build_pruner(model, opt, s, variant, total_iters=60)
+    pruner = build_pruner(model, opt, s, total_iters=60)
     torch.manual_seed(3)
     zeros_at_end_of_ramp = None
     for step in range(1, 61):

@@ -64,7 +64,7 @@ def test_seed_adamwprune_command_line():
         "0.5",
     )
     s = Settings().replace(o)
-    assert (s.optimizer.name, s.pruning.method, s.optimizer.adamwprune_variant) == (
+    assert (s.optimizer.name, s.pruning.method, s.pruning.adamwprune_variant) == (
         "adamwprune",
         "state",
         "bitter1",
@@ -169,3 +169,17 @@ def test_every_field_is_classified_for_resume():
     expected |= {f"{s}.{f.name}" for s in WHOLLY_RESUMABLE_SECTIONS for f in fields(_SECTIONS[s])}
     assert RESUMABLE == expected
     assert "optimizer.spam_theta" not in RESUMABLE and "pruning.target_sparsity" not in RESUMABLE
+
+
+def test_a_settings_record_from_before_a_field_moved_still_compares_as_today():
+    """AdamWPrune's variant and bitter2 scaling moved from optimizer to pruning: a run saved before
+    the move resumes (no conflict), and a real change of the variant is still refused."""
+    from lib.train.loop import resume_conflicts
+
+    current = Settings().replace({"optimizer.name": "adamwprune", "pruning.method": "state"}).to_dict()
+    old = {section: dict(values) for section, values in current.items()}
+    old["optimizer"]["adamwprune_variant"] = old["pruning"].pop("adamwprune_variant")
+    old["optimizer"]["bitter2_scaling"] = old["pruning"].pop("bitter2_scaling")
+    assert resume_conflicts(old, current) == []
+    old["optimizer"]["adamwprune_variant"] = "bitter1"
+    assert resume_conflicts(old, current) == ["pruning.adamwprune_variant"]

@@ -62,7 +62,7 @@ _FLAG_CHOICES = {
     "data.dataset": DATASETS,
     "optimizer.name": tuple(OPTIMIZERS),
     "pruning.method": METHODS,
-    "optimizer.adamwprune_variant": tuple(ADAMWPRUNE_VARIANTS),
+    "pruning.adamwprune_variant": tuple(ADAMWPRUNE_VARIANTS),
     "optimizer.adamwprune_base": tuple(ADAMWPRUNE_BASES),
     "runtime.compile_mode": COMPILE_MODES,
     "training.batch_mode": ("manual", "auto"),

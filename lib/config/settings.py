@@ -431,6 +431,23 @@ def read_config_py(path: str | Path) -> dict[str, Any]:
     return config
 
 
+# Fields that moved between sections, so a settings.json written before the move (a run to resume,
+# a kept record) reads as today's: (old section, name) -> (new section, name).
+MOVED_FIELDS = {
+    ("optimizer", "adamwprune_variant"): ("pruning", "adamwprune_variant"),
+    ("optimizer", "bitter2_scaling"): ("pruning", "bitter2_scaling"),
+}
+
+
+def upgrade_settings_dict(saved: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """A Settings.to_dict() result of any version, with MOVED_FIELDS in today's places."""
+    out = {section: dict(values) for section, values in saved.items()}
+    for (old, name), (new, new_name) in MOVED_FIELDS.items():
+        if name in out.get(old, {}):
+            out.setdefault(new, {}).setdefault(new_name, out[old].pop(name))
+    return out
+
+
 def load_settings(
     config_py: str | Path = "config.py", overrides: Mapping[str, Any] | None = None
 ) -> Settings:

@@ -4,13 +4,12 @@
 Every builder takes the model's parameter groups (decayed matrices, undecayed vectors) and the
 OptimizerSettings, so runs that differ only in the optimizer differ in nothing else. AdamWPrune
 is its base optimizer (AdamW or AdamWSPAM, ADAMWPRUNE_BASES) whose states score the weights for
-state pruning (lib/pruning/scores.py holds its variants).
+state pruning (its variants, and how bitter2 scales the run, are pruning settings: lib/pruning).
 """
 
 from dataclasses import dataclass, field
 
 from lib.config.fields import check, kc
-from lib.pruning.scores import ADAMWPRUNE_VARIANTS, BITTER2_SCALINGS
 
 # The optimizers, by the lower-cased Kconfig choice name; lib/optim/build.py builds each.
 OPTIMIZERS = ("adamw", "adamwspam", "adamwprune")
@@ -50,12 +49,6 @@ class OptimizerSettings:
         default="adamw", metadata=kc("ADAMWPRUNE_BASE_OPTIMIZER_NAME", "--adamwprune-base")
     )
     """The optimizer AdamWPrune is built on: a key of ADAMWPRUNE_BASES."""
-    adamwprune_variant: str = field(
-        default="bitter0", metadata=kc("GPT2_ADAMWPRUNE_VARIANT", "--adamwprune-variant")
-    )
-    """A key of ADAMWPRUNE_VARIANTS."""
-    bitter2_scaling: str = field(default="iterations", metadata=kc("ADAMWPRUNE_BITTER2_SCALING"))
-    """How bitter2 spends what state pruning saves: a key of BITTER2_SCALINGS."""
 
     def __post_init__(self) -> None:
         check(self, "name", self.name in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}")
@@ -74,18 +67,6 @@ class OptimizerSettings:
             "adamwprune_base",
             self.adamwprune_base in ADAMWPRUNE_BASES,
             f"one of {', '.join(ADAMWPRUNE_BASES)}",
-        )
-        check(
-            self,
-            "adamwprune_variant",
-            self.adamwprune_variant in ADAMWPRUNE_VARIANTS,
-            f"one of {', '.join(ADAMWPRUNE_VARIANTS)}",
-        )
-        check(
-            self,
-            "bitter2_scaling",
-            self.bitter2_scaling in BITTER2_SCALINGS,
-            f"one of {', '.join(BITTER2_SCALINGS)}",
         )
 
     @property

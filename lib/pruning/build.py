@@ -27,19 +27,19 @@ def _params(model: nn.Module, s: PruningSettings) -> list:
     )
 
 
-def build_magnitude(model, optimizer, s: PruningSettings, variant: str, total_iters: int) -> Pruner:
+def build_magnitude(model, optimizer, s: PruningSettings, total_iters: int) -> Pruner:
     return Pruner(
         _params(model, s), magnitude_score, optimizer, needs_state=False, **_schedule(s, total_iters)
     )
 
 
-def build_movement(model, optimizer, s: PruningSettings, variant: str, total_iters: int) -> Pruner:
+def build_movement(model, optimizer, s: PruningSettings, total_iters: int) -> Pruner:
     return MovementPruner(_params(model, s), optimizer, **_schedule(s, total_iters))
 
 
-def build_state(model, optimizer, s: PruningSettings, variant: str, total_iters: int) -> Pruner:
-    """AdamWPrune's state pruning: the variant's score over the optimizer's own moments."""
-    v = ADAMWPRUNE_VARIANTS[variant]
+def build_state(model, optimizer, s: PruningSettings, total_iters: int) -> Pruner:
+    """AdamWPrune's state pruning: its variant's score over the optimizer's own moments."""
+    v = ADAMWPRUNE_VARIANTS[s.adamwprune_variant]
     return Pruner(
         _params(model, s), v.score, optimizer, needs_state=v.needs_state, **_schedule(s, total_iters)
     )
@@ -54,11 +54,11 @@ PRUNERS: dict[str, Callable[..., Pruner | None] | None] = {
 
 
 def build_pruner(
-    model: nn.Module, optimizer: torch.optim.Optimizer, s: PruningSettings, variant: str, total_iters: int
+    model: nn.Module, optimizer: torch.optim.Optimizer, s: PruningSettings, total_iters: int
 ) -> Pruner | None:
     """The pruner named by `s.method` (None for dense training)."""
     builder = PRUNERS[s.method]
-    return None if builder is None else builder(model, optimizer, s, variant, total_iters)
+    return None if builder is None else builder(model, optimizer, s, total_iters)
 
 
 if tuple(PRUNERS) != METHODS:

@@ -66,10 +66,10 @@ def bitter2_overrides(settings) -> tuple[dict, dict | None]:
     Runs with another optimizer or variant get none. The factors are the seed
     project's: 21% more iterations (10000 -> 12100) or a 14% larger batch.
     """
-    o = settings.optimizer
-    if o.name != "adamwprune" or not ADAMWPRUNE_VARIANTS[o.adamwprune_variant].scaled:
+    p = settings.pruning
+    if settings.optimizer.name != "adamwprune" or not ADAMWPRUNE_VARIANTS[p.adamwprune_variant].scaled:
         return {}, None
-    path, factor = BITTER2_SCALINGS[o.bitter2_scaling]
+    path, factor = BITTER2_SCALINGS[p.bitter2_scaling]
     if path == "training.batch_size" and settings.training.batch_mode == "auto":
         path = "training.target_batch"  # the micro-batch is chosen; scale what the user set
     section, name = path.split(".")

@@ -36,7 +36,7 @@ class Run:
         """Dotted-path settings overrides that turn the base settings into this run's."""
         o = {"optimizer.name": self.optimizer, "pruning.method": self.method, "runtime.seed": self.seed}
         if self.variant is not None:
-            o["optimizer.adamwprune_variant"] = self.variant
+            o["pruning.adamwprune_variant"] = self.variant
         if self.sparsity is not None:
             o["pruning.target_sparsity"] = self.sparsity
         o.update(self.swept)
@@ -67,7 +67,7 @@ def with_sweep(runs: list[Run], settings, sweep) -> list[Run]:
     m = settings.matrix
     varied = {
         "optimizer.name": m.multiple_optimizers,
-        "optimizer.adamwprune_variant": m.multiple_optimizers,
+        "pruning.adamwprune_variant": m.multiple_optimizers,
         "pruning.method": m.multiple_pruning,
         "pruning.target_sparsity": m.multiple_pruning,
     }
@@ -93,7 +93,7 @@ def expand(settings, sweep=None) -> tuple[list[Run], list[str]]:
         optimizers = _selected(m, "optimizer", OPTIMIZERS)
         variants = _selected(m, "variant", ADAMWPRUNE_VARIANTS)
     else:
-        optimizers, variants = [settings.optimizer.name], [settings.optimizer.adamwprune_variant]
+        optimizers, variants = [settings.optimizer.name], [settings.pruning.adamwprune_variant]
     if m.multiple_pruning:
         methods = _selected(m, "method", METHODS)
         sparsities = [p / 100 for p in _selected(m, "sparsity", SPARSITIES)]

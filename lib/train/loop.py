@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from lib.config.settings import RESUMABLE, Settings
+from lib.config.settings import RESUMABLE, Settings, upgrade_settings_dict
 from lib.measure.metrics import MetricsWriter, model_sparsity, peak_flops, peak_memory_bytes
 from lib.pruning.pruner import Pruner
 from lib.train.checkpoint import BEST_FILE, CHECKPOINT_FILE, CheckpointError, save_checkpoint
@@ -51,7 +51,9 @@ def planned_iters(settings: Settings, train_tokens: int) -> int:
 
 
 def settings_changes(saved: dict, current: dict) -> list[str]:
-    """Dotted names of the settings that differ between two Settings.to_dict() results."""
+    """Dotted names of the settings that differ between two Settings.to_dict() results (the saved
+    one of any version: fields that moved sections are read in their new place)."""
+    saved = upgrade_settings_dict(saved)
     return sorted(
         f"{section}.{name}"
         for section, values in current.items()
@@ -106,6 +108,11 @@ class Trainer:
         self.model = model  # the nn.Module whose state is saved
         self.train_model = train_model  # the same, possibly compiled
         self.optimizer = optimizer
+        # The optimizer's two optional hooks, found once (AdamWSPAM has both; torch's AdamW neither):
+        # observe_grad_norm(norm) takes the unclipped norm for spike detection, log_stats() adds
+        # to a logging step's record.
+        self._observe_grad_norm = getattr(optimizer, "observe_grad_norm", None)
+        self._log_stats = getattr(optimizer, "log_stats", None)
         self.data = data
         self.amp = amp
         self.pruner = pruner
@@ -278,8 +285,8 @@ class Trainer:
         grad_norm = None
         if t.grad_clip > 0:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.params, t.grad_clip, foreach=True)
-            if hasattr(self.optimizer, "observe_grad_norm"):  # spike detection wants the unclipped norm
-                self.optimizer.observe_grad_norm(grad_norm)
+            if self._observe_grad_norm is not None:
+                self._observe_grad_norm(grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -415,7 +422,7 @@ class Trainer:
             "mfu": mfu,
             "peak_memory_bytes": mem,
             "includes_compile": compiled,
-            **(self.optimizer.log_stats() if hasattr(self.optimizer, "log_stats") else {}),
+            **(self._log_stats() if self._log_stats is not None else {}),
         }
         if self.scaler.is_enabled():  # fp16: the loss scale, and the steps skipped for an overflow
             record["loss_scale"] = self.scaler.get_scale()

@@ -16,7 +16,7 @@ def run_name(s: Settings) -> str:
     if s.runtime.run_name:
         return s.runtime.run_name
     method = s.pruning.method
-    variant = s.optimizer.adamwprune_variant if s.optimizer.name == "adamwprune" else None
+    variant = s.pruning.adamwprune_variant if s.optimizer.name == "adamwprune" else None
     sparsity = s.pruning.target_sparsity if method != "none" else None
     return matrix_run_name(s.optimizer.label, method, variant, sparsity, None)
 
