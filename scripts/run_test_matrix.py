@@ -36,7 +36,7 @@ from lib.config.settings import Settings, load_settings, settle
 from lib.errors import Refusal
 from lib.io import atomic_write_json, atomic_write_text
 from lib.optim import optimizer_label
-from lib.study.matrix import Run, expand
+from lib.study.matrix import PlannedRun, expand
 from lib.study.report import FAILURE_FILE, PLAN_FILE, run_status, write_report
 from lib.study.slurm import SlurmError, submit
 from lib.study.sweep import load_sweep
@@ -51,7 +51,7 @@ EXIT_REASONS = {
 }
 
 
-def flags_for(run: Run) -> list[str]:
+def flags_for(run: PlannedRun) -> list[str]:
     """The gpt2/train.py flags that apply a run's overrides (swept settings through --set)."""
     swept = dict(run.swept)
     flags = [
@@ -63,7 +63,7 @@ def flags_for(run: Run) -> list[str]:
     return flags + [item for path, value in run.swept for item in set_flag(path, value)]
 
 
-def resolved_config_text(base: Settings, run: Run, cmd: list[str]) -> str:
+def resolved_config_text(base: Settings, run: PlannedRun, cmd: list[str]) -> str:
     """config.txt: every resolved setting of the run, then the command that ran it."""
     s, _ = settle(base, run.overrides())
     lines = [f"# {run.name}: resolved settings (base config.py + matrix overrides)"]
@@ -122,12 +122,12 @@ def slots(parallel: int, nproc: int = 1, gpus: list[str] | None = None) -> list[
 class Runner:
     """Launches the pending runs into free slots and records how each ended."""
 
-    def __init__(self, results: Path, base: Settings, runs: list[Run], rerun_failed: bool):
+    def __init__(self, results: Path, base: Settings, runs: list[PlannedRun], rerun_failed: bool):
         self.results, self.base, self.runs = results, base, runs
         self.rerun_failed = rerun_failed
         self.stopping = False
 
-    def todo(self) -> list[Run]:
+    def todo(self) -> list[PlannedRun]:
         pending = []
         for run in self.runs:
             status, _ = run_status(self.results / run.name)
@@ -136,7 +136,7 @@ class Runner:
             pending.append(run)
         return pending
 
-    def launch(self, run: Run, gpu: str | None) -> subprocess.Popen:
+    def launch(self, run: PlannedRun, gpu: str | None) -> subprocess.Popen:
         run_dir = self.results / run.name
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / FAILURE_FILE).unlink(missing_ok=True)
@@ -154,7 +154,7 @@ class Runner:
             cmd, stdout=console, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
 
-    def finish(self, run: Run, returncode: int) -> str:
+    def finish(self, run: PlannedRun, returncode: int) -> str:
         run_dir = self.results / run.name
         if returncode == 0:
             return "done"
@@ -208,7 +208,7 @@ class Runner:
         launched: dict[subprocess.Popen, float] = {}
         longest = 0.0
         free = slots(parallel, self.base.runtime.nproc_per_node)
-        running: dict[subprocess.Popen, tuple[Run, str | None]] = {}
+        running: dict[subprocess.Popen, tuple[PlannedRun, str | None]] = {}
         counts = {"done": 0, "failed": 0, "interrupted": 0}
         skipped = len(self.runs) - len(queue)
 

@@ -20,7 +20,7 @@ from lib.study.sweep import check_combinations, label
 
 
 @dataclass(frozen=True, slots=True)
-class Run:
+class PlannedRun:
     """One training run of the matrix."""
 
     name: str
@@ -62,7 +62,7 @@ def _selected(m: MatrixSettings, kind: str, names: Iterable) -> list:
     return [name for name in names if getattr(m, selection_field(kind, name))]
 
 
-def with_sweep(runs: list[Run], settings, sweep) -> list[Run]:
+def with_sweep(runs: list[PlannedRun], settings, sweep) -> list[PlannedRun]:
     """Each run once per combination of the sweep's values, named after them."""
     m = settings.matrix
     varied = {
@@ -86,7 +86,7 @@ def with_sweep(runs: list[Run], settings, sweep) -> list[Run]:
     return out
 
 
-def expand(settings, sweep=None) -> tuple[list[Run], list[str]]:
+def expand(settings, sweep=None) -> tuple[list[PlannedRun], list[str]]:
     """All runs of the matrix (times the sweep's combinations), and a line per dropped kind saying why."""
     m = settings.matrix
     if m.multiple_optimizers:
@@ -106,7 +106,7 @@ def expand(settings, sweep=None) -> tuple[list[Run], list[str]]:
     if any(x != "none" for x in methods) and not sparsities:
         raise SettingsError("pruning methods are selected but no sparsity (SPARSITY_ENABLE_<PERCENT>)")
 
-    runs: dict[str, Run] = {}
+    runs: dict[str, PlannedRun] = {}
     dropped: dict[str, set[str]] = {}
 
     def drop(why: str, what: str) -> None:
@@ -138,7 +138,7 @@ def expand(settings, sweep=None) -> tuple[list[Run], list[str]]:
             seed = settings.runtime.seed + r
             shown = optimizer_label(opt, settings.optimizer.adamwprune_base)
             name = run_name(shown, method, variant, sparsity, seed if m.repeats > 1 else None, m.name_tag)
-            runs.setdefault(name, Run(name, opt, method, variant, sparsity, seed))
+            runs.setdefault(name, PlannedRun(name, opt, method, variant, sparsity, seed))
     notes = [f"dropped ({why}): {', '.join(sorted(items))}" for why, items in sorted(dropped.items())]
     planned = list(runs.values())
     return (planned if sweep is None else with_sweep(planned, settings, sweep)), notes
