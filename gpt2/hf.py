@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from gpt2.model import GPT, GPT2_VOCAB_SIZE, GPTConfig
+from lib.config.settings import Settings
 from lib.errors import Refusal
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,21 @@ def import_hf(source: str, block_size: int | None = None) -> tuple[GPT, dict]:
         model.num_params() / 1e6,
         100 * record["sparsity"],
     )
+    return model, record
+
+
+def build_model(s: Settings) -> tuple[GPT, dict | None]:
+    """The GPT the settings describe: random, or GPT2_INIT_FROM's pretrained weights (same shape), with
+    the import's record for summary.json."""
+    if not s.model.init_from:
+        return GPT(GPTConfig.from_settings(s.model)), None
+    model, record = import_hf(s.model.init_from, s.model.block_size)
+    want, got = GPTConfig.from_settings(s.model), model.config
+    if (want.n_layer, want.n_head, want.n_embd) != (got.n_layer, got.n_head, got.n_embd):
+        raise Refusal(
+            f"GPT2_INIT_FROM={s.model.init_from!r} holds a {got.n_layer}-layer, {got.n_embd}-wide model with "
+            f"{got.n_head} heads, but GPT2_MODEL_NAME is {s.model.name!r}; choose the matching size"
+        )
     return model, record
 
 

@@ -20,8 +20,11 @@ gpt2-medium alone, the compiled estimate predicts gpt2-large and gpt2-xl within
 batches, within 1.2% (docs/benchmarks.md has the tables).
 """
 
+import logging
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -29,6 +32,10 @@ from gpt2.model import GPT, GPTConfig
 from lib.config.settings import Settings
 from lib.errors import OutOfMemory
 from lib.pruning import STATE_BYTES_PER_WEIGHT
+from lib.train.checkpoint import CHECKPOINT_FILE
+from lib.train.distributed import Dist
+
+log = logging.getLogger(__name__)
 
 # (A, G) by (compiled, activation checkpointing): activation bytes per token per layer in units of
 # n_embd, and logits bytes per token per vocabulary entry. Inductor never keeps the fp32 logits
@@ -208,3 +215,18 @@ def host_ram_warning(needed: int) -> str | None:
         "available: the system may swap or lock up. Close other programs, use a smaller model, or fewer "
         "processes per host."
     )
+
+
+def preflight(s: Settings, device: torch.device, dist: Dist, resume_dir: Path | None) -> dict | None:
+    """Refuse a run that will not fit on the GPU (GPT2_MEMORY_CHECK), warn when host RAM is short, and
+    return the estimate summary.json records (None with the check off)."""
+    if not s.runtime.memory_check:
+        return None
+    checkpoint_bytes = (resume_dir / CHECKPOINT_FILE).stat().st_size if resume_dir is not None else 0
+    procs = min(dist.world_size, int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size)))
+    warning = host_ram_warning(host_bytes_needed(s, checkpoint_bytes, procs))
+    if warning and dist.local_rank == 0:
+        log.warning("warning: %s", warning)
+    est = check_gpu_fits(s, device, dist.world_size)
+    log.info("memory estimate: %s per %s", est.describe(), "GPU" if device.type == "cuda" else "process")
+    return {"estimated_peak_bytes": est.total, "estimate_parts": est.parts}

@@ -1,10 +1,16 @@
 """Text from a trained GPT-2: the sample a run ends with."""
 
+import logging
+from pathlib import Path
+
 import tiktoken
 import torch
 
 from gpt2.model import GPT, GPT2_VOCAB_SIZE
 from lib.config.settings import Settings
+from lib.io import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 
 def sample(model: GPT, s: Settings, device: torch.device) -> str:
@@ -18,3 +24,18 @@ def sample(model: GPT, s: Settings, device: torch.device) -> str:
     )
     tokens = [t for t in out[0].tolist() if t < GPT2_VOCAB_SIZE]
     return enc.decode(tokens)
+
+
+def write_sample(model: GPT, s: Settings, device: torch.device, out: Path) -> None:
+    """Write and log the sample; without the GPT-2 BPE files (offline, no cache) say so and go on."""
+    try:
+        text = sample(model, s, device)
+    except OSError as e:  # tiktoken could not fetch the GPT-2 BPE files: the run's results stay
+        log.error(
+            "error: no sample: the GPT-2 tokenizer files could not be loaded (%s). Offline, point "
+            "TIKTOKEN_CACHE_DIR at a copy of them, or set GPT2_GENERATION_MAX_TOKENS=0",
+            e.__class__.__name__,
+        )
+        return
+    atomic_write_text(out, text)
+    log.info("sample:\n%s", text)

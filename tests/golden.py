@@ -12,6 +12,13 @@ the final mask (which weights are zero).
 
 A change that should not alter numerics must leave this file untouched; one that does must
 regenerate it and explain why (tests/test_golden.py fails until then).
+
+The numbers are computed under one fixed numerical environment (PINNED_ENV: MKL's SSE2
+reproducibility branch, ATen's AVX2 kernels, one thread), so that any x86-64 CPU with AVX2
+repeats them bit for bit, whatever its vendor: the mask is chaotic (one ulp anywhere moves a
+weight across the pruning threshold), and MKL and ATen otherwise pick their kernels by CPU
+(an AMD EPYC and the Xeon that first pinned these numbers disagreed on every mask). `main()`
+starts itself again under that environment when it is not already in it.
 """
 
 import argparse
@@ -20,17 +27,28 @@ import hashlib
 import io
 import json
 import math
+import os
+import platform
 import sys
 import tempfile
 from pathlib import Path
-
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN_FILE = ROOT / "tests" / "golden.json"
 # Logged losses agree to this relative tolerance (a CPU run repeats bit for bit; the slack is for
 # another CPU's kernels); masks and sparsity must match exactly.
 LOSS_RTOL = 1e-4
+# Set before torch is imported (main() re-executes itself with them): MKL's reproducible SSE2
+# branch (the same on Intel and AMD), ATen's AVX2 kernels (Sleef, not the CPU's libm) and
+# oneDNN capped to AVX2, one thread, no dynamic thread count.
+PINNED_ENV = {
+    "MKL_CBWR": "COMPATIBLE",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "MKL_DYNAMIC": "FALSE",
+}
 
 # The combinations: (optimizer, pruning method, AdamWPrune variant, AdamWPrune base).
 COMBINATIONS = [
@@ -86,7 +104,7 @@ def flags(optimizer: str, method: str, variant: str | None, base: str | None) ->
     return out
 
 
-def mask_digest(model: torch.nn.Module, names: list[str]) -> str:
+def mask_digest(model, names: list[str]) -> str:
     """sha256 over the zero pattern of the named weights, in order."""
     h = hashlib.sha256()
     params = dict(model.named_parameters())
@@ -96,8 +114,21 @@ def mask_digest(model: torch.nn.Module, names: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
-def run(combination: tuple, data_dir: Path, workdir: Path) -> dict:
-    """Train one combination and return its pinned numbers."""
+def platform_problem() -> str | None:
+    """Why this machine cannot repeat the pinned numbers bit for bit, or None."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return f"the golden numbers are pinned for x86-64 CPUs with AVX2; this is {platform.machine()}"
+    import torch
+
+    if torch.backends.cpu.get_cpu_capability() != "AVX2":
+        return "the golden numbers need ATen's AVX2 kernels (ATEN_CPU_CAPABILITY=avx2); this CPU lacks AVX2"
+    return None
+
+
+def run(combination: tuple, data_dir: Path, workdir: Path, extra: tuple[str, ...] = ()) -> dict:
+    """Train one combination (with `extra` flags after its own) and return its pinned numbers."""
+    import torch
+
     from gpt2 import train
     from lib.config.kconfig import apply_config, load_kconfig, write_outputs
     from lib.measure.metrics import read_metrics
@@ -122,7 +153,7 @@ def run(combination: tuple, data_dir: Path, workdir: Path) -> dict:
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             code = train.main(
-                ["--config", str(workdir / "config.py"), "--out-dir", str(out), *flags(*combination)]
+                ["--config", str(workdir / "config.py"), "--out-dir", str(out), *flags(*combination), *extra]
             )
     finally:
         train.finish = real_finish
@@ -171,12 +202,17 @@ def load_golden() -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--update", action="store_true", help=f"rewrite {GOLDEN_FILE.relative_to(ROOT)}")
+    p.add_argument("--json", metavar="FILE", help="also write the numbers of this run to FILE")
     p.add_argument(
         "--shakespeare", help="a local Tiny Shakespeare input.txt (else SHAKESPEARE_SOURCE, else downloaded)"
     )
     args = p.parse_args(argv)
-    import os
-
+    if any(os.environ.get(k) != v for k, v in PINNED_ENV.items()):  # torch is not imported yet
+        argv = sys.argv[1:] if argv is None else argv
+        os.execve(sys.executable, [sys.executable, "-m", "tests.golden", *argv], {**os.environ, **PINNED_ENV})
+    if (problem := platform_problem()) is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     from gpt2.prepare_data import prepare
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -188,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
             (tmp / k.replace("/", "_")).mkdir()
             results[k] = run(combination, tmp / "data", tmp / k.replace("/", "_"))
             print(f"{k}: final loss {results[k]['train_loss'][-1]:.4f}, mask {results[k]['mask']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
     if args.update:
         GOLDEN_FILE.write_text(json.dumps(results, indent=1) + "\n")
         print(f"wrote {GOLDEN_FILE}")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as tdist
 
+from lib.config.settings import Settings, SettingsError
 from lib.errors import Refusal
 from lib.train.runtime import resolve_device
 
@@ -49,6 +50,30 @@ class Dist:
         if not 0 <= rank < world:
             raise Refusal(f"RANK={rank} is outside WORLD_SIZE={world}")
         return cls(rank=rank, local_rank=local, world_size=world)
+
+
+def check_world(s: Settings, dist: Dist) -> None:
+    """The step's micro-batches must share out evenly over the ranks."""
+    accumulation = s.training.gradient_accumulation
+    if accumulation % dist.world_size:
+        raise SettingsError(
+            f"GPT2_GRADIENT_ACCUMULATION={accumulation} does not divide over {dist.world_size} processes: "
+            "each step's micro-batches are shared out over the ranks, so the global batch stays "
+            f"batch x accumulation x block. Use a multiple of {dist.world_size} "
+            f"(--gradient-accumulation {dist.world_size * max(1, accumulation // dist.world_size)}) "
+            "or fewer processes."
+        )
+
+
+def world_warning(s: Settings, dist: Dist) -> str | None:
+    """A run started with fewer or more processes than GPT2_NPROC_PER_NODE asks for."""
+    want = s.runtime.nproc_per_node
+    if want == dist.world_size:
+        return None
+    return (
+        f"GPT2_NPROC_PER_NODE is {want} but this run has {dist.world_size} process(es): start it with "
+        f"`make` or `python -m scripts.launch` (torchrun) to use {want}"
+    )
 
 
 def start(dist: Dist, device_name: str, timeout_minutes: float = 30) -> torch.device:

@@ -6,7 +6,8 @@ from pathlib import Path
 from lib.config.settings import Settings
 from lib.measure.records import latest_run_dir, new_run_dir
 from lib.study.matrix import run_name as matrix_run_name
-from lib.train.checkpoint import CHECKPOINT_FILE, CheckpointError
+from lib.train.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint
+from lib.train.distributed import Dist, broadcast
 from lib.train.loop import resume_conflicts
 
 
@@ -19,6 +20,27 @@ def run_name(s: Settings) -> str:
     variant = s.pruning.adamwprune_variant if s.optimizer.name == "adamwprune" else None
     sparsity = s.pruning.target_sparsity if method != "none" else None
     return matrix_run_name(s.optimizer.label, method, variant, sparsity, None)
+
+
+def prepare_run_dir(
+    s: Settings, dist: Dist, resume: str | None, out_dir: str | None
+) -> tuple[Path, dict | None]:
+    """Rank 0 chooses (and makes) the run folder; every rank gets it, and the checkpoint to resume."""
+    chosen = error = None
+    if dist.is_main:
+        try:
+            run_dir = choose_run_dir(s, resume, out_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            chosen = str(run_dir)
+        except CheckpointError as e:
+            error = str(e)
+        except OSError as e:
+            error = f"cannot make the run folder: {e}; choose another --out-dir or OUTPUT_DIR"
+    chosen, error = broadcast(dist, (chosen, error))
+    if error is not None:
+        raise CheckpointError(error)
+    run_dir = Path(chosen)
+    return run_dir, None if resume is None else load_checkpoint(run_dir / CHECKPOINT_FILE)
 
 
 def choose_run_dir(s: Settings, resume: str | None, out_dir: str | None) -> Path:

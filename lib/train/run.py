@@ -1,0 +1,115 @@
+"""One training run as built: its parts, what is left of it to resume, its one-line description and
+its summary.json (lib/measure/summary.RunSummary)."""
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lib.config.settings import Settings
+from lib.measure.after_training import after_training
+from lib.measure.metrics import bookkeeping, peak_memory_bytes
+from lib.measure.summary import FINISHED, RunSummary
+from lib.train.data import TokenData
+from lib.train.distributed import Dist
+from lib.train.loop import Trainer
+
+
+@dataclass
+class Run:
+    """Everything set up for one training run, and what the summary records about the set-up."""
+
+    s: Settings
+    run_dir: Path
+    dist: Dist
+    device: torch.device
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    data: TokenData
+    pruner: object | None
+    tracker: object | None
+    trainer: Trainer
+    amp: torch.dtype | None
+    compiled: bool
+    # copied into summary.json: memory_estimate, scaling, batch_sizing, init_from, lora (the set-up's
+    # records) and num_params, attention (what the model says about itself)
+    record: dict
+
+    def describe(self) -> str:
+        """The run in one line: model, devices, precision, batch, steps and data."""
+        s, trainer, dist = self.s, self.trainer, self.dist
+        devices = f"{dist.world_size} x {self.device.type}" if dist.enabled else str(self.device)
+        dtype = "fp32" if self.amp is None else str(self.amp).removeprefix("torch.")
+        return (
+            f"run {self.run_dir} | {s.model.name}, {self.record['num_params'] / 1e6:.2f}M parameters | "
+            f"{devices} {dtype}{' compiled' if self.compiled else ''} | batch {s.training.batch_size} x "
+            f"{s.training.gradient_accumulation} accumulation x {s.model.block_size} tokens = "
+            f"{trainer.tokens_per_iter:,} tokens/step | {trainer.total_iters} steps on {s.data.dataset} "
+            f"({self.data.num_tokens('train'):,} train tokens)"
+        )
+
+    def nothing_to_resume(self) -> str | None:
+        """Why a resumed run has no step left to take (its results stay as they are), or None."""
+        st, total = self.trainer.state, self.trainer.total_iters
+        budget = self.s.training.max_time_seconds
+        if st.iter_num >= total:
+            return (
+                f"nothing to resume: {self.run_dir} finished at iter {st.iter_num} of {total}; its results "
+                "stay as they are. To train it longer, resume with a larger --max-iters (GPT2_MAX_ITERS)."
+            )
+        if budget and st.train_seconds >= budget:
+            return (
+                f"nothing to resume: {self.run_dir} has used its time budget (GPT2_MAX_TIME = {budget} s, "
+                f"{st.train_seconds:.0f} s trained, stopped at iter {st.iter_num} of {total}); its results "
+                "stay as they are. To train it longer, resume with a larger --max-time (seconds)."
+            )
+        return None
+
+    def summarize(self, outcome: dict, gpu: dict | None, wall_seconds: float) -> RunSummary:
+        """Write summary.json: the outcome, the final metrics, the costs and the set-up of the run."""
+        s, trainer, model, st = self.s, self.trainer, self.model, self.trainer.state
+        final = trainer.last_eval or {}
+        finished = outcome["status"] in FINISHED
+        measured = (
+            after_training(model, self.device, self.amp, s)
+            if finished
+            else {"inference": None, "lm_eval": None}
+        )
+        pruned, adamwprune = self.pruner is not None, s.optimizer.name == "adamwprune"
+        summary = RunSummary(
+            run=self.run_dir.name,
+            **outcome,
+            iters=st.iter_num,
+            planned_iters=trainer.total_iters,
+            tokens=st.iter_num * trainer.tokens_per_iter,
+            train_seconds=st.train_seconds,
+            wall_seconds_this_session=wall_seconds,
+            final_train_loss=final.get("train_loss"),
+            final_val_loss=final.get("val_loss"),
+            final_val_ppl=final.get("val_ppl"),
+            model_sparsity=final.get("model_sparsity"),
+            best_val_loss=st.best_val_loss if math.isfinite(st.best_val_loss) else None,
+            best_checkpoint="best.pt" if (self.run_dir / "best.pt").is_file() else None,
+            peak_memory_bytes=max(st.peak_memory_bytes, peak_memory_bytes(self.device)),
+            **bookkeeping(model, self.optimizer, self.pruner),
+            model=s.model.name,
+            dataset=s.data.dataset,
+            data=self.data.meta,
+            optimizer=s.optimizer.name,
+            pruning_method=s.pruning.method,
+            adamwprune_variant=s.pruning.adamwprune_variant if adamwprune else None,
+            adamwprune_base=s.optimizer.adamwprune_base if adamwprune else None,
+            target_sparsity=s.pruning.target_sparsity if pruned else None,
+            seed=s.runtime.seed,
+            device=str(self.device),
+            world_size=self.dist.world_size,
+            global_batch=s.training.batch_size * s.training.gradient_accumulation,
+            dtype="float32" if self.amp is None else str(self.amp).removeprefix("torch."),
+            compiled=self.compiled,
+            gpu=gpu,
+            **self.record,
+            **measured,
+        )
+        summary.write(self.run_dir / "summary.json")
+        return summary
