@@ -17,7 +17,7 @@ The numbers are computed under one fixed numerical environment (PINNED_ENV: MKL'
 reproducibility branch, ATen's AVX2 kernels, one thread), so that any x86-64 CPU with AVX2
 repeats them bit for bit, whatever its vendor: the mask is chaotic (one ulp anywhere moves a
 weight across the pruning threshold), and MKL and ATen otherwise pick their kernels by CPU
-(an AMD EPYC and the Xeon that first pinned these numbers disagreed on every mask). `main()`
+(an AMD EPYC and the machine that first pinned these numbers disagreed on every mask). `main()`
 starts itself again under that environment when it is not already in it.
 """
 
