@@ -32,7 +32,7 @@ from lib.convert.lora import apply_lora
 from lib.errors import Refusal, out_of_memory
 from lib.io import atomic_write_json
 from lib.measure.gpu_monitor import GPU_FILE, GPUMonitor, plot_gpu
-from lib.measure.records import copy_config, environment, plot_losses, setup_logging
+from lib.measure.records import plot_losses, setup_logging, start_records
 from lib.measure.summary import RunSummary
 from lib.measure.tracking import start_tracker
 from lib.optim.build import build_optimizer
@@ -148,14 +148,7 @@ def set_up(
         log.warning("warning: %s", warning)
     configure(device, s.runtime.tf32, s.runtime.seed, s.runtime.attention_backend)
     if dist.is_main:
-        if resume_state is None:
-            # A folder without a checkpoint holds at most an attempt that died before its first one.
-            for stale in ("metrics.jsonl", "summary.json"):
-                (run_dir / stale).unlink(missing_ok=True)
-            copy_config(config_py, run_dir)
-        atomic_write_json(
-            run_dir / "environment.json", {**environment(device), "world_size": dist.world_size}
-        )
+        start_records(run_dir, config_py, device, dist.world_size, fresh=resume_state is None)
 
     sizing = None  # GPT2_BATCH_MODE=auto: the micro-batch is chosen once the model exists
     if s.training.batch_mode == "auto" and resume_state is not None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from lib.io import atomic_write_json
 from lib.measure.metrics import read_metrics
 from lib.train.distributed import Dist
 
@@ -77,6 +78,16 @@ def copy_config(config_py: Path, run_dir: Path) -> None:
     dot_config = config_py.parent / ".config"
     if dot_config.is_file():
         shutil.copy2(dot_config, run_dir / ".config")
+
+
+def start_records(run_dir: Path, config_py: Path, device: torch.device, world_size: int, fresh: bool) -> None:
+    """A fresh run's folder starts clean, with its config.py and .config; every session (a resume
+    too) records the environment it ran in."""
+    if fresh:  # a folder without a checkpoint holds at most an attempt that died before its first one
+        for stale in ("metrics.jsonl", "summary.json"):
+            (run_dir / stale).unlink(missing_ok=True)
+        copy_config(config_py, run_dir)
+    atomic_write_json(run_dir / "environment.json", {**environment(device), "world_size": world_size})
 
 
 def plot_losses(metrics_path: Path, out: Path, title: str) -> None:
