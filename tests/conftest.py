@@ -26,6 +26,18 @@ CONFIG_GPT2_COMPILE=n
 """
 
 
+GOLDEN_REPRODUCTION = pytest.StashKey()
+
+
+def pytest_collection_finish(session):
+    """Start the golden numbers' reproduction (a 1-thread process of its own, tests/golden.py) as
+    soon as the tests that read it are collected: it then runs beside the rest of the suite."""
+    if any(item.nodeid.startswith("tests/test_golden.py::test_combination") for item in session.items):
+        from tests.golden import Reproduction
+
+        session.config.stash[GOLDEN_REPRODUCTION] = Reproduction(os.environ.get("SHAKESPEARE_SOURCE"))
+
+
 @pytest.fixture(scope="session")
 def kconf():
     """The project's parsed Kconfig tree (re-used; tests call unset_values via apply_config)."""

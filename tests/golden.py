@@ -195,6 +195,34 @@ def differences(got: dict, want: dict) -> list[str]:
     return out
 
 
+class Reproduction:
+    """`python -m tests.golden --json` in a process of its own (its pinned environment must be set
+    before torch is imported), started early so it runs beside the rest of the suite."""
+
+    def __init__(self, shakespeare: str | None):
+        import subprocess
+
+        self.folder = Path(tempfile.mkdtemp(prefix="golden-"))
+        self.out = self.folder / "numbers.json"
+        cmd = [sys.executable, "-m", "tests.golden", "--json", str(self.out)]
+        if shakespeare:
+            cmd += ["--shakespeare", shakespeare]
+        self.log = open(self.folder / "stderr.txt", "w+")  # noqa: SIM115 (closed in result())
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.log)
+
+    def result(self) -> tuple[int, dict | None, str]:
+        """Exit code, the numbers (None if none were written) and stderr; waits for the process."""
+        code = self.proc.wait()
+        self.log.seek(0)
+        stderr = self.log.read()
+        self.log.close()
+        numbers = json.loads(self.out.read_text()) if self.out.is_file() else None
+        import shutil
+
+        shutil.rmtree(self.folder, ignore_errors=True)
+        return code, numbers, stderr
+
+
 def load_golden() -> dict:
     return json.loads(GOLDEN_FILE.read_text())
 

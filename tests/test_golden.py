@@ -2,10 +2,6 @@
 and a mutated score function, or mutated moments handed to one, moves them."""
 
 import dataclasses
-import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,6 +11,7 @@ from lib.pruning import pruner as pruner_module
 from lib.pruning.scores import ADAMWPRUNE_VARIANTS
 
 from . import golden
+from .conftest import GOLDEN_REPRODUCTION
 
 
 @pytest.fixture(scope="module")
@@ -29,27 +26,6 @@ def test_golden_file_covers_every_combination(pinned):
     assert variants == set(ADAMWPRUNE_VARIANTS) and bases == {"adamw", "adamwspam"}
     for numbers in pinned.values():  # each run really pruned (or really stayed dense)
         assert numbers["sparsity"] in (None, 0.5)
-
-
-@pytest.fixture(scope="module")
-def reproduced(tmp_path_factory, shakespeare_source) -> dict:
-    """Every combination trained again, once, by `python -m tests.golden` in its pinned numerical
-    environment (a process of its own: the environment must be set before torch is imported)."""
-    out = tmp_path_factory.mktemp("golden") / "numbers.json"
-    cmd = [sys.executable, "-m", "tests.golden", "--json", str(out)]
-    if shakespeare_source:
-        cmd += ["--shakespeare", shakespeare_source]
-    done = subprocess.run(cmd, cwd=golden.ROOT, capture_output=True, text=True, env=os.environ.copy())
-    if done.returncode == 2 and done.stderr.startswith("error: the golden numbers"):
-        pytest.skip(done.stderr.strip())
-    assert out.is_file(), f"python -m tests.golden wrote no numbers (exit {done.returncode}):\n{done.stderr}"
-    return json.loads(out.read_text())
-
-
-@pytest.mark.parametrize("combination", golden.COMBINATIONS, ids=lambda c: golden.key(*c))
-def test_combination_reproduces_its_golden_numbers(combination, pinned, reproduced):
-    k = golden.key(*combination)
-    assert golden.differences(reproduced[k], pinned[k]) == []
 
 
 def _perturbed(score):
@@ -136,3 +112,24 @@ def test_a_mutated_score_or_its_moments_moves_the_golden_numbers(
     apply(monkeypatch)
     moved = golden.differences(golden.run(combination, data_dir, tmp_path, SHORT), reference)
     assert any(d.startswith("mask") for d in moved), moved
+
+
+# Last in this file: the reproduction started after collection runs meanwhile.
+@pytest.fixture(scope="module")
+def reproduced(request, shakespeare_source) -> dict:
+    """Every combination trained again, once, by `python -m tests.golden` in its pinned numerical
+    environment: the process conftest.py started after collection, or one started now."""
+    reproduction = request.config.stash.get(GOLDEN_REPRODUCTION, None)
+    if reproduction is None:
+        reproduction = golden.Reproduction(shakespeare_source)
+    code, numbers, stderr = reproduction.result()
+    if code == 2 and stderr.startswith("error: the golden numbers"):
+        pytest.skip(stderr.strip())
+    assert numbers is not None, f"python -m tests.golden wrote no numbers (exit {code}):\n{stderr}"
+    return numbers
+
+
+@pytest.mark.parametrize("combination", golden.COMBINATIONS, ids=lambda c: golden.key(*c))
+def test_combination_reproduces_its_golden_numbers(combination, pinned, reproduced):
+    k = golden.key(*combination)
+    assert golden.differences(reproduced[k], pinned[k]) == []
