@@ -158,8 +158,8 @@ def test_ctrl_c_stops_children_cleanly_and_the_matrix_resumes(tmp_path, kconf, d
     config = make_config(
         tmp_path,
         TINY_RUN
-        + f"""CONFIG_GPT2_MAX_ITERS=200
-CONFIG_GPT2_EVAL_INTERVAL=100
+        + f"""CONFIG_GPT2_MAX_ITERS=40
+CONFIG_GPT2_EVAL_INTERVAL=20
 CONFIG_OPTIMIZER_SELECT_ADAMW=y
 CONFIG_PRUNING_MODE_MULTIPLE=y
 # CONFIG_PRUNING_ENABLE_MAGNITUDE is not set
