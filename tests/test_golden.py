@@ -83,10 +83,10 @@ MUTATIONS = [
 ]
 
 
-# The mutation runs stop after the masks of steps 8 and 12 (the ramp ending at 12, after SPAM's
-# first reset before step 11), and compare with the unmutated code run the same way in this
-# process: the same numerics, so what moves is the mutation's doing on any CPU.
-SHORT = ("--max-iters", "13", "--set", "PRUNING_RAMP_END=12")
+# The mutation runs stop after their first mask (the ramp ending at step 8), and compare with the
+# unmutated code run the same way in this process: the same numerics, so what moves is the
+# mutation's doing on any CPU.
+SHORT = ("--max-iters", "9", "--set", "PRUNING_RAMP_END=8")
 
 
 @pytest.fixture(scope="module")
