@@ -2,6 +2,7 @@
 and a mutated score function, or mutated moments handed to one, moves them."""
 
 import dataclasses
+import warnings
 
 import pytest
 import torch
@@ -110,8 +111,11 @@ def test_a_mutated_score_or_its_moments_moves_the_golden_numbers(
     reference = unmutated(combination)
     assert reference["sparsity"] > 0  # the short run has pruned
     apply(monkeypatch)
-    moved = golden.differences(golden.run(combination, data_dir, tmp_path, SHORT), reference)
+    mutated = golden.run(combination, data_dir, tmp_path, SHORT)
+    moved = golden.differences(mutated, reference)
     assert any(d.startswith("mask") for d in moved), moved
+    # ... and on another machine's numerics, where the masks are compared on their sample, too.
+    assert golden.sample_distance(mutated["mask_sample"], reference["mask_sample"]) > 2 * golden.SAMPLE_TOL
 
 
 # Last in this file: the reproduction started after collection runs meanwhile.
@@ -132,4 +136,11 @@ def reproduced(request, shakespeare_source) -> dict:
 @pytest.mark.parametrize("combination", golden.COMBINATIONS, ids=lambda c: golden.key(*c))
 def test_combination_reproduces_its_golden_numbers(combination, pinned, reproduced):
     k = golden.key(*combination)
-    assert golden.differences(reproduced[k], pinned[k]) == []
+    exact = golden.same_numerics(reproduced, pinned)
+    if not exact:
+        warnings.warn(
+            "this machine's numerics differ from the pinning machine's (the dense AdamW run is not bit for "
+            "bit the pinned one): masks compared on a sample, losses to 2%",
+            stacklevel=1,
+        )
+    assert golden.differences(reproduced[k], pinned[k], exact) == []
