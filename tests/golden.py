@@ -24,6 +24,7 @@ fixed sample of positions and losses at a looser tolerance (`differences(..., ex
 """
 
 import argparse
+import base64
 import contextlib
 import hashlib
 import io
@@ -31,9 +32,14 @@ import json
 import math
 import os
 import platform
+import random
+import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import numpy as np  # torch, never at import: main() must set PINNED_ENV before it loads
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN_FILE = ROOT / "tests" / "golden.json"
@@ -126,26 +132,17 @@ def mask_digest(model, names: list[str]) -> str:
 def mask_sample(model, names: list[str]) -> str:
     """The zero pattern at SAMPLE_SIZE fixed positions of the named weights (flattened in order),
     packed into bits, base64."""
-    import base64
-    import random
-
     import torch
 
     params = dict(model.named_parameters())
     zeros = torch.cat([(params[name].detach() == 0).flatten() for name in names])
     positions = sorted(random.Random(0).sample(range(zeros.numel()), SAMPLE_SIZE))
     bits = zeros[torch.tensor(positions)].numpy()
-    import numpy as np
-
     return base64.b64encode(np.packbits(bits).tobytes()).decode()
 
 
 def sample_distance(a: str, b: str) -> float:
     """The fraction of sampled positions where two mask samples differ."""
-    import base64
-
-    import numpy as np
-
     x, y = (np.unpackbits(np.frombuffer(base64.b64decode(s), dtype=np.uint8)) for s in (a, b))
     return float((x != y).mean())
 
@@ -160,7 +157,7 @@ def same_numerics(got: dict, want: dict) -> bool:
 
 
 def platform_problem() -> str | None:
-    """Why this machine cannot repeat the pinned numbers bit for bit, or None."""
+    """Why this machine cannot run in the pinned environment at all (not x86-64, or no AVX2), or None."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return f"the golden numbers are pinned for x86-64 CPUs with AVX2; this is {platform.machine()}"
     import torch
@@ -254,8 +251,6 @@ class Reproduction:
     before torch is imported), started early so it runs beside the rest of the suite."""
 
     def __init__(self, shakespeare: str | None):
-        import subprocess
-
         self.folder = Path(tempfile.mkdtemp(prefix="golden-"))
         self.out = self.folder / "numbers.json"
         cmd = [sys.executable, "-m", "tests.golden", "--json", str(self.out)]
@@ -271,8 +266,6 @@ class Reproduction:
         stderr = self.log.read()
         self.log.close()
         numbers = json.loads(self.out.read_text()) if self.out.is_file() else None
-        import shutil
-
         shutil.rmtree(self.folder, ignore_errors=True)
         return code, numbers, stderr
 
