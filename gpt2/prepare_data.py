@@ -12,6 +12,14 @@ file is written to a temporary name and renamed into place; meta.json, written
 last, marks a complete preparation.
 """
 
+if (
+    __name__ == "__main__" and not __package__
+):  # `python3 gpt2/prepare_data.py` or `cd gpt2 && python3 prepare_data.py`
+    import _script  # gpt2/_script.py, beside this file
+
+    _script.rerun_as_module("gpt2.prepare_data")
+
+
 import argparse
 import gzip
 import hashlib

@@ -11,6 +11,12 @@ metrics.jsonl, output.log, ckpt.pt, best.pt, summary.json, loss.png, sample.txt,
 and on GPUs gpu.jsonl and gpu.png (lib/measure/gpu_monitor.py).
 """
 
+if __name__ == "__main__" and not __package__:  # `python3 gpt2/train.py` or `cd gpt2 && python3 train.py`
+    import _script  # gpt2/_script.py, beside this file
+
+    _script.rerun_as_module("gpt2.train")
+
+
 import argparse
 import logging
 import sys
@@ -26,7 +32,7 @@ from gpt2.memory import preflight
 from gpt2.model import attention_sizes
 from gpt2.sample import write_sample
 from lib.config.cli import add_override_flags, overrides_from_args
-from lib.config.settings import Settings, load_settings, settle
+from lib.config.settings import Settings, load_settings, read_config_py, settle
 from lib.convert.fp8 import convert_to_fp8
 from lib.convert.lora import apply_lora
 from lib.errors import Refusal, out_of_memory
@@ -70,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     use_expandable_segments()  # before anything touches the GPU
     try:
         dist = Dist.from_env()
-        overrides = overrides_from_args(args)
+        overrides = overrides_from_args(args, lambda: read_config_py(args.config))
         s, scaling = settle(load_settings(args.config), overrides)
         if s.training.batch_mode == "auto":
             refuse_manual_values(overrides)

@@ -51,9 +51,22 @@ def shakespeare_source() -> str | None:
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory, shakespeare_source) -> Path:
-    """A data/ folder with Tiny Shakespeare prepared (once per test session)."""
+    """A data/ folder with Tiny Shakespeare prepared (once per test session).
+
+    When it cannot be made (offline without the local copies, say), the whole session stops here
+    once, with what to set, rather than failing every test that needs it.
+    """
     root = tmp_path_factory.mktemp("data")
-    prepare("shakespeare", root, source=shakespeare_source)
+    try:
+        prepare("shakespeare", root, source=shakespeare_source)
+    except SystemExit as e:  # prepare_data's own clear errors
+        pytest.exit(
+            f"the tests need Tiny Shakespeare's GPT-2 tokens and could not make them: {e}\n"
+            "Offline, set SHAKESPEARE_SOURCE=/path/to/tinyshakespeare/input.txt and "
+            "TIKTOKEN_CACHE_DIR=/path/to/tiktoken-cache (the GPT-2 BPE files), as .ci/run does from "
+            "../shared/data; online, both are downloaded.",
+            returncode=4,
+        )
     return root
 
 

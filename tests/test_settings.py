@@ -183,3 +183,108 @@ def test_a_settings_record_from_before_a_field_moved_still_compares_as_today():
     assert resume_conflicts(old, current) == []
     old["optimizer"]["adamwprune_variant"] = "bitter1"
     assert resume_conflicts(old, current) == ["pruning.adamwprune_variant"]
+
+
+def _config_of(kconf, tmp_path, defconfig: str) -> dict:
+    """config.py's dict for a defconfig's text, loaded strictly."""
+    from lib.config.kconfig import apply_config, config_values
+
+    path = tmp_path / "defconfig"
+    path.write_text(defconfig)
+    apply_config(kconf, path)
+    return config_values(kconf)
+
+
+def _set(config: dict, *argv: str) -> dict:
+    p = argparse.ArgumentParser()
+    add_override_flags(p)
+    return overrides_from_args(p.parse_args(list(argv)), lambda: config)
+
+
+def test_set_takes_the_choice_entries_a_defconfig_takes(kconf, tmp_path):
+    config = _config_of(
+        kconf, tmp_path, "CONFIG_GPT2_DATASET_LINUXDOC=y\nCONFIG_OPTIMIZER_SELECT_ADAMWPRUNE=y\n"
+    )
+    assert _set(config, "--set", "GPT2_MODEL_124M=y") == {"model.name": "gpt2"}
+    assert _set(config, "--set", "CONFIG_GPT2_DATASET_SHAKESPEARE=y") == {"data.dataset": "shakespeare"}
+    assert _set(config, "--set", "ADAMWPRUNE_BASE_ADAMWSPAM=y") == {"optimizer.adamwprune_base": "adamwspam"}
+    # a flag's choice is the base the line applies to, as an earlier defconfig line would be
+    adamw = _config_of(kconf, tmp_path, "CONFIG_OPTIMIZER_SELECT_ADAMW=y\n")
+    assert (
+        _set(
+            adamw,
+            "--optimizer",
+            "adamwprune",
+            "--pruning-method",
+            "state",
+            "--set",
+            "ADAMWPRUNE_BASE_ADAMWSPAM=y",
+        )["optimizer.adamwprune_base"]
+        == "adamwspam"
+    )
+
+
+def test_set_refuses_what_a_defconfig_refuses_with_its_reason(kconf, tmp_path):
+    from lib.config.kconfig import DefconfigError
+
+    adamw = _config_of(kconf, tmp_path, "CONFIG_OPTIMIZER_SELECT_ADAMW=y\n")
+    with pytest.raises(DefconfigError, match="unmet dependency: it depends on OPTIMIZER_SELECT_ADAMWPRUNE"):
+        _set(adamw, "--set", "ADAMWPRUNE_BASE_ADAMWSPAM=y")
+    with pytest.raises(DefconfigError, match="is not y or n"):
+        _set(adamw, "--set", "GPT2_MODEL_124M=maybe")
+    with pytest.raises(SettingsError, match="asks for 'gpt2-medium'"):
+        _set(adamw, "--model", "gpt2-medium", "--set", "GPT2_MODEL_124M=y")
+
+
+@pytest.mark.parametrize(
+    "base_text", ["", "CONFIG_OPTIMIZER_SELECT_ADAMWPRUNE=y\n"], ids=["defaults", "adamwprune"]
+)
+def test_every_choice_entry_is_a_set_line_exactly_when_it_is_a_defconfig_line(kconf, tmp_path, base_text):
+    """--set ENTRY=y over a configuration gives what loading its defconfig plus that line gives."""
+    from lib.config.kconfig import DefconfigError, apply_config, config_values
+
+    base = _config_of(kconf, tmp_path, base_text)
+    entries = sorted({s.name for c in kconf.unique_choices for s in c.syms})
+    assert len(entries) > 20
+    taken = 0
+    for entry in (e for e in entries if f"CONFIG_{e}=" not in base_text):
+        path = tmp_path / "with-line"
+        path.write_text(base_text + f"CONFIG_{entry}=y\n")
+        try:
+            apply_config(kconf, path)
+            expected = config_values(kconf)
+        except DefconfigError as e:
+            expected, why = None, str(e)
+        try:
+            overrides = _set(base, "--set", f"{entry}=y")
+        except DefconfigError:
+            assert expected is None, f"--set {entry}=y refused, but a defconfig takes it"
+            continue
+        if expected is None and f"CONFIG_{entry}=y" not in why:
+            continue  # the defconfig's other line no longer applies; config.py's value is simply unused
+        assert expected is not None, f"--set {entry}=y taken, but a defconfig refuses it: {why}"
+        taken += 1
+        try:
+            want = settings_from_config(expected)
+        except SettingsError:  # a pairing the settings refuse (adamwprune without state pruning)
+            with pytest.raises(SettingsError):
+                settings_from_config(base).replace(overrides)
+            continue
+        assert settings_from_config(base).replace(overrides) == want, entry
+    assert 10 < taken < len(entries)  # some apply, and some are refused for what they depend on
+
+
+def test_train_applies_a_choice_entry_from_set_and_refuses_one_that_does_not_apply(tiny_config, capsys):
+    from gpt2 import train
+
+    out = tiny_config.parent / "run"
+    argv = ["--config", str(tiny_config), "--out-dir", str(out), "--max-iters", "2"]
+    assert train.main([*argv, "--set", "ADAMWPRUNE_BASE_ADAMWSPAM=y"]) == 2
+    err = capsys.readouterr().err
+    assert "error: --set did not take effect as written" in err and "unmet dependency" in err
+    assert "Traceback" not in err and not out.exists()
+    flags = ["--optimizer", "adamwprune", "--pruning-method", "state", "--target-sparsity", "0.5"]
+    assert (
+        train.main([*argv, *flags, "--set", "ADAMWPRUNE_BASE_ADAMWSPAM=y", "--set", "PRUNING_WARMUP=0"]) == 0
+    )
+    assert '"adamwprune_base": "adamwspam"' in (out / "summary.json").read_text()

@@ -6,10 +6,11 @@ a run's overrides back into flags (cli_flag, set_flag).
 """
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import fields
 from typing import Any
 
+from lib.config.kconfig import config_with_lines, kconfig_symbol
 from lib.config.settings import (
     _SECTIONS,
     DATASETS,
@@ -17,8 +18,11 @@ from lib.config.settings import (
     MODEL_NAMES,
     SettingsError,
     _field_map,
+    field_default,
+    field_path,
     setting_path,
     setting_value,
+    symbol_of,
 )
 from lib.optim import ADAMWPRUNE_BASES, OPTIMIZERS
 from lib.pruning import METHODS
@@ -81,21 +85,56 @@ def cli_flag(path: str) -> str:
     return flag
 
 
-def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+def overrides_from_args(
+    args: argparse.Namespace, config: Callable[[], Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
     """The dotted-path overrides the user actually passed (flags left unset are skipped).
 
-    Raises SettingsError for a malformed or unknown --set.
+    `--set SYMBOL=VALUE` takes any line a defconfig takes: a settings field's symbol or path is
+    set directly; any other Kconfig symbol, and every choice entry (GPT2_MODEL_124M, a mode), is
+    applied as a defconfig line over `config()` (config.py's dict, with the flags on top), as
+    strictly, and the settings it changes become overrides. Raises SettingsError or
+    DefconfigError (both Refusals) for a malformed, unknown or inapplicable --set.
     """
     out = {k: v for k, v in vars(args).items() if "." in k and v is not None}
     if (dtype := out.pop("runtime.dtype", None)) is not None:
         out["runtime.mixed_precision"], out["runtime.amp_dtype"] = DTYPES[dtype]
+    kconfig_lines = []
     for item in getattr(args, "set_values", []):
         name, sep, value = item.partition("=")
         if not sep:
             raise SettingsError(f"--set {item!r}: write SYMBOL=VALUE, e.g. --set LEARNING_RATE=3e-4")
-        path = setting_path(name.strip())
-        out[path] = setting_value(path, value)
+        name = name.strip()
+        if (path := field_path(name)) is not None and not kconfig_symbol(name, choice_entry=True):
+            out[path] = setting_value(path, value)
+        elif kconfig_symbol(name):
+            kconfig_lines.append(item)
+        else:
+            setting_path(name)  # raises, naming the close matches
+    if kconfig_lines:
+        if config is None:
+            raise SettingsError(f"--set {kconfig_lines[0]!r} needs the configuration it applies to")
+        given = dict(out)
+        before = {**config(), **{symbol_of(path): value for path, value in given.items()}}
+        for symbol, value in config_with_lines(before, kconfig_lines).items():
+            if (path := field_path(symbol)) is None:
+                continue  # a choice entry itself: the string derived from it is the setting
+            value = field_default(path) if value is None else setting_value(path, value)
+            if value == (setting_value(path, before[symbol]) if symbol in before else field_default(path)):
+                continue  # an option the line made visible again, at the value it already had
+            if path in given and given[path] != value:
+                raise SettingsError(
+                    f"--set {' '.join(kconfig_lines)} makes {path} {value!r}, but {cli_flag_or_set(path)} "
+                    f"asks for {given[path]!r}; keep one of the two"
+                )
+            out[path] = value
     return out
+
+
+def cli_flag_or_set(path: str) -> str:
+    """How a setting was given on the command line, for messages: its flag, else --set PATH."""
+    section, _, name = path.partition(".")
+    return _field_map(_SECTIONS[section])[name].metadata.get("flag") or f"--set {path}"
 
 
 def set_flag(path: str, value: Any) -> list[str]:

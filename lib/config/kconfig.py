@@ -10,6 +10,7 @@ fails with one message per bad line saying what happened and what to do.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import os
 import re
@@ -34,6 +35,10 @@ _STRING_RE = re.compile(r'^"((?:[^"\\]|\\.)*)"$')
 _BOOL_VALUES = {"y": 2, "n": 0}
 
 
+# The project's Kconfig tree, for code that needs it beside a config.py (--set of a choice entry).
+KCONFIG = Path(__file__).resolve().parents[2] / "Kconfig"
+
+
 class DefconfigError(Refusal, ValueError):
     """A defconfig (or .config) that did not apply exactly as written."""
 
@@ -51,7 +56,7 @@ class Assignment:
     """The value kconfiglib should end up with (unquoted, unescaped)."""
 
     def where(self) -> str:
-        return f"{self.path}:{self.lineno}"
+        return f"{self.path} {self.lineno}" if self.path == "--set" else f"{self.path}:{self.lineno}"
 
 
 def parse_config_lines(path: str | os.PathLike, text: str) -> list[Assignment]:
@@ -171,6 +176,13 @@ def _reason(kconf: kconfiglib.Kconfig, sym: kconfiglib.Symbol, a: Assignment, by
             )
     if sym.visibility == 0 and _has_prompt(sym):
         dep = kconfiglib.expr_str(sym.direct_dep)
+        if sym.choice is not None:  # kconfiglib writes the choice as "<choice>": say what it needs
+            choice = f"the choice {sym.choice.nodes[0].prompt[0]!r}"
+            needs = kconfiglib.expr_str(sym.choice.direct_dep)
+            if sym.direct_dep is sym.choice:
+                dep = f"{needs} (for {choice})"
+            else:
+                dep = dep.replace("<choice>", f"{choice} (itself on {needs})")
         return (
             f"unmet dependency: it depends on {dep}, which is not met. Enable that first "
             "(in this file or with make menuconfig), or drop the line"
@@ -187,12 +199,18 @@ def apply_config(kconf: kconfiglib.Kconfig, path: str | os.PathLike) -> None:
     """Load `path` into `kconf`, raising DefconfigError unless every line took effect exactly."""
     path = str(path)
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise DefconfigError(f"cannot read {path}: {e.strerror}") from None
-    assignments = parse_config_lines(path, text)
+    except UnicodeDecodeError as e:
+        raise DefconfigError(f"{path} is not UTF-8 text (byte {e.start}); is it a defconfig?") from None
     kconf.unset_values()
+    apply_assignments(kconf, parse_config_lines(path, text), f"{path} did not load exactly as written")
 
+
+def apply_assignments(kconf: kconfiglib.Kconfig, assignments: list[Assignment], failure: str) -> None:
+    """Set each assignment over `kconf`'s current values; DefconfigError (headed `failure`) unless
+    every one took effect exactly, with the reason and the fix for each that did not."""
     errors: list[tuple[int, str]] = []
     seen: dict[str, Assignment] = {}
     to_check: list[tuple[Assignment, kconfiglib.Symbol, str]] = []
@@ -252,9 +270,77 @@ def apply_config(kconf: kconfiglib.Kconfig, path: str | os.PathLike) -> None:
                 )
             )
     if errors:
-        raise DefconfigError(
-            f"{path} did not load exactly as written:\n  " + "\n  ".join(msg for _, msg in sorted(errors))
-        )
+        raise DefconfigError(f"{failure}:\n  " + "\n  ".join(msg for _, msg in sorted(errors)))
+
+
+def set_values(kconf: kconfiglib.Kconfig, values: dict[str, bool | int | str]) -> None:
+    """Give `kconf` the values of a config.py dict (as config_values returns), without checks: each
+    symbol with a prompt takes its value, then each derived string selects the choice entry giving
+    it (so a changed derived string, an --optimizer flag's, wins over its old entry)."""
+    kconf.unset_values()
+    derived = []
+    for name, value in values.items():
+        sym = kconf.syms.get(RENAMED_SYMBOLS.get(name, name))
+        if sym is None or not sym.nodes:
+            continue
+        if not _has_prompt(sym):
+            derived.append((sym, str(value)))
+        elif sym.orig_type is kconfiglib.BOOL:
+            if value or sym.choice is None:  # a choice's entries are set by the one chosen
+                sym.set_value(2 if value else 0)
+        elif sym.orig_type is kconfiglib.HEX and isinstance(value, int):
+            sym.set_value(hex(value))
+        else:
+            sym.set_value(str(value))
+    for sym, value in derived:
+        if sym.orig_type is kconfiglib.STRING and (entry := _choice_entry_for(sym, value)) is not None:
+            entry.set_value(2)
+
+
+def kconfig_symbol(name: str, *, choice_entry: bool = False) -> bool:
+    """Whether `name` (CONFIG_ optional) is a symbol of the project's Kconfig (with choice_entry:
+    an entry of a choice, whose setting moves the choice and what derives from it)."""
+    name = name.removeprefix("CONFIG_")
+    if not re.fullmatch(r"[A-Za-z0-9_]+", name):
+        return False
+    sym = _project_kconfig().syms.get(RENAMED_SYMBOLS.get(name, name))
+    return sym is not None and bool(sym.nodes) and (not choice_entry or sym.choice is not None)
+
+
+@functools.cache
+def _project_kconfig() -> kconfiglib.Kconfig:
+    """The project's Kconfig tree, parsed once, for look-ups only (never given values)."""
+    return load_kconfig(KCONFIG)
+
+
+def kconfig_line(kconf: kconfiglib.Kconfig, text: str, where: str, lineno: int) -> Assignment:
+    """A `SYMBOL=VALUE` from the command line as a defconfig line (CONFIG_ optional; a string
+    symbol's value may be given without its quotes)."""
+    name, _, raw = text.partition("=")
+    name = name.strip().removeprefix("CONFIG_")
+    raw = raw.strip()
+    sym = kconf.syms.get(RENAMED_SYMBOLS.get(name, name))
+    if sym is not None and sym.orig_type is kconfiglib.STRING and not raw.startswith('"'):
+        raw = '"' + raw.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    (a,) = parse_config_lines(where, f"CONFIG_{name}={raw}")
+    return Assignment(where, lineno, a.name, a.raw, a.value)
+
+
+def config_with_lines(
+    config: dict[str, bool | int | str], lines: list[str], kconfig: str | os.PathLike | None = None
+) -> dict[str, bool | int | str | None]:
+    """`config` (config.py's dict) with `lines` (SYMBOL=VALUE) applied as a defconfig applies them,
+    as strictly: every line takes effect or DefconfigError says why. Returns the symbols whose values
+    changed (a choice entry changes the string derived from it), None for one no longer written.
+    """
+    kconf = load_kconfig(kconfig or KCONFIG)
+    set_values(kconf, config)
+    before = config_values(kconf)
+    assignments = [kconfig_line(kconf, text, "--set", i) for i, text in enumerate(lines, 1)]
+    apply_assignments(kconf, assignments, "--set did not take effect as written")
+    after = config_values(kconf)
+    gone = {k: None for k in before if k not in after}  # no longer written: the setting's default
+    return {**{k: v for k, v in after.items() if before.get(k) != v}, **gone}
 
 
 def config_values(kconf: kconfiglib.Kconfig) -> dict[str, bool | int | str]:

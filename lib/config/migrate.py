@@ -24,6 +24,11 @@ from lib.errors import Refusal
 
 _LINE = re.compile(r"^CONFIG_([A-Za-z0-9_]+)=(.*)$")
 _UNSET = re.compile(r"^#\s*CONFIG_([A-Za-z0-9_]+) is not set")
+_QUOTED = re.compile(r'^"((?:[^"\\]|\\.)*)"')
+# The seed project's other model families: their symbols mean nothing to a GPT-2 trainer.
+_OTHER_FAMILY = re.compile(
+    r"^(TEST_)?MODELS?(_MODE)?(_SELECT|_ENABLE)?_(LENET5?|RESNET\d*)$|^(LENET5?|RESNET\d*)_|^TEST_MODELS$"
+)
 
 # Seed spellings of our symbols, same meaning and unit.
 RENAMED = {
@@ -121,7 +126,9 @@ class MigrationError(Refusal, ValueError):
 
 
 def shown(line: Assignment) -> str:
-    """A seed line as the report quotes it: its number and its assignment, comment removed."""
+    """A seed line as the report quotes it: its number and its assignment as written."""
+    if line.raw == "# is not set":
+        return f"line {line.lineno}: # CONFIG_{line.name} is not set"
     return f"line {line.lineno}: CONFIG_{line.name}={line.raw}"
 
 
@@ -169,22 +176,93 @@ class Migration:
 
 
 def read_seed_lines(path: Path) -> tuple[str, list[Assignment]]:
-    """The file's first comment (its title) and its assignments, trailing `# comments` removed."""
+    """The file's first comment (its title) and its assignments.
+
+    `raw` is the whole value as a Kconfig tool reads it (a trailing `# comment` included: Kconfig
+    has no inline comments); `value` is the value with such a comment removed and quotes stripped,
+    for the seed-only symbols whose meaning is converted here.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise MigrationError(f"{path}: not UTF-8 text (byte {e.start}); is it a defconfig?") from None
     title, lines = "", []
-    for lineno, text in enumerate(Path(path).read_text().splitlines(), 1):
-        s = text.strip()
+    for lineno, line in enumerate(text.splitlines(), 1):
+        s = line.strip()
         if (m := _UNSET.match(s)) is not None:
-            lines.append(Assignment(str(path), lineno, m[1], "n", "n"))
+            lines.append(Assignment(str(path), lineno, m[1], "# is not set", "n"))
         elif not s or s.startswith("#"):
             if not title and len(s) > 2 and "SPDX" not in s:
                 title = s.lstrip("# ").strip()
         elif (m := _LINE.match(s)) is not None:
-            quoted = re.match(r'^"(?:[^"\\]|\\.)*"', m[2].strip())
-            value = quoted[0] if quoted else m[2].split("#", 1)[0].strip()  # CONFIG_X=64  # a comment
-            lines.append(Assignment(str(path), lineno, m[1], value, value.strip('"')))
+            quoted = _QUOTED.match(m[2])
+            value = quoted[1] if quoted else m[2].split("#", 1)[0].strip()  # CONFIG_X=64  # a comment
+            lines.append(Assignment(str(path), lineno, m[1], m[2].strip(), value))
         else:
-            raise MigrationError(f"{path}:{lineno}: not a Kconfig assignment: {text!r}")
+            raise MigrationError(f"{path}:{lineno}: not a Kconfig assignment: {line!r}")
+    if not lines:
+        raise MigrationError(f"{path}: no CONFIG_ lines: nothing to migrate (is it a seed defconfig?)")
     return title, lines
+
+
+def _type(sym: kconfiglib.Symbol) -> str:
+    return {kconfiglib.INT: "an int", kconfiglib.HEX: "a hex", kconfiglib.STRING: "a string"}.get(
+        sym.orig_type, "a bool"
+    )
+
+
+def _default_shown(sym: kconfiglib.Symbol) -> str:
+    """Our default of `sym`, as a defconfig would write it."""
+    if sym.orig_type is kconfiglib.BOOL:
+        return kconfiglib.TRI_TO_STR[sym.tri_value]
+    return f'"{sym.str_value}"' if sym.orig_type is kconfiglib.STRING else sym.str_value
+
+
+def as_kconfig_reads(sym: kconfiglib.Symbol, seed: Assignment) -> tuple[str | None, str]:
+    """What a Kconfig tool (Linux's conf, kconfiglib) makes of a seed line for our symbol `sym`.
+
+    Returns (the value to write in our defconfig, "") when the tool applies the line, perhaps with
+    a note on what it ignored, or (None, why) when it warns and ignores the line, so that the
+    option keeps its default: then the seed project ran its own default here, and ours applies.
+    """
+    raw, t = seed.raw, sym.orig_type
+    ignored = (
+        f"a Kconfig tool warns about this line and ignores it, so the seed project ran its default "
+        f"here (ours: CONFIG_{sym.name}={_default_shown(sym)})"
+    )
+    if raw == "# is not set":
+        if t is kconfiglib.BOOL:
+            return "n", ""
+        return None, f"'is not set' is for bool options, and CONFIG_{sym.name} is {_type(sym)}: {ignored}"
+    if t is kconfiglib.BOOL:
+        if raw[:1] in ("y", "n"):  # the tools read the first character only
+            rest = raw[1:].strip()
+            return raw[
+                0
+            ], f"read as {raw[0]}: a Kconfig tool reads one character ({rest!r} ignored)" if rest else ""
+        return None, f"{raw!r} is not y or n: {ignored}"
+    if t is kconfiglib.STRING:
+        quoted = _QUOTED.match(raw)
+        if quoted is None:
+            return None, f"{raw!r} is not a quoted string and CONFIG_{sym.name} is a string: {ignored}"
+        rest = raw[quoted.end() :].strip()
+        return quoted[0], f"a Kconfig tool reads the string and ignores {rest!r} after it" if rest else ""
+    pattern = r"-?\d+" if t is kconfiglib.INT else r"(0[xX])?[0-9a-fA-F]+"
+    if not re.fullmatch(pattern, raw):
+        why = "with a trailing comment (Kconfig has none) " if "#" in raw else ""
+        return None, f"{raw!r} {why}is not {_type(sym)} value: {ignored}"
+    for low, high, cond in sym.ranges:
+        if kconfiglib.expr_value(cond):
+            base = 16 if t is kconfiglib.HEX else 10
+            lo, hi, v = int(low.str_value, base), int(high.str_value, base), int(raw, base)
+            if not lo <= v <= hi:
+                return None, (
+                    f"out of range (allowed {lo}..{hi} here); a Kconfig tool drops an out-of-range value "
+                    f"for the default, as the seed project's CONFIG_BATCH_SIZE=16 ran as 32: the default "
+                    f"applies (ours: CONFIG_{sym.name}={_default_shown(sym)})"
+                )
+            break
+    return raw, ""
 
 
 def _derived_entry(kconf: kconfiglib.Kconfig, name: str, value: str) -> str | None:
@@ -242,24 +320,36 @@ def migrate(path: str | Path, kconfig: str | Path = "Kconfig") -> Migration:
         sym = kconf.syms.get(name)
         ours = sym is not None and bool(sym.nodes)
         if seed.name in DROPPED:
-            if seed.raw == "y":  # a method of a matrix group that is not built here: still a choice made
+            if seed.value == "y":  # a method of a matrix group that is not built here: still a choice made
                 named.update(prefix for _, prefix, _ in GROUPS if seed.name.startswith(prefix))
             m.dropped.append((seed, DROPPED[seed.name]))
+        elif _OTHER_FAMILY.match(seed.name):
+            m.dropped.append((seed, f"{_GPT2_ONLY}: a LeNet-5 or ResNet setting"))
         elif (conv := _converted(seed)) is not None:
             for target, value in conv:
                 put(seed, target, value)
             if seed.name == "TRACKER":
                 m.notes.append(f"one tracker per run here: {shown(seed)} keeps its first")
-        elif (entry := _derived_entry(kconf, name, seed.raw)) is not None:
+        elif (entry := _derived_entry(kconf, name, seed.value)) is not None:
             put(seed, entry, "y")  # a derived mirror (GPT2_DATASET="finewebedu"): its choice entry
         elif ours and not any(n.prompt for n in sym.nodes):
             m.dropped.append((seed, "derived here from other options (it has no prompt)"))
-        elif ours and sym.choice is not None and seed.raw == "n":
-            m.dropped.append((seed, "a choice entry is not switched off on its own: the entry set y wins"))
         elif ours:
-            put(seed, name, seed.raw)
-            if seed.name.startswith("ADAMWPRUNE_") and name.startswith("ADAMW_"):
-                m.notes.append(f"{shown(seed)} sets CONFIG_{name}, the Adam setting of every optimizer here")
+            value, why = as_kconfig_reads(sym, seed)
+            if value is None:
+                m.dropped.append((seed, why))
+            elif sym.choice is not None and value == "n":
+                m.dropped.append(
+                    (seed, "a choice entry is not switched off on its own: the entry set y wins")
+                )
+            else:
+                put(seed, name, value)
+                if why:
+                    m.notes.append(f"{shown(seed)}: {why}")
+                if seed.name.startswith("ADAMWPRUNE_") and name.startswith("ADAMW_"):
+                    m.notes.append(
+                        f"{shown(seed)} sets CONFIG_{name}, the Adam setting of every optimizer here"
+                    )
         else:
             m.dropped.append(
                 (seed, "unknown here: neither one of our options nor a known seed-project symbol")
@@ -281,11 +371,16 @@ def migrate(path: str | Path, kconfig: str | Path = "Kconfig") -> Migration:
             m.lines.update({name: "n" for name in off if name not in m.lines})
             if off:
                 m.notes.append(f"{', '.join(off)} off: the seed file enabled only its own")
-    spam = "y" in (m.lines.get("OPTIMIZER_ENABLE_ADAMWSPAM"), m.lines.get("OPTIMIZER_SELECT_ADAMWSPAM"))
+    spam = "y" in (
+        m.lines.get("OPTIMIZER_ENABLE_ADAMWSPAM"),
+        m.lines.get("OPTIMIZER_SELECT_ADAMWSPAM"),
+        m.lines.get("ADAMWPRUNE_BASE_ADAMWSPAM") if prunes else None,
+    )
     if spam and ("ADAMW_BETA2" in m.lines or "ADAMW_BETA1" in m.lines):
         m.notes.append(
-            "the seed project's AdamWSPAM ran betas (0.9, 0.999) with AMSGrad whatever its settings; here it "
-            "takes ADAMW_BETA1/ADAMW_BETA2 like every optimizer, and no optimizer uses AMSGrad"
+            "the seed project's AdamWSPAM ran betas (0.9, 0.999) with AMSGrad whatever its settings, and its "
+            "resets never cleared AMSGrad's running maximum of v; here it takes ADAMW_BETA1/ADAMW_BETA2 like "
+            "every optimizer, and no optimizer uses AMSGrad"
         )
     if m.lines.get("SPAM_ENABLE_CLIP", "y") == "y":
         added = {k: v for k, v in SEED_SPAM.items() if k not in m.lines}
@@ -295,8 +390,48 @@ def migrate(path: str | Path, kconfig: str | Path = "Kconfig") -> Migration:
                 ", ".join(f"CONFIG_{k}={v}" for k, v in added.items())
                 + ": the seed project's SPAM (clipping from the first step, a reset eased in from 0.001)"
             )
+    if spam:
+        m.notes += _spam_in_effect(m, kconf)
+    pruned = (
+        m.lines.get("PRUNING_MODE_MULTIPLE") == "y" or m.lines.get("PRUNING_MODE_SINGLE") == "y" or prunes
+    )
+    if pruned and not any(k.startswith("PRUNING_RAMP_") and k != "PRUNING_RAMP_END" for k in m.lines):
+        m.lines["PRUNING_RAMP_LINEAR"] = "y"
+        m.notes.append(
+            "CONFIG_PRUNING_RAMP_LINEAR=y: the seed project's magnitude pruner and AdamWPrune bitter0-2 ramped "
+            "sparsity linearly (its p^3 ramp came later, with bitter3), so its bitter-lesson table was linear"
+        )
     _drop_what_does_not_apply(m, kconf)
     return m
+
+
+def _spam_in_effect(m: Migration, kconf: kconfiglib.Kconfig) -> list[str]:
+    """Where a migrated SPAM value means something else in effect (the seed project's code)."""
+
+    def value(name: str) -> str:
+        return m.lines.get(name) or kconf.syms[name].str_value
+
+    notes = []
+    if value("SPAM_PERIODIC_RESET") != "n" and (interval := int(value("SPAM_INTERVAL"))) > 0:
+        notes.append(
+            f"CONFIG_SPAM_INTERVAL={interval} resets every {interval} optimizer steps here; the seed project's "
+            f"SPAM advanced its step counter twice per iteration (its spike check and its reset each counted "
+            f"one), so it reset every {interval // 2} iterations: set CONFIG_SPAM_INTERVAL={interval // 2} "
+            "to repeat that"
+        )
+    if value("SPAM_WARMUP") != "n" and (steps := int(value("SPAM_WARMUP_STEPS"))) > 0:
+        notes.append(
+            f"CONFIG_SPAM_WARMUP_STEPS={steps}: the seed project's warm-up after a reset lasted {steps // 2} "
+            "iterations (the same doubled counter) and scaled the learning rate, so the weight decay too, "
+            f"from 0.001; here it eases the Adam update alone in over {steps} steps "
+            f"(CONFIG_SPAM_WARMUP_STEPS={steps // 2} for the seed's length)"
+        )
+    notes.append(
+        "the seed project clipped spikes before the global gradient-norm clip (GPT2_GRAD_CLIP) and tested "
+        "for spikes on the norm after its own clip; here the global clip comes first and the spike test "
+        "reads the norm before any clip"
+    )
+    return notes
 
 
 def _drop_what_does_not_apply(m: Migration, kconf: kconfiglib.Kconfig) -> None:

@@ -351,17 +351,38 @@ def _convert(value: Any, typ: Any, where: str) -> Any:
     return value
 
 
+def field_path(name: str) -> str | None:
+    """The dotted settings path of a Kconfig symbol (LEARNING_RATE or CONFIG_LEARNING_RATE) or of a
+    path itself (training.learning_rate), or None when neither names a settings field."""
+    symbol = name.removeprefix("CONFIG_")
+    for section, cls in _SECTIONS.items():
+        for f in fields(cls):
+            if f.metadata["kconfig"] == symbol or f"{section}.{f.name}" == name:
+                return f"{section}.{f.name}"
+    return None
+
+
+def field_default(path: str) -> Any:
+    """The default of the setting at a dotted path."""
+    section, _, name = path.partition(".")
+    return _field_map(_SECTIONS[section])[name].default
+
+
+def symbol_of(path: str) -> str:
+    """The Kconfig symbol of a dotted settings path ("training.learning_rate" -> "LEARNING_RATE")."""
+    section, _, name = path.partition(".")
+    return _field_map(_SECTIONS[section])[name].metadata["kconfig"]
+
+
 def setting_path(name: str) -> str:
     """The dotted settings path ("training.learning_rate") of a Kconfig symbol or of a path itself.
 
     Accepts LEARNING_RATE, CONFIG_LEARNING_RATE or training.learning_rate; raises SettingsError
     naming close matches otherwise.
     """
+    if (path := field_path(name)) is not None:
+        return path
     symbol = name.removeprefix("CONFIG_")
-    for section, cls in _SECTIONS.items():
-        for f in fields(cls):
-            if f.metadata["kconfig"] == symbol or f"{section}.{f.name}" == name:
-                return f"{section}.{f.name}"
     known = [f"{s}.{f.name}" for s, c in _SECTIONS.items() for f in fields(c)]
     known += [f.metadata["kconfig"] for c in _SECTIONS.values() for f in fields(c)]
     close = difflib.get_close_matches(symbol, known, n=3)
