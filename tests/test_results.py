@@ -21,9 +21,9 @@ def test_the_published_study_is_complete_and_reached_its_sparsities():
     assert [f.name for f in folders] == [
         "like-for-like-adamw",
         "like-for-like-noclip",
-        "like-for-like-published",
         "like-for-like-repeat",
         "like-for-like-spam",
+        "like-for-like-theta5000",
         "linuxdoc-bitter2-control",
         "linuxdoc-pruning-study",
         "linuxdoc-sparsity-study",
@@ -35,7 +35,7 @@ def test_the_published_study_is_complete_and_reached_its_sparsities():
                 assert abs(row["sparsity"] - row["target_sparsity"]) < 1e-3, row["run"]
 
 
-LIKE_FOR_LIKE = ("spam", "adamw", "noclip", "published", "repeat")
+LIKE_FOR_LIKE = ("spam", "adamw", "noclip", "theta5000", "repeat")
 
 
 def test_the_like_for_like_runs_are_like_for_like():
@@ -63,14 +63,14 @@ def test_the_like_for_like_runs_are_like_for_like():
         if spam_steps:
             resets = (summary["iters"] - 1) // opt["spam_interval"]
             assert opt["spam_periodic_reset"] and resets >= 3, name
-        if family in ("noclip", "published", "repeat"):
+        if family in ("noclip", "theta5000", "repeat"):
             # AdamWPrune's own settings do not apply to an AdamWSPAM run
             changed = {
                 k for k in opt if opt[k] != reference["optimizer"][k] and not k.startswith("adamwprune")
             }
-            assert changed == {"noclip": {"spam_clip"}, "published": {"spam_theta"}, "repeat": set()}[family]
+            assert changed == {"noclip": {"spam_clip"}, "theta5000": {"spam_theta"}, "repeat": set()}[family]
             assert settings["pruning"] == reference["pruning"], name
-    assert runs["gpt2_adamwspam_magnitude_50_published_s1337"][2]["optimizer"]["spam_theta"] == 5000
+    assert runs["gpt2_adamwspam_magnitude_50_theta5000_s1337"][2]["optimizer"]["spam_theta"] == 5000
     assert runs["gpt2_adamwspam_magnitude_50_repeat"][1]["seed"] == 1337
 
 
