@@ -61,18 +61,18 @@ def test_gradient_norm_spike_softly_resets_the_moments_and_is_counted():
     m_before = opt.state[p]["exp_avg"].clone()
     v_before = opt.state[p]["exp_avg_sq"].clone()
     step_with(p, opt, g, norm=5.0)
-    assert opt.log_stats() == {"spam_spikes": 1}
+    assert opt.log_stats()["spam_spikes"] == 1
     torch.testing.assert_close(opt.state[p]["exp_avg"], 0.9 * 0.5 * m_before + 0.1 * g)
     torch.testing.assert_close(opt.state[p]["exp_avg_sq"], 0.99 * 0.9 * v_before + 0.01 * g * g)
     step_with(p, opt, g, norm=1.0)
-    assert opt.log_stats() == {"spam_spikes": 1}
+    assert opt.log_stats()["spam_spikes"] == 1
 
 
 def test_no_spike_verdict_before_ten_steps():
     p, opt = one_param_spam(SpamConfig(clip=False, spike_threshold=2.0, periodic_reset=False))
     for norm in (1.0, 1.0, 100.0):
         step_with(p, opt, torch.ones(3), norm=norm)
-    assert opt.log_stats() == {"spam_spikes": 0}
+    assert opt.log_stats()["spam_spikes"] == 0
 
 
 @pytest.mark.parametrize("restart", [False, True])
@@ -195,3 +195,19 @@ def test_one_pass_spam_step_equals_the_pre_step_then_adamw():
         sa, sb = fast.state[pa], simple.state[pb]
         assert torch.equal(sa["step"], sb["step"])  # same bias correction after the reset
         torch.testing.assert_close(sa["exp_avg_sq"], sb["exp_avg_sq"], rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("one_pass", [False, True])
+def test_the_clipped_entries_are_counted_per_step_and_per_logging_interval(one_pass):
+    p = torch.nn.Parameter(torch.zeros(5))
+    spam = SpamConfig(theta=4.0, clip_grace_steps=0, spike_threshold=0.0, periodic_reset=False)
+    opt = AdamWSPAM([p], spam=spam, lr=0.1, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0, one_pass=one_pass)
+    step_with(p, opt, torch.ones(5))  # v = 0 before it: nothing is clipped; after it v = 0.01
+    step_with(p, opt, torch.tensor([0.1, -0.5, 0.3, 0.0, 0.2]))  # bound sqrt(4 * 0.01) = 0.2: two over it
+    stats = opt.log_stats()
+    assert (stats["spam_clipped"], stats["spam_clipped_per_step"]) == (2, 1.0)
+    step_with(p, opt, torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0]))
+    assert opt.log_stats() == {"spam_spikes": 0, "spam_clipped": 0, "spam_clipped_per_step": 0.0}
+    off = AdamWSPAM([p], spam=SpamConfig(clip=False), lr=0.1, one_pass=one_pass)
+    step_with(p, off, torch.ones(5))
+    assert "spam_clipped" not in off.log_stats()  # no clip, no count

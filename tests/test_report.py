@@ -96,3 +96,29 @@ def test_speed_groups_take_each_runs_median_interval_and_leave_out_compiling_one
     assert b["relative"] == f"{100 * (40.0 / 37.1 - 1):+.1f}%" and b["ms_per_iter"] == 50.0
     with pytest.raises(ValueError, match="reference"):
         speed_groups(rows, "gpt2_c")
+
+
+def test_holm_rejects_in_order_of_p_and_stops_at_the_first_it_keeps():
+    from lib.study.report import holm
+
+    # m = 3: 0.01 <= 0.05/3 rejected; 0.03 > 0.05/2 kept, and so is everything after it
+    assert holm([0.01, 0.04, 0.03]) == [True, False, False]
+    assert holm([0.001, 0.02, 0.04]) == [True, True, True]  # 0.02 <= 0.025, 0.04 <= 0.05
+    assert holm([0.2, 0.001]) == [False, True]
+
+
+def test_paired_differences_give_the_t_tests_p_and_holms_verdict():
+    from lib.study.report import paired_differences
+
+    rows = [{"run": f"ref_s{s}", "seed": s, "final_val_ppl": 40.0} for s in (1, 2, 3)]
+    rows += [{"run": f"a_s{s}", "seed": s, "final_val_ppl": 40.0 + d} for s, d in zip((1, 2, 3), (1, 2, 3))]
+    rows += [{"run": f"b_s{s}", "seed": s, "final_val_ppl": 40.0 + d} for s, d in zip((1, 2, 3), (9, 10, 11))]
+    out = {r["combination"]: r for r in paired_differences(rows, "ref")}
+    # a: diffs 1, 2, 3: t = 2 / (1 / sqrt 3) = 3.464 on 2 df, two-sided p = 0.0742 (by hand)
+    assert (out["a"]["ci95"], out["a"]["p"], out["a"]["verdict"], out["a"]["holm"]) == (
+        "-0.48 to +4.48",
+        "0.074",
+        "no",
+        "no (of 2)",
+    )
+    assert out["b"]["p"] == "0.003" and out["b"]["holm"] == "yes (of 2)"  # t = 17.32: 0.0033 <= 0.05/2

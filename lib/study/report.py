@@ -194,7 +194,6 @@ def seed_groups(rows: list[dict]) -> list[dict]:
 
 
 # Two-sided 95% quantiles of Student's t by degrees of freedom (n seeds - 1); beyond the table, 1.96.
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 PAIRED_COLUMNS = [
     ("combination", "combination"),
     ("seeds", "paired seeds"),
@@ -202,15 +201,33 @@ PAIRED_COLUMNS = [
     ("mean_diff", "mean difference (ppl)"),
     ("ci95", "95% interval"),
     ("verdict", "resolved?"),
+    ("p", "p (paired t)"),
+    ("holm", "resolved, Holm"),
 ]
+
+
+def holm(p_values: list[float], alpha: float = 0.05) -> list[bool]:
+    """Holm's step-down verdicts for several tests at family-wise error rate `alpha`: sorted by p,
+    the i-th smallest (from 0) is rejected while p <= alpha / (m - i); the first that is not stops
+    every later one (Holm 1979)."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    verdict = [False] * len(p_values)
+    for rank, i in enumerate(order):
+        if p_values[i] > alpha / (len(p_values) - rank):
+            break
+        verdict[i] = True
+    return verdict
 
 
 def paired_differences(rows: list[dict], reference: str) -> list[dict]:
     """Each combination's final perplexity minus `reference`'s, seed by seed, with a 95% t-interval.
 
     Seeds pair runs that share initialisation and batch order, so the seed-to-seed spread cancels;
-    a difference is resolved when its interval excludes 0.
+    a difference is resolved when its interval excludes 0. Beside it, the paired t-test's p and
+    Holm's verdict over all the table's comparisons (each row with two or more seeds is one), which
+    holds the chance of any false "resolved" in the table at 5%.
     """
+    from scipy import stats  # the t distribution
     by_seed: dict[str, dict[int, float]] = {}
     for r in rows:  # a same-seed repeat (a run named without _s<seed>) pairs with its seed's run
         seed = r.get("seed")
@@ -227,16 +244,25 @@ def paired_differences(rows: list[dict], reference: str) -> list[dict]:
         diffs = [seeds[s] - ref[s] for s in sorted(seeds) if s in ref]
         row = {"combination": name, "seeds": len(diffs), "diffs": ", ".join(f"{d:+.2f}" for d in diffs)}
         if len(diffs) >= 2:
-            mean = statistics.fmean(diffs)
-            half = T95.get(len(diffs) - 1, 1.96) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+            mean, sem = statistics.fmean(diffs), statistics.stdev(diffs) / math.sqrt(len(diffs))
+            df = len(diffs) - 1
+            half = stats.t.ppf(0.975, df) * sem
+            p = 2 * stats.t.sf(abs(mean) / sem, df) if sem > 0 else (0.0 if mean else 1.0)
             row.update(
                 mean_diff=f"{mean:+.2f}",
                 ci95=f"{mean - half:+.2f} to {mean + half:+.2f}",
                 verdict="yes" if mean - half > 0 or mean + half < 0 else "no",
+                p_value=p,
+                p=f"{p:.3f}",
             )
         else:
-            row.update(mean_diff=f"{diffs[0]:+.2f}" if diffs else "-", ci95="-", verdict="one seed")
+            row.update(mean_diff=f"{diffs[0]:+.2f}" if diffs else "-", ci95="-", verdict="one seed", p="-")
         out.append(row)
+    tested = [r for r in out if "p_value" in r]
+    for r, rejected in zip(tested, holm([r.pop("p_value") for r in tested]), strict=True):
+        r["holm"] = f"{'yes' if rejected else 'no'} (of {len(tested)})"
+    for r in out:
+        r.setdefault("holm", "-")
     out.sort(key=lambda r: float(r["mean_diff"]) if r["mean_diff"] != "-" else math.inf)
     return out
 
