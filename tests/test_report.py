@@ -111,8 +111,14 @@ def test_paired_differences_give_the_t_tests_p_and_holms_verdict():
     from lib.study.report import paired_differences
 
     rows = [{"run": f"ref_s{s}", "seed": s, "final_val_ppl": 40.0} for s in (1, 2, 3)]
-    rows += [{"run": f"a_s{s}", "seed": s, "final_val_ppl": 40.0 + d} for s, d in zip((1, 2, 3), (1, 2, 3))]
-    rows += [{"run": f"b_s{s}", "seed": s, "final_val_ppl": 40.0 + d} for s, d in zip((1, 2, 3), (9, 10, 11))]
+    rows += [
+        {"run": f"a_s{s}", "seed": s, "final_val_ppl": 40.0 + d}
+        for s, d in zip((1, 2, 3), (1, 2, 3), strict=True)
+    ]
+    rows += [
+        {"run": f"b_s{s}", "seed": s, "final_val_ppl": 40.0 + d}
+        for s, d in zip((1, 2, 3), (9, 10, 11), strict=True)
+    ]
     out = {r["combination"]: r for r in paired_differences(rows, "ref")}
     # a: diffs 1, 2, 3: t = 2 / (1 / sqrt 3) = 3.464 on 2 df, two-sided p = 0.0742 (by hand)
     assert (out["a"]["ci95"], out["a"]["p"], out["a"]["verdict"], out["a"]["holm"]) == (

@@ -228,6 +228,7 @@ def paired_differences(rows: list[dict], reference: str) -> list[dict]:
     holds the chance of any false "resolved" in the table at 5%.
     """
     from scipy import stats  # the t distribution
+
     by_seed: dict[str, dict[int, float]] = {}
     for r in rows:  # a same-seed repeat (a run named without _s<seed>) pairs with its seed's run
         seed = r.get("seed")
