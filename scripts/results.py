@@ -15,12 +15,15 @@ whose body is replaced by the per-run table ("runs"), the across-seeds table ("s
 combination's seed-paired perplexity difference from REFERENCE with its 95% interval ("paired"),
 or each combination's median-interval ms/iter against REFERENCE's ("speed") of the runs in
 docs/results/FOLDERS, as lib/study/report.py computes them. FOLDERS is one folder or several joined by
-"+" (a study kept in several folders, compared across them; run names must not repeat). So every number in those tables comes from the
+"+" (a study kept in several folders, compared across them; run names must not repeat); a folder
+written FOLDER:PATTERN contributes only its runs whose names match the shell pattern (a control
+compared with the one combination it controls for). So every number in those tables comes from the
 run summaries, and `--check` (run by the tests) catches a table edited by hand or a summary changed
 without the document.
 """
 
 import argparse
+import fnmatch
 import re
 import sys
 from pathlib import Path
@@ -42,7 +45,7 @@ from lib.study.report import (
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "results.md"
 BLOCK = re.compile(
-    r"(?P<open><!-- results: (?P<folder>[\w.-]+(?:\+[\w.-]+)*) (?P<kind>runs|seeds|paired|speed)"
+    r"(?P<open><!-- results: (?P<folder>[\w.:*-]+(?:\+[\w.:*-]+)*) (?P<kind>runs|seeds|paired|speed)"
     r"(?: (?P<ref>[\w.-]+))? -->\n)"
     r"(?P<body>.*?)(?P<close><!-- /results -->)",
     re.S,
@@ -63,22 +66,32 @@ RUN_COLUMNS = columns(
 )
 
 
-def gather(folders: list[Path]) -> list[dict]:
-    """The rows of one or more results folders, best perplexity first; a run name may not repeat."""
+Folders = list[tuple[Path, str]]
+"""A block's results folders, each with the pattern its runs must match ("" for all)."""
+
+
+def named(folders: Folders) -> str:
+    """The folders of a block as the document names them."""
+    return "+".join(folder.name + (f":{pattern}" if pattern else "") for folder, pattern in folders)
+
+
+def gather(folders: Folders) -> list[dict]:
+    """The rows of one or more results folders (a folder named FOLDER:PATTERN: only its runs whose
+    names match), best perplexity first; a run name may not repeat."""
     rows: list[dict] = []
-    for folder in folders:
+    for folder, pattern in folders:
         if not (folder / PLAN_FILE).is_file():
             raise SystemExit(f"error: {folder} is not a test matrix results folder (no {PLAN_FILE})")
-        rows += collect(folder)
+        rows += [r for r in collect(folder) if not pattern or fnmatch.fnmatchcase(r["run"], pattern)]
     names = [r["run"] for r in rows]
     if len(set(names)) != len(names):
         twice = sorted({n for n in names if names.count(n) > 1})
-        raise SystemExit(f"error: run names repeat across {', '.join(f.name for f in folders)}: {twice}")
+        raise SystemExit(f"error: run names repeat across {named(folders)}: {twice}")
     rows.sort(key=lambda r: (r["final_val_ppl"] is None, r["final_val_ppl"] or float("inf")))
     return rows
 
 
-def table(folders: list[Path], kind: str, reference: str | None = None) -> str:
+def table(folders: Folders, kind: str, reference: str | None = None) -> str:
     """The markdown table of results folders: every run, each combination across its seeds, each
     combination's seed-paired difference from `reference`, or each combination's speed."""
     rows = gather(folders)
@@ -89,7 +102,7 @@ def table(folders: list[Path], kind: str, reference: str | None = None) -> str:
             else:
                 lines = markdown_table(speed_groups(rows, reference), SPEED_COLUMNS)
         except ValueError as e:
-            raise SystemExit(f"error: {'+'.join(f.name for f in folders)}: {e}") from None
+            raise SystemExit(f"error: {named(folders)}: {e}") from None
     elif kind == "seeds":
         groups = seed_groups(rows)
         lines = markdown_table(groups, SEED_COLUMNS, bold=groups[0]["combination"] if groups else None)
@@ -103,7 +116,8 @@ def render(text: str, results_root: Path) -> str:
     """`text` with every results block's body replaced by its table."""
 
     def replace(m: re.Match) -> str:
-        folders = [results_root / name for name in m["folder"].split("+")]
+        specs = [name.partition(":") for name in m["folder"].split("+")]
+        folders = [(results_root / name, pattern) for name, _, pattern in specs]
         return m["open"] + table(folders, m["kind"], m["ref"]) + m["close"]
 
     return BLOCK.sub(replace, text)
@@ -125,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"{args.doc}: tables match {args.results}")
         return 0
-    for name in sorted({f for m in BLOCK.finditer(text) for f in m["folder"].split("+")}):
+    for name in sorted({f.partition(":")[0] for m in BLOCK.finditer(text) for f in m["folder"].split("+")}):
         write_report(args.results / name)
     args.doc.write_text(render(text, args.results))
     print(f"wrote {args.doc}")

@@ -72,7 +72,10 @@ def test_compiled_spam_step_matches_the_eager_step_on_the_gpu():
             opt.observe_grad_norm(torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0))
             opt.step()
             opt.zero_grad()
-    assert opts[0].log_stats() == opts[1].log_stats() and opts[0].log_stats()["spam_spikes"] >= 1
+    fused, eager = opts[0].log_stats(), opts[1].log_stats()
+    assert fused["spam_spikes"] == eager["spam_spikes"] >= 1
+    # the last step's clipped entries: the same but for the few that rounding moves across their bound
+    assert fused["spam_clipped"] == pytest.approx(eager["spam_clipped"], rel=1e-2, abs=3)
     for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
         # 30 steps of rounding drift between two kernel orders (weights ~0.05, updates ~1e-2)
         torch.testing.assert_close(a, b, rtol=1e-3, atol=5e-5)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from lib.config.settings import upgrade_settings_dict
 from lib.study.report import PLAN_FILE, collect, markdown_table, seed_groups
 from scripts import results
 
@@ -23,13 +24,18 @@ def test_the_published_study_is_complete_and_reached_its_sparsities():
         "like-for-like-noclip",
         "like-for-like-repeat",
         "like-for-like-spam",
+        "like-for-like-spam-1210",
         "like-for-like-theta5000",
+        "like-for-like-theta5000-repeat",
         "linuxdoc-bitter2-control",
         "linuxdoc-pruning-study",
         "linuxdoc-sparsity-study",
     ]
     for folder in folders:
         for row in collect(folder):
+            if folder.name == "like-for-like-theta5000-repeat" and not row["run"].endswith("_s1337"):
+                assert row["status"] == "pending"  # the repeat ran its plan's seed 1337 only (--task 0)
+                continue
             assert row["status"] == "completed", row["run"]
             if row["target_sparsity"]:
                 assert abs(row["sparsity"] - row["target_sparsity"]) < 1e-3, row["run"]
@@ -72,6 +78,36 @@ def test_the_like_for_like_runs_are_like_for_like():
             assert settings["pruning"] == reference["pruning"], name
     assert runs["gpt2_adamwspam_magnitude_50_theta5000_s1337"][2]["optimizer"]["spam_theta"] == 5000
     assert runs["gpt2_adamwspam_magnitude_50_repeat"][1]["seed"] == 1337
+
+
+def test_the_2026_12_04_runs_differ_from_the_kept_ones_in_what_they_are_for():
+    """bitter2's control: AdamWSPAM + magnitude with bitter2's steps, else the SPAM family's settings;
+    the theta 5000 repeat: the kept theta 5000 seed 1337's settings exactly; both log the clip count."""
+
+    def settings(folder: str, run: str) -> dict:
+        return json.loads((DOCS / "results" / folder / run / "settings.json").read_text())
+
+    reference = settings("like-for-like-spam", "gpt2_adamwspam_magnitude_50_s1337")
+    bitter2 = settings("like-for-like-spam", "gpt2_adamwprune-spam_bitter2_state_50_s1337")
+    for seed in (1337, 1338, 1339):
+        control = settings("like-for-like-spam-1210", f"gpt2_adamwspam_magnitude_50_1210_s{seed}")
+        assert control["training"] == {**reference["training"], "max_iters": bitter2["training"]["max_iters"]}
+        differs = {
+            k for k in control["optimizer"] if control["optimizer"][k] != reference["optimizer"].get(k)
+        }
+        assert differs <= {"adamwprune_base"}  # AdamWPrune's own setting does not apply to AdamWSPAM
+        assert control["pruning"]["method"] == reference["pruning"]["method"] == "magnitude"
+        for key in ("target_sparsity", "warmup_steps", "frequency", "ramp_end_step", "ramp"):
+            assert control["pruning"][key] == reference["pruning"][key], key
+        assert control["runtime"]["seed"] == seed
+    run = "gpt2_adamwspam_magnitude_50_theta5000_s1337"
+    # the kept record predates the move of AdamWPrune's fields to pruning (MOVED_FIELDS)
+    again = upgrade_settings_dict(settings("like-for-like-theta5000-repeat", run))
+    kept = upgrade_settings_dict(settings("like-for-like-theta5000", run))
+    for section in ("model", "data", "training", "optimizer", "pruning", "runtime"):
+        assert again[section] == kept[section], section
+    metrics = (DOCS / "results" / "like-for-like-theta5000-repeat" / run / "metrics.jsonl").read_text()
+    assert '"spam_clipped": ' in metrics
 
 
 def test_a_table_edited_by_hand_is_caught_and_regenerated(tmp_path, capsys):

@@ -63,7 +63,7 @@ def spike_bounds(exp_avg_sqs: list[torch.Tensor], theta: float) -> list[torch.Te
 
 def count_over(grads: list[torch.Tensor], bound: list[torch.Tensor]) -> torch.Tensor:
     """How many entries have |g| > bound, the entries a clip to `bound` changes (0-d float64, on the
-    device: exact counts, summed as float64 so no tensor's count is rounded)."""
+    device; exact: summed as float64). Multi-tensor operations, outside any compiled step."""
     excess = torch._foreach_sub(torch._foreach_abs(grads), bound)
     torch._foreach_clamp_min_(excess, 0.0)
     torch._foreach_sign_(excess)  # 1 where clipped, 0 elsewhere
@@ -85,18 +85,14 @@ def spam_prestep_(
     theta: float | None,
     scale_m: torch.Tensor | None,
     scale_v: torch.Tensor | None,
-    clipped: torch.Tensor | None = None,
 ) -> None:
     """Everything SPAM does to gradients and moments before the AdamW step, in place.
 
     The clip (against the moments as they are), then the spike's soft reset (scale_m,
     scale_v: 0-d tensors, 1.0 when there was no spike). One function so that on CUDA
     torch.compile fuses it into a few multi-tensor kernels instead of ~11 passes.
-    `clipped` (0-d float64), when given, receives the number of entries the clip changed.
     """
     if theta is not None:
-        if clipped is not None:
-            clipped.copy_(count_over(grads, spike_bounds(exp_avg_sqs, theta)))
         spike_clip_(grads, exp_avg_sqs, theta)
     if scale_m is not None:
         torch._foreach_mul_(exp_avgs, scale_m)
@@ -119,7 +115,6 @@ def spam_adamw_(
     scale_m: torch.Tensor | None,
     scale_v: torch.Tensor | None,
     found_inf: torch.Tensor | None = None,
-    clipped: torch.Tensor | None = None,
 ) -> None:
     """SPAM's pre-step and AdamW's update (Loshchilov & Hutter) of one parameter group, in place.
 
@@ -133,7 +128,6 @@ def spam_adamw_(
     `found_inf` (GradScaler's overflow flag, 0-d) makes the step conditional on the
     device: where it is nonzero the gradients are replaced by zeros, both rates by 0 and
     the moment decays by 1, so weights, moments and step counts keep their exact values.
-    `clipped` (0-d float64), when given with a clip, receives the number of entries clipped.
     """
     if found_inf is not None:
         keep = found_inf == 0
@@ -148,8 +142,6 @@ def spam_adamw_(
         torch._foreach_add_(steps, 1.0)
     if theta is not None:  # clipped copies, not in place: the gradients need no write-back
         bound = spike_bounds(exp_avg_sqs, theta)
-        if clipped is not None:
-            clipped.copy_(count_over(grads, bound))
         grads = torch._foreach_minimum(grads, bound)
         torch._foreach_neg_(bound)
         grads = torch._foreach_maximum(grads, bound)
@@ -208,11 +200,12 @@ class AdamWSPAM(torch.optim.AdamW):
         device = self.param_groups[0]["params"][0].device
         # Device-resident statistics: [EMA mean, EMA second moment, count, spikes].
         self.norm_stats = torch.zeros(4, device=device)
-        # Entries the spike clip changed: [in the last step, summed since the last log_stats()], with
-        # the steps that sum covers; one group's count at a time lands in _clipped.
-        self.clip_stats = torch.zeros(2, dtype=torch.float64, device=device)
-        self._clipped = torch.zeros((), dtype=torch.float64, device=device)
-        self.clip_steps = 0
+        # Entries the spike clip changed in the last step it was counted on (0-d, on the device).
+        # Counting costs a few passes over the gradients, so it runs every count_clipped_every steps
+        # only: the trainer sets that to its logging interval, and the count lands in the log line.
+        self.clipped = torch.zeros((), dtype=torch.float64, device=device)
+        self.count_clipped_every = 1
+        self._counted_at = 0  # the step self.clipped belongs to
         self._lr = torch.zeros((), device=device)
         self._update_lr = torch.zeros((), device=device)
         self.steps_since_reset = 0
@@ -338,29 +331,21 @@ class AdamWSPAM(torch.optim.AdamW):
         update_scale = 1.0
         if s.warmup and s.periodic_reset and self.num_steps > s.reset_interval:
             update_scale = reset_warmup_scale(self.steps_since_reset, s.warmup_steps, s.warmup_start)
+        if s.clip and self.num_steps % self.count_clipped_every == 0:
+            self.clipped.zero_()
+            if theta is not None and params:
+                self.clipped.copy_(count_over([p.grad for p in params], spike_bounds(exp_avg_sqs, theta)))
+            self._counted_at = self.num_steps
         with_grads = sum(p.grad is not None for g in self.param_groups for p in g["params"])
         every_moment = params and len(params) == with_grads
-        if s.clip:
-            self.clip_stats[0] = 0.0
         if every_moment and (self.one_pass or found_inf is not None):
             self._step_one_pass(theta, scale_m, scale_v, update_scale, found_inf)
         else:
             if params and (theta is not None or scale_m is not None):
-                clipped = self._clipped if theta is not None else None
-                grads = [p.grad for p in params]
-                self._prestep(grads, exp_avgs, exp_avg_sqs, theta, scale_m, scale_v, clipped)
-                self._count_clipped(clipped)
+                self._prestep([p.grad for p in params], exp_avgs, exp_avg_sqs, theta, scale_m, scale_v)
             self._adamw_step(update_scale)
-        if s.clip:
-            self.clip_stats[1] += self.clip_stats[0]
-            self.clip_steps += 1
         self.steps_since_reset += 1
         return loss
-
-    def _count_clipped(self, clipped: torch.Tensor | None) -> None:
-        """Add one group's clipped entries (just written to `clipped`) to this step's count."""
-        if clipped is not None:
-            self.clip_stats[0] += clipped
 
     def _adamw_step(self, update_scale: float) -> None:
         """torch's AdamW step with the update (not the decay) scaled: lr * f and weight_decay / f."""
@@ -399,22 +384,15 @@ class AdamWSPAM(torch.optim.AdamW):
                 scale_m,
                 scale_v,
                 found_inf,
-                self._clipped if theta is not None else None,
             )
-            self._count_clipped(self._clipped if theta is not None else None)
 
     def log_stats(self) -> dict:
-        """Spikes detected so far and, with the clip on, the entries it changed: in the last step
-        (`spam_clipped`) and per step since the previous call (`spam_clipped_per_step`). Reads the
-        device once and starts the next interval: call only when logging."""
-        spikes, last, total = torch.cat([self.norm_stats[3:].double(), self.clip_stats]).tolist()
-        stats = {"spam_spikes": int(spikes)}
-        if self.spam.clip:
-            stats["spam_clipped"] = int(last)
-            stats["spam_clipped_per_step"] = total / self.clip_steps if self.clip_steps else None
-            self.clip_stats[1] = 0.0
-            self.clip_steps = 0
-        return stats
+        """Spikes detected so far and, with the clip on, the entries it changed in the last counted
+        step (`spam_clipped`, only if that is the step just taken: the logged step under the
+        trainer). Reads the device: call only when logging."""
+        spikes, clipped = torch.stack([self.norm_stats[3].double(), self.clipped]).tolist()
+        counted = self.spam.clip and self._counted_at == self.num_steps  # never an older step's count
+        return {"spam_spikes": int(spikes), **({"spam_clipped": int(clipped)} if counted else {})}
 
     def state_dict(self) -> dict:
         state = super().state_dict()
@@ -422,8 +400,6 @@ class AdamWSPAM(torch.optim.AdamW):
             "norm_stats": self.norm_stats.clone(),
             "steps_since_reset": self.steps_since_reset,
             "num_steps": self.num_steps,
-            "clip_stats": self.clip_stats.clone(),
-            "clip_steps": self.clip_steps,
         }
         return state
 
@@ -434,6 +410,3 @@ class AdamWSPAM(torch.optim.AdamW):
         self.norm_stats.copy_(spam["norm_stats"])
         self.steps_since_reset = spam["steps_since_reset"]
         self.num_steps = spam["num_steps"]
-        if "clip_stats" in spam:  # checkpoints from before the count start it afresh
-            self.clip_stats.copy_(spam["clip_stats"])
-            self.clip_steps = spam["clip_steps"]

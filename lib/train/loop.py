@@ -113,6 +113,8 @@ class Trainer:
         # to a logging step's record.
         self._observe_grad_norm = getattr(optimizer, "observe_grad_norm", None)
         self._log_stats = getattr(optimizer, "log_stats", None)
+        if hasattr(optimizer, "count_clipped_every"):  # AdamWSPAM: count its clipped entries when logged
+            optimizer.count_clipped_every = settings.training.log_interval
         self.data = data
         self.amp = amp
         self.pruner = pruner
