@@ -153,6 +153,13 @@ RESUMABLE_BY_DESIGN = {
     ),
     "model.activation_checkpointing",
     "model.fused_loss",
+    # the classifier's scoring happens after training
+    "classify.length_normalised",
+    "classify.prior",
+    "classify.stride",
+    "classify.score_batch",
+    "classify.max_test_docs",
+    "classify.baseline",
 }
 WHOLLY_RESUMABLE_SECTIONS = ("generation", "monitor", "inference", "downstream", "tracking", "matrix")
 

@@ -10,11 +10,13 @@ import ast
 import dataclasses
 import difflib
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from lib.classify.settings import ClassifySettings
 from lib.config.fields import SettingsError, check, kc
 from lib.convert.settings import LoraSettings
 from lib.measure.settings import DownstreamSettings, InferenceSettings, MonitorSettings
@@ -26,7 +28,8 @@ from lib.study.settings import MatrixSettings
 from lib.train.options import ATTENTION_BACKENDS, COMPILE_MODES, FP8_LAYERS, FP8_RECIPES
 
 MODEL_NAMES = ("gpt2-tiny", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
-DATASETS = ("shakespeare", "linuxdoc", "finewebedu", "openwebtext", "tinystories", "custom")
+DATASETS = ("shakespeare", "linuxdoc", "finewebedu", "openwebtext", "tinystories", "custom", "classify")
+"""classify: one class of the prepared labelled corpus (data.classify_label), set per run by the matrix."""
 # Corpora tokenized up to GPT2_DATASET_MAX_TOKENS (the others are small and taken whole).
 CAPPED_DATASETS = ("finewebedu", "openwebtext", "tinystories", "custom")
 DTYPES = {"bf16": (True, "bfloat16"), "fp16": (True, "float16"), "fp32": (False, "bfloat16")}
@@ -103,16 +106,27 @@ class DataSettings:
     """Token cap for streamed corpora, in millions."""
     val_fraction: float = field(default=0.1, metadata=kc("GPT2_VAL_FRACTION"))
     data_dir: str = field(default="data", metadata=kc("DATA_DIR", "--data-dir", resumable=True))
+    classify_label: str = field(default="", metadata=kc("CLASSIFY_LABEL", "--classify-label"))
+    """With dataset classify: the class (its folder name) whose training documents the run learns."""
 
     def __post_init__(self) -> None:
         check(self, "dataset", self.dataset in DATASETS, f"one of {', '.join(DATASETS)}")
+        if self.dataset == "classify":
+            check(
+                self,
+                "classify_label",
+                re.fullmatch(r"[a-z0-9][a-z0-9-]*", self.classify_label) is not None,
+                "a class folder of the prepared corpus (lowercase letters, digits, '-')",
+            )
         check(self, "max_tokens_millions", self.max_tokens_millions >= 1, "1 or more")
         check(self, "val_fraction", 0.0 < self.val_fraction <= 0.5, "a number in (0, 0.5]")
         check(self, "data_dir", self.data_dir != "", "a non-empty path")
 
     @property
     def token_dir(self) -> Path:
-        """Folder of train.bin / val.bin / meta.json."""
+        """Folder of train.bin / val.bin / meta.json (a class's, inside the labelled corpus's)."""
+        if self.dataset == "classify":
+            return Path(self.data_dir) / "classify" / self.classify_label
         return Path(self.data_dir) / self.dataset
 
     @property
@@ -265,6 +279,7 @@ class Settings:
     lora: LoraSettings = field(default_factory=LoraSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     matrix: MatrixSettings = field(default_factory=MatrixSettings)
+    classify: ClassifySettings = field(default_factory=ClassifySettings)
 
     def __post_init__(self) -> None:
         method, optimizer = self.pruning.method, self.optimizer.name
@@ -287,6 +302,11 @@ class Settings:
             )
         if self.lora.enabled and self.runtime.fp8:
             raise SettingsError("GPT2_LORA and GPT2_FP8 together are not supported; say N to one of them")
+        if self.classify.enabled and not self.training.save_checkpoint:
+            raise SettingsError(
+                "CLASSIFY scores the test documents with each class model's final weights, which "
+                "GPT2_SAVE_CHECKPOINT=n does not keep; say Y to GPT2_SAVE_CHECKPOINT"
+            )
         accumulation, nproc = self.training.gradient_accumulation, self.runtime.nproc_per_node
         if self.training.batch_mode == "auto":
             if self.training.target_batch % nproc:
