@@ -19,6 +19,8 @@ DEFCONFIGS := $(filter-out %.sweep.toml,$(notdir $(wildcard defconfigs/*)))
 # A local copy of Tiny Shakespeare for offline use (else it is downloaded).
 SHAKESPEARE_SOURCE ?=
 LINUXDOC_SOURCE ?=
+# A local copy of Debian's fortunes (the .deb or its folder) for the classifier's offline corpus.
+FORTUNES_SOURCE ?=
 # Extra flags for gpt2/train.py, e.g. TRAIN_ARGS="--max-iters 100"; RESUME=1 continues the latest run.
 TRAIN_ARGS ?=
 RESUME ?=
@@ -39,7 +41,7 @@ STAMP := $(VENV)/.installed
 export KCONFIG_CONFIG := .config
 
 .DEFAULT_GOAL := all
-.PHONY: all train bench test-matrix test-matrix-dry-run sweep test-matrix-report results data test test-gpu golden test-slurm lint menuconfig savedefconfig olddefconfig listnewconfig \
+.PHONY: all train bench classify test-matrix test-matrix-dry-run sweep test-matrix-report results data test test-gpu golden test-slurm lint menuconfig savedefconfig olddefconfig listnewconfig \
 	list-defconfigs migrate-defconfig help clean distclean venv $(addprefix defconfig-,$(DEFCONFIGS))
 
 all: train
@@ -106,7 +108,8 @@ list-defconfigs: | $(STAMP)
 # --- work -----------------------------------------------------------------------------------
 
 data: config.py
-	SHAKESPEARE_SOURCE="$(SHAKESPEARE_SOURCE)" LINUXDOC_SOURCE="$(LINUXDOC_SOURCE)" $(PY) -m gpt2.prepare_data
+	SHAKESPEARE_SOURCE="$(SHAKESPEARE_SOURCE)" LINUXDOC_SOURCE="$(LINUXDOC_SOURCE)" FORTUNES_SOURCE="$(FORTUNES_SOURCE)" \
+		$(PY) -m gpt2.prepare_data
 
 # One run, or the test matrix when several optimizers or pruning methods are selected.
 train: data
@@ -130,6 +133,14 @@ sweep: data
 	@test -n "$(SWEEP)" || { echo "error: name the sweep file: make sweep SWEEP=defconfigs/<name>.sweep.toml" >&2; exit 2; }
 	$(PY) -m scripts.run_test_matrix --sweep "$(SWEEP)" $(if $(DRY_RUN),--dry-run) \
 		$(if $(RERUN_FAILED),--rerun-failed) $(if $(RESULTS),--results $(RESULTS)) $(if $(SLURM),--slurm)
+
+# The generative classifier on a labelled file or folder with the current configuration: prepares it,
+# trains one model per class (resumable), scores the test split, reports beside a tf-idf baseline.
+DATA ?=
+classify: config.py
+	@test -n "$(DATA)" || { echo "error: name the labelled data: make classify DATA=path.csv (or .tsv, .jsonl, or a folder of class folders)" >&2; exit 2; }
+	$(PY) -m scripts.run_test_matrix --classify-data "$(DATA)" $(if $(RESULTS),--results $(RESULTS)) \
+		$(if $(RERUN_FAILED),--rerun-failed) $(if $(STOP_AFTER),--stop-after $(STOP_AFTER))
 
 test-matrix-report: | $(STAMP)
 	$(PY) -m scripts.run_test_matrix --report-only $(RESULTS)
@@ -190,6 +201,8 @@ help:
 	@echo "                           SLURM=1: submit as a Slurm job array + report job; STOP_AFTER=s: a chunk"
 	@echo "  make sweep SWEEP=file    a hyperparameter sweep (values per setting in a .sweep.toml), as a matrix"
 	@echo "  make test-matrix-report  rebuild the report of the newest (or RESULTS=) results folder"
+	@echo "  make classify DATA=path  the generative classifier (one GPT-2 per class) on a labelled"
+	@echo "                           .csv/.tsv/.jsonl file or folder of class folders, beside a tf-idf baseline"
 	@echo "  make results             rebuild docs/results.md's tables from docs/results/"
 	@echo ""
 	@echo "Configuring"

@@ -16,7 +16,9 @@ import torch
 
 from gpt2.model import GPT, GPT2_VOCAB_SIZE, GPTConfig
 from lib.config.settings import Settings
+from lib.convert.lora import apply_lora, merge_lora_state
 from lib.errors import Refusal
+from lib.train.checkpoint import BEST_FILE, CHECKPOINT_FILE, CheckpointError, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -183,3 +185,29 @@ def export_hf(model: GPT, folder: Path) -> Path:
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
     return folder
+
+
+def model_from_run(run_dir: Path, which: str) -> GPT:
+    """The run's model with the weights of best.pt or ckpt.pt ('best' falls back to the latest)."""
+    names = [BEST_FILE, CHECKPOINT_FILE] if which == "best" else [CHECKPOINT_FILE]
+    path = next((run_dir / n for n in names if (run_dir / n).is_file()), None)
+    if path is None:
+        raise CheckpointError(
+            f"{run_dir} has no {' or '.join(names)} (a run folder with GPT2_SAVE_CHECKPOINT=y?)"
+        )
+    checkpoint = load_checkpoint(path, required=("model", "settings"))
+    saved = checkpoint["settings"]["model"]
+    lora = checkpoint["settings"].get("lora", {})
+    s = Settings().replace(
+        {**{f"model.{k}": v for k, v in saved.items()}, **{f"lora.{k}": v for k, v in lora.items()}}
+    )
+    state = checkpoint["model"]
+    vocab = state["transformer.wte.weight"].shape[0]  # unpadded when the run started from HF weights
+    model = GPT(replace(GPTConfig.from_settings(s.model), vocab_size=vocab))
+    if s.lora.enabled:  # fold the adapters into the weights: the export is a plain GPT-2
+        adapted = GPT(replace(GPTConfig.from_settings(s.model), vocab_size=vocab))
+        apply_lora(adapted, s.lora)
+        adapted.load_state_dict(state)
+        state = merge_lora_state(adapted)
+    model.load_state_dict(state)
+    return model

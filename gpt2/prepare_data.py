@@ -23,7 +23,6 @@ if (
 import argparse
 import gzip
 import hashlib
-import io
 import json
 import logging
 import os
@@ -40,7 +39,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lib.io import atomic_write, atomic_write_json
+from lib.errors import Refusal
+from lib.io import atomic_write, atomic_write_json, deb_data_tar
 from lib.train.data import (
     META_FILE,
     TOKEN_DTYPE,
@@ -127,17 +127,11 @@ def _linuxdoc_name(name: str) -> str | None:
 
 
 def _deb_data_tar(path: Path) -> tarfile.TarFile:
-    """The data.tar.* member of a Debian package (an ar archive) as an open tar file."""
-    with open(path, "rb") as f:
-        if f.read(8) != b"!<arch>\n":
-            raise SystemExit(f"error: {path}: not a Debian package (no ar header)")
-        while header := f.read(60):
-            name, size = header[:16].decode().strip().rstrip("/"), int(header[48:58])
-            data = f.read(size)
-            f.read(size % 2)
-            if name.startswith("data.tar"):
-                return tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
-    raise SystemExit(f"error: {path}: a Debian package without data.tar")
+    """lib/io.deb_data_tar, its refusal as this command's error exit."""
+    try:
+        return deb_data_tar(path)
+    except Refusal as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def _linuxdoc_files(path: Path) -> Iterator[tuple[str, bytes]]:
@@ -399,6 +393,21 @@ def main(argv: list[str] | None = None) -> int:
 
     from lib.config.settings import DataSettings, SettingsError, load_settings
 
+    if not args.dataset and Path(args.config).is_file():
+        try:
+            settings = load_settings(args.config)
+        except SettingsError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        if settings.classify.enabled:  # the generative classifier's labelled corpus (gpt2/prepare_labelled.py)
+            from gpt2.prepare_labelled import prepare_labelled
+
+            try:
+                prepare_labelled(settings, force=args.force)
+            except Refusal as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            return 0
     try:
         base = load_settings(args.config).data if Path(args.config).is_file() else DataSettings()
         dataset = args.dataset or base.dataset

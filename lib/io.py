@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import tarfile
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
+
+from lib.errors import Refusal
 
 # The process's umask, read once (os.umask can only be read by setting it). mkstemp creates files
 # owner-only; the finished file gets what open() would have given it: 0o666 less the umask, so
@@ -42,3 +46,21 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write `obj` as indented JSON to `path` atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def deb_data_tar(path: str | os.PathLike) -> tarfile.TarFile:
+    """The data.tar.* member of a Debian package (an ar archive) as an open tar file."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        if f.read(8) != b"!<arch>\n":
+            raise Refusal(f"{path}: not a Debian package (no ar header)")
+        while header := f.read(60):
+            name, size = header[:16].decode().strip().rstrip("/"), int(header[48:58])
+            data = f.read(size)
+            f.read(size % 2)
+            if name.startswith("data.tar"):
+                try:
+                    return tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
+                except tarfile.TarError as e:
+                    raise Refusal(f"{path}: its data.tar cannot be read ({e})") from None
+    raise Refusal(f"{path}: a Debian package without data.tar")

@@ -31,13 +31,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from lib.classify.corpus import class_folders, require_corpus
 from lib.config.cli import cli_flag, set_flag
 from lib.config.settings import Settings, load_settings, settle
 from lib.errors import Refusal
 from lib.io import atomic_write_json, atomic_write_text
 from lib.optim import optimizer_label
 from lib.study.matrix import PlannedRun, expand
-from lib.study.report import FAILURE_FILE, PLAN_FILE, run_status, write_report
+from lib.study.report import FAILURE_FILE, PLAN_FILE, model_sets, run_status, write_report
 from lib.study.slurm import SlurmError, submit
 from lib.study.sweep import load_sweep
 from scripts.launch import ROOT, in_place_env, train_command
@@ -282,6 +283,12 @@ def main(argv: list[str] | None = None) -> int:
         "--sweep", metavar="FILE", help="also sweep the values in this TOML file (lib/study/sweep.py)"
     )
     p.add_argument(
+        "--classify-data",
+        metavar="PATH",
+        help="a labelled .csv/.tsv/.jsonl file or folder of class folders: prepare it and run the\n"
+        "generative classifier on it with this configuration (make classify DATA=PATH)",
+    )
+    p.add_argument(
         "--stop-after",
         type=float,
         metavar="SECONDS",
@@ -298,17 +305,25 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         write_report(results)
         print(f"report: {results / 'summary.md'}")
-        return 0
+        return classifier_report(results, load_settings(results / "config.py")) if model_sets(results) else 0
     try:
         base = load_settings(args.config)
+        if args.classify_data:
+            base = base.replace(
+                {"classify.enabled": True, "classify.source": "file", "classify.path": args.classify_data}
+            )
+            from gpt2.prepare_labelled import prepare_labelled
+
+            prepare_labelled(base)
     except Refusal as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.is_matrix:
-        return 0 if base.matrix.enabled else 1
+    if args.is_matrix:  # the generative classifier is a matrix too: one run per class
+        return 0 if base.matrix.enabled or base.classify.enabled else 1
     try:
         sweep = load_sweep(args.sweep) if args.sweep else None
-        runs, dropped = expand(base, sweep)
+        corpus = require_corpus(base.data.data_dir) if base.classify.enabled else None
+        runs, dropped = expand(base, sweep, class_folders(corpus) if corpus else None)
     except Refusal as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -323,7 +338,9 @@ def main(argv: list[str] | None = None) -> int:
 
     config_text = Path(args.config).read_text()
     sweep_text = Path(args.sweep).read_text() if args.sweep else ""
-    sha = hashlib.sha256((config_text + sweep_text).encode()).hexdigest()
+    # class models belong to one labelled corpus: another corpus is another results folder
+    corpus_id = corpus["corpus"] if corpus else ""
+    sha = hashlib.sha256((config_text + sweep_text + corpus_id + (args.classify_data or "")).encode()).hexdigest()
     results = choose_results_dir(args.results, sha)
     results.mkdir(parents=True, exist_ok=True)
     if not (results / PLAN_FILE).is_file():
@@ -344,11 +361,14 @@ def main(argv: list[str] | None = None) -> int:
                     "sparsity": r.sparsity,
                     "seed": r.seed,
                     "swept": dict(r.swept),
+                    **({"class": r.label, "model_set": r.model_set} if r.label else {}),
                 }
                 for r in runs
             ],
             "dropped": dropped,
         }
+        if corpus:
+            plan["classify"] = {"corpus": corpus["corpus"], "classes": class_folders(corpus)}
         if sweep is not None:
             plan["sweep"] = {"metric": sweep.metric, "values": sweep.values, "file": str(args.sweep)}
             atomic_write_text(results / "sweep.toml", sweep_text)
@@ -384,7 +404,30 @@ def main(argv: list[str] | None = None) -> int:
     )
     if runner.stopping or counts["not_started"]:
         return 130
-    return 1 if any(r["status"] == "failed" for r in rows) else 0
+    if any(r["status"] == "failed" for r in rows):
+        return 1
+    return classifier_report(results, base) if corpus else 0
+
+
+def classifier_report(results: Path, base: Settings) -> int:
+    """Score and report the results folder's classifiers (gpt2/classify.py); print each one's accuracy."""
+    from gpt2.classify import CLASSIFY_DIR, report_results
+
+    try:
+        reports = report_results(results, base)
+    except Refusal as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for r in reports:
+        base_acc = (
+            "" if r["baseline_accuracy"] is None else f" | tf-idf + LR {100 * r['baseline_accuracy']:.2f}%"
+        )
+        print(
+            f"{r['model_set']}: accuracy {100 * r['accuracy']:.2f}% | macro-F1 {100 * r['macro_f1']:.2f}%"
+            f"{base_acc} | {r['documents']} test documents, {r['documents_per_sec']:.1f}/s"
+        )
+    print(f"classifier report: {results / CLASSIFY_DIR / 'summary.md'}")
+    return 0
 
 
 if __name__ == "__main__":

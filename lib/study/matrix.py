@@ -31,6 +31,10 @@ class PlannedRun:
     seed: int
     swept: tuple[tuple[str, Any], ...] = ()
     """(settings path, value) pairs of a sweep (lib/study/sweep.py)."""
+    label: str | None = None
+    """The class (its folder) this run's model learns, in a generative classifier (lib/classify)."""
+    model_set: str | None = None
+    """The classifier this class model belongs to: the run's name without its class."""
 
     def overrides(self) -> dict:
         """Dotted-path settings overrides that turn the base settings into this run's."""
@@ -39,6 +43,8 @@ class PlannedRun:
             o["pruning.adamwprune_variant"] = self.variant
         if self.sparsity is not None:
             o["pruning.target_sparsity"] = self.sparsity
+        if self.label is not None:
+            o["data.dataset"], o["data.classify_label"] = "classify", self.label
         o.update(self.swept)
         return o
 
@@ -86,8 +92,18 @@ def with_sweep(runs: list[PlannedRun], settings, sweep) -> list[PlannedRun]:
     return out
 
 
-def expand(settings, sweep=None) -> tuple[list[PlannedRun], list[str]]:
-    """All runs of the matrix (times the sweep's combinations), and a line per dropped kind saying why."""
+def with_classes(runs: list[PlannedRun], classes: list[str]) -> list[PlannedRun]:
+    """Each run once per class of a generative classifier: `<run>_class-<class>`, one model each."""
+    return [
+        replace(run, name=f"{run.name}_class-{label}", label=label, model_set=run.name)
+        for run in runs
+        for label in classes
+    ]
+
+
+def expand(settings, sweep=None, classes: list[str] | None = None) -> tuple[list[PlannedRun], list[str]]:
+    """All runs of the matrix (times the sweep's combinations, times the classifier's classes), and a
+    line per dropped kind saying why."""
     m = settings.matrix
     if m.multiple_optimizers:
         optimizers = _selected(m, "optimizer", OPTIMIZERS)
@@ -141,4 +157,6 @@ def expand(settings, sweep=None) -> tuple[list[PlannedRun], list[str]]:
             runs.setdefault(name, PlannedRun(name, opt, method, variant, sparsity, seed))
     notes = [f"dropped ({why}): {', '.join(sorted(items))}" for why, items in sorted(dropped.items())]
     planned = list(runs.values())
-    return (planned if sweep is None else with_sweep(planned, settings, sweep)), notes
+    if sweep is not None:
+        planned = with_sweep(planned, settings, sweep)
+    return (with_classes(planned, classes) if classes else planned), notes

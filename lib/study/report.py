@@ -577,3 +577,14 @@ def write_report(results: Path) -> list[dict]:
     lines += [""] + [f"![{p}]({p})" for p in plots]
     atomic_write_text(results / "summary.md", "\n".join(lines) + "\n")
     return rows
+
+
+def model_sets(results: Path) -> dict[str, dict[str, str]]:
+    """A results folder's generative classifiers: combination -> {class folder: run name}, in plan
+    order (empty when its runs are not class models)."""
+    plan = json.loads((Path(results) / PLAN_FILE).read_text())
+    sets: dict[str, dict[str, str]] = {}
+    for run in plan["runs"]:
+        if run.get("class"):
+            sets.setdefault(run["model_set"], {})[run["class"]] = run["name"]
+    return sets

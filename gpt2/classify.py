@@ -1,0 +1,512 @@
+"""The generative classifier: score the test documents under every class model, report, label.
+
+    python -m gpt2.classify report [RESULTS]        # score and report a results folder's classifiers
+    python -m gpt2.classify label "some text" ...   # label new documents with trained class models
+    python -m gpt2.classify label --file docs.txt   # one document per line (--results, --set pick the models)
+
+`make` with CLASSIFY=y prepares the labelled corpus, trains one model per class and calls the
+report (scripts/run_test_matrix.py does the last two). Each classifier, one per combination of the
+test matrix, gets its folder RESULTS/classify/<combination>/: scores.npz (every test document's
+log-likelihood under every class model), report.json and report.md (accuracy, macro-F1, the
+baseline's, per-class figures, perplexities), confusion.csv/.png and predictions.csv; and
+RESULTS/classify/summary.md compares them (accuracy against sparsity).
+"""
+
+if __name__ == "__main__" and not __package__:  # `python3 gpt2/classify.py`
+    import _script  # gpt2/_script.py, beside this file
+
+    _script.rerun_as_module("gpt2.classify")
+
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gpt2.hf import linear_sparsity, model_from_run
+from gpt2.prepare_data import gpt2_encoding
+from lib.classify import baseline as baseline_lib
+from lib.classify.corpus import (
+    class_folders,
+    class_names,
+    corpus_dir,
+    documents,
+    require_corpus,
+    test_documents,
+    train_priors,
+)
+from lib.classify.metrics import summary as metrics_summary
+from lib.classify.score import default_stride, log_likelihoods, predictions
+from lib.classify.sources import LabelledDataError
+from lib.config.settings import Settings, load_settings
+from lib.errors import Refusal
+from lib.io import atomic_write, atomic_write_json, atomic_write_text
+from lib.measure.summary import FINISHED, RunSummary
+from lib.study.report import PLAN_FILE, markdown_table, model_sets
+from lib.train.checkpoint import CHECKPOINT_FILE
+from lib.train.runtime import amp_dtype, resolve_device
+
+log = logging.getLogger("classify")
+CLASSIFY_DIR = "classify"
+SCORES_FILE = "scores.npz"
+
+
+def class_model(run_dir: Path, corpus: dict) -> tuple[torch.nn.Module, RunSummary]:
+    """A finished class model and its summary; refused when unfinished or trained on other tokens."""
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        raise LabelledDataError(
+            f"{run_dir} has no trained class model (no summary.json): train it first (make, or "
+            "python -m scripts.run_test_matrix, which resumes the unfinished ones)"
+        )
+    summary = RunSummary.read(path)
+    if summary.status not in FINISHED:
+        raise LabelledDataError(
+            f"{run_dir}: its training ended {summary.status}; run the matrix again to finish it"
+        )
+    data = summary.data or {}
+    if data.get("corpus") != corpus["corpus"] or data.get("tokenizer") != corpus["tokenizer"]:
+        raise LabelledDataError(
+            f"{run_dir} was trained on corpus {data.get('corpus')!r} ({data.get('tokenizer')}), not on the "
+            f"prepared corpus {corpus['corpus']!r} ({corpus['tokenizer']}); the labelled data changed since. "
+            "Train the class models again (a new results folder: make)"
+        )
+    if not (run_dir / CHECKPOINT_FILE).is_file():
+        raise LabelledDataError(f"{run_dir} has no {CHECKPOINT_FILE}: its final weights are needed to score")
+    return model_from_run(run_dir, "last"), summary
+
+
+def _runs_fingerprint(results: Path, runs: dict[str, str]) -> str:
+    """Changes when any class model changes (its summary and checkpoint)."""
+    h = hashlib.sha256()
+    for folder, run in runs.items():
+        h.update(folder.encode())
+        h.update((results / run / "summary.json").read_bytes())
+        st = (results / run / CHECKPOINT_FILE).stat()
+        h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def score_set(results: Path, name: str, runs: dict[str, str], s: Settings, corpus: dict) -> dict:
+    """Score the test documents under each class model of one classifier (kept if up to date)."""
+    out = results / CLASSIFY_DIR / name
+    folders = class_folders(corpus)
+    missing = [f for f in folders if f not in runs]
+    if missing:
+        raise LabelledDataError(f"{name}: no class model for {', '.join(missing)} in {results / PLAN_FILE}")
+    docs, labels = test_documents(s.data.data_dir)
+    if s.classify.max_test_docs:
+        docs, labels = docs[: s.classify.max_test_docs], labels[: s.classify.max_test_docs]
+    block = s.model.block_size
+    stride = default_stride(block, s.classify.stride)
+    wanted = {
+        "corpus": corpus["corpus"],
+        "runs": _runs_fingerprint(results, runs),
+        "block": block,
+        "stride": stride,
+        "documents": len(docs),
+    }
+    scores_path = out / SCORES_FILE
+    if scores_path.is_file():
+        with np.load(scores_path) as saved:
+            if json.loads(str(saved["scoring"])) == wanted:
+                log.info("%s: scores up to date (%s)", name, scores_path)
+                return dict(saved)
+    device = resolve_device(s.runtime.device)
+    amp = amp_dtype(device, s.runtime.mixed_precision, s.runtime.amp_dtype)
+    loglik = np.zeros((len(docs), len(folders)))
+    sparsity, seconds = [], 0.0
+    for c, folder in enumerate(folders):
+        run_dir = results / runs[folder]
+        model, _ = class_model(run_dir, corpus)
+        sparsity.append(linear_sparsity(model))
+        model.to(device)
+        start = time.perf_counter()
+        loglik[:, c] = log_likelihoods(
+            model,
+            docs,
+            block=model.config.block_size,
+            stride=min(stride, model.config.block_size),
+            batch_size=s.classify.score_batch,
+            device=device,
+            amp=amp,
+            desc=f"{name}: {folder}",
+        )
+        seconds += time.perf_counter() - start
+        del model
+    saved = {
+        "loglik": loglik,
+        "counts": predictions(np.array([len(d) for d in docs])),
+        "labels": labels,
+        "prior": train_priors(corpus),
+        "classes": np.array(class_names(corpus)),
+        "sparsity": np.array(sparsity),
+        "seconds": np.array(seconds),
+        "scoring": np.array(json.dumps(wanted)),
+        "device": np.array(str(device)),
+    }
+
+    def write(f) -> None:
+        np.savez(f, **saved)
+
+    atomic_write(scores_path, write)
+    return saved
+
+
+def report_set(results: Path, name: str, scores: dict, s: Settings, baseline: dict | None) -> dict:
+    """report.json, report.md, confusion.csv/.png and predictions.csv of one classifier, from its scores."""
+    out = results / CLASSIFY_DIR / name
+    classes = [str(c) for c in scores["classes"]]
+    figures = metrics_summary(
+        scores["loglik"],
+        scores["counts"],
+        scores["labels"],
+        scores["prior"],
+        classes,
+        normalised=s.classify.length_normalised,
+        use_prior=s.classify.prior,
+    )
+    predicted, probs = figures.pop("predicted"), figures.pop("probabilities")
+    seconds = float(scores["seconds"])
+    report = {
+        "model_set": name,
+        **figures,
+        "baseline_accuracy": None if not baseline or "accuracy" not in baseline else baseline["accuracy"],
+        "baseline_macro_f1": None if not baseline or "macro_f1" not in baseline else baseline["macro_f1"],
+        "baseline": None if baseline is None else {k: v for k, v in baseline.items() if k != "predicted"},
+        "documents_per_sec": len(scores["labels"]) / seconds if seconds else None,
+        "scoring_seconds": round(seconds, 2),
+        "scoring": json.loads(str(scores["scoring"])),
+        "device": str(scores["device"]),
+        "length_normalised": s.classify.length_normalised,
+        "prior_used": s.classify.prior,
+        "sparsity_per_class_model": [float(x) for x in scores["sparsity"]],
+        "sparsity": float(np.mean(scores["sparsity"])),
+    }
+    atomic_write_json(out / "report.json", report)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["true \\ predicted", *classes])
+    for c, row in zip(classes, figures["confusion"], strict=True):
+        w.writerow([c, *row])
+    atomic_write_text(out / "confusion.csv", buf.getvalue())
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["document", "true", "predicted", *(f"p({c})" for c in classes)])
+    for i, (t, p, row) in enumerate(zip(scores["labels"], predicted, probs, strict=True)):
+        w.writerow([i, classes[t], classes[p], *(f"{x:.6f}" for x in row)])
+    atomic_write_text(out / "predictions.csv", buf.getvalue())
+    plot_confusion(np.array(figures["confusion"]), classes, out / "confusion.png", name)
+    atomic_write_text(out / "report.md", report_markdown(report))
+    return report
+
+
+def report_markdown(r: dict) -> str:
+    """One classifier's report as Markdown."""
+    classes = r["classes"]
+    lines = [
+        f"# Generative classifier {r['model_set']}",
+        "",
+        f"{r['documents']} test documents, {len(classes)} classes. Accuracy **{100 * r['accuracy']:.2f}%**, "
+        f"macro-F1 {100 * r['macro_f1']:.2f}%; majority class {100 * r['majority_accuracy']:.2f}%"
+        + (
+            f"; tf-idf + logistic regression {100 * r['baseline_accuracy']:.2f}% "
+            f"(macro-F1 {100 * r['baseline_macro_f1']:.2f}%)"
+            if r["baseline_accuracy"] is not None
+            else ("; baseline: " + r["baseline"]["skipped"] if r["baseline"] else "")
+        )
+        + ".",
+        f"Scored {'by the mean log-probability per token' if r['length_normalised'] else 'by the summed log-likelihood'}"
+        f"{' plus the log prior' if r['prior_used'] else ''}; {r['documents_per_sec']:.1f} documents/s on "
+        f"{r['device']}; class models {100 * r['sparsity']:.2f}% sparse (Linear weights).",
+        "",
+        "| class | prior | precision | recall | F1 | test documents |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c, prior in zip(classes, r["prior"], strict=True):
+        pc = r["per_class"][c]
+        lines.append(
+            f"| {c} | {prior:.3f} | {pc['precision']:.3f} | {pc['recall']:.3f} | {pc['f1']:.3f} | {pc['support']} |"
+        )
+    lines += ["", "Confusion (rows: true class, columns: predicted):", ""]
+    lines += ["| | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
+    lines += [
+        f"| {c} | " + " | ".join(str(x) for x in row) + " |"
+        for c, row in zip(classes, r["confusion"], strict=True)
+    ]
+    lines += ["", "Perplexity of each class model (rows) on each class's test documents (columns):", ""]
+    lines += ["| model | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
+    lines += [
+        f"| {c} | " + " | ".join(f"{x:.1f}" for x in row) + " |"
+        for c, row in zip(classes, r["perplexity"], strict=True)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path, title: str) -> None:
+    """The confusion matrix as a heat map, row-normalised, with the counts written in."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    size = 2.2 + 0.7 * len(classes)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(
+                j,
+                i,
+                str(matrix[i, j]),
+                ha="center",
+                va="center",
+                color="white" if share[i, j] > 0.5 else "black",
+            )
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def corpus_baseline(results: Path, s: Settings, corpus: dict) -> dict | None:
+    """The tf-idf baseline on the corpus's split, fitted once per results folder and corpus."""
+    if not s.classify.baseline:
+        return None
+    path = results / CLASSIFY_DIR / "baseline.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("corpus") == corpus["corpus"] and saved.get("max_test_docs") == s.classify.max_test_docs:
+            return saved
+    names = class_names(corpus)
+    split = {k: [(t, names.index(c)) for t, c in v] for k, v in documents(s.data.data_dir).items()}
+    test = split["test"][: s.classify.max_test_docs] if s.classify.max_test_docs else split["test"]
+    log.info("baseline: tf-idf + logistic regression on %d training documents", len(split["train"]))
+    result = baseline_lib.tfidf_logistic_regression(split["train"], split["val"], test, len(names))
+    result.pop("predicted", None)
+    result.update(corpus=corpus["corpus"], max_test_docs=s.classify.max_test_docs)
+    atomic_write_json(path, result)
+    return result
+
+
+def report_results(results: Path, s: Settings | None = None) -> list[dict]:
+    """Score and report every classifier of a results folder, then their comparison; the reports."""
+    s = s or load_settings(results / "config.py")
+    corpus = require_corpus(s.data.data_dir)
+    plan = json.loads((results / PLAN_FILE).read_text())
+    if plan.get("classify", {}).get("corpus") not in (None, corpus["corpus"]):
+        raise LabelledDataError(
+            f"{results} holds class models of corpus {plan['classify']['corpus']!r}, but "
+            f"{corpus_dir(s.data.data_dir)} now holds {corpus['corpus']!r}; prepare that corpus again "
+            "or train in a new results folder (make)"
+        )
+    baseline = corpus_baseline(results, s, corpus)
+    reports = []
+    for name, runs in model_sets(results).items():
+        scores = score_set(results, name, runs, s, corpus)
+        reports.append(report_set(results, name, scores, s, baseline))
+    write_comparison(results, reports, plan)
+    return reports
+
+
+COMPARISON_COLUMNS = [
+    ("model_set", "classifier"),
+    ("optimizer", "optimizer"),
+    ("pruning", "pruning"),
+    ("target", "target sparsity"),
+    ("sparsity", "sparsity (measured)"),
+    ("accuracy", "accuracy"),
+    ("macro_f1", "macro-F1"),
+    ("baseline", "tf-idf + LR"),
+    ("docs_per_sec", "documents/s"),
+]
+
+
+def write_comparison(results: Path, reports: list[dict], plan: dict) -> None:
+    """RESULTS/classify/summary.md and .json: every classifier's accuracy beside its sparsity, and a plot."""
+    runs = {r.get("model_set"): r for r in plan["runs"] if r.get("class")}
+    rows = []
+    for r in reports:
+        run = runs[r["model_set"]]
+        rows.append(
+            {
+                "model_set": r["model_set"],
+                "optimizer": run.get("optimizer_label") or run["optimizer"],
+                "pruning": run["method"] + (f" ({run['variant']})" if run.get("variant") else ""),
+                "target": "-" if run.get("sparsity") is None else f"{100 * run['sparsity']:.0f}%",
+                "sparsity": f"{100 * r['sparsity']:.2f}%",
+                "accuracy": f"{100 * r['accuracy']:.2f}%",
+                "macro_f1": f"{100 * r['macro_f1']:.2f}%",
+                "baseline": "-" if r["baseline_accuracy"] is None else f"{100 * r['baseline_accuracy']:.2f}%",
+                "docs_per_sec": "-" if r["documents_per_sec"] is None else f"{r['documents_per_sec']:.1f}",
+            }
+        )
+    out = results / CLASSIFY_DIR
+    lines = [
+        "# Generative classifiers",
+        "",
+        f"{len(reports)} classifier(s), each one GPT-2 per class; accuracy on the same test documents.",
+        "",
+        *markdown_table(rows, COMPARISON_COLUMNS),
+    ]
+    atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
+    atomic_write_json(out / "summary.json", {"classifiers": [{k: v for k, v in r.items()} for r in reports]})
+    plot_accuracy(reports, runs, out / "accuracy_vs_sparsity.png")
+
+
+def plot_accuracy(reports: list[dict], runs: dict, path: Path) -> None:
+    """Accuracy against measured sparsity, one series per optimizer and pruning method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, list[tuple[float, float]]] = {}
+    for r in reports:
+        run = runs[r["model_set"]]
+        key = f"{run.get('optimizer_label') or run['optimizer']} + {run['method']}"
+        series.setdefault(key, []).append((100 * r["sparsity"], 100 * r["accuracy"]))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, points in sorted(series.items()):
+        points.sort()
+        ax.plot(*zip(*points, strict=True), marker="o", label=key)
+    base = next((r["baseline_accuracy"] for r in reports if r["baseline_accuracy"] is not None), None)
+    if base is not None:
+        ax.axhline(100 * base, color="grey", linestyle="--", label="tf-idf + LR")
+    ax.set_xlabel("sparsity of the class models (%)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def label_documents(results: Path, texts: list[str], model_set: str | None, s: Settings) -> list[dict]:
+    """Each text's most likely class and every class's probability under one trained classifier."""
+    corpus = require_corpus(s.data.data_dir)
+    sets = model_sets(results)
+    if not sets:
+        raise LabelledDataError(f"{results} holds no class models (was CLASSIFY=y when it ran?)")
+    name = model_set or next(iter(sets))
+    if name not in sets:
+        raise LabelledDataError(f"{results} has no classifier {name!r}; it has: {', '.join(sets)}")
+    enc = gpt2_encoding()
+    docs = [np.asarray(t, dtype=np.uint16) for t in enc.encode_ordinary_batch(texts)]
+    device = resolve_device(s.runtime.device)
+    amp = amp_dtype(device, s.runtime.mixed_precision, s.runtime.amp_dtype)
+    loglik = np.zeros((len(docs), len(class_folders(corpus))))
+    for c, folder in enumerate(class_folders(corpus)):
+        model, _ = class_model(results / sets[name][folder], corpus)
+        model.to(device)
+        block = model.config.block_size
+        loglik[:, c] = log_likelihoods(
+            model,
+            docs,
+            block=block,
+            stride=default_stride(block, s.classify.stride),
+            batch_size=s.classify.score_batch,
+            device=device,
+            amp=amp,
+            desc=folder,
+        )
+    from lib.classify.metrics import decision_scores, probabilities
+
+    scores = decision_scores(
+        loglik,
+        predictions(np.array([len(d) for d in docs])),
+        train_priors(corpus),
+        normalised=s.classify.length_normalised,
+        use_prior=s.classify.prior,
+    )
+    probs = probabilities(scores)
+    classes = class_names(corpus)
+    return [
+        {"label": classes[int(p.argmax())], "probabilities": dict(zip(classes, map(float, p), strict=True))}
+        for p in probs
+    ]
+
+
+def _newest_results(config: Path) -> Path | None:
+    """The newest results folder holding class models (test_matrix_results_*/classify)."""
+    folders = sorted(p for p in Path.cwd().glob("test_matrix_results_*") if (p / PLAN_FILE).is_file())
+    with_sets = [p for p in folders if model_sets(p)]
+    return with_sets[-1] if with_sets else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    rep = sub.add_parser("report", help="score and report the classifiers of a results folder")
+    rep.add_argument("results", nargs="?", type=Path, help="default: the newest with class models")
+    lab = sub.add_parser("label", help="label documents with a trained classifier")
+    lab.add_argument("texts", nargs="*", help="documents to label (or --file)")
+    lab.add_argument("--file", type=Path, help="one document per line ('-': standard input)")
+    lab.add_argument(
+        "--results", type=Path, help="the results folder (default: the newest with class models)"
+    )
+    lab.add_argument("--model-set", help="which classifier of that folder (default: its first)")
+    for q in (rep, lab):
+        q.add_argument(
+            "--config", type=Path, default=None, help="settings (default: the results folder's config.py)"
+        )
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        results = args.results or _newest_results(Path("config.py"))
+        if results is None or not (results / PLAN_FILE).is_file():
+            raise Refusal(
+                "no results folder with class models here; train them first (make, with CLASSIFY=y)"
+            )
+        s = load_settings(args.config or results / "config.py")
+        if args.command == "report":
+            for r in report_results(results, s):
+                base = (
+                    ""
+                    if r["baseline_accuracy"] is None
+                    else f" | tf-idf + LR {100 * r['baseline_accuracy']:.2f}%"
+                )
+                print(
+                    f"{r['model_set']}: accuracy {100 * r['accuracy']:.2f}% | macro-F1 {100 * r['macro_f1']:.2f}%{base}"
+                )
+            print(f"report: {results / CLASSIFY_DIR / 'summary.md'}")
+            return 0
+        texts = list(args.texts)
+        if args.file is not None:
+            source = sys.stdin if str(args.file) == "-" else open(args.file, encoding="utf-8")
+            with source:
+                texts += [line.rstrip("\n") for line in source if line.strip()]
+        if not texts:
+            raise Refusal("no documents to label: give them as arguments or with --file")
+        for text, out in zip(texts, label_documents(results, texts, args.model_set, s), strict=True):
+            probs = ", ".join(f"{c} {p:.3f}" for c, p in out["probabilities"].items())
+            shown = text if len(text) <= 60 else text[:57] + "..."
+            print(f"{out['label']}\t{probs}\t{shown}")
+    except UnicodeDecodeError as e:
+        print(f"error: {args.file}: not UTF-8 text (byte {e.start})", file=sys.stderr)
+        return 2
+    except Refusal as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
