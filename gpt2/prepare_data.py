@@ -399,7 +399,9 @@ def main(argv: list[str] | None = None) -> int:
         except SettingsError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        if settings.classify.enabled:  # the generative classifier's labelled corpus (gpt2/prepare_labelled.py)
+        if (
+            settings.classify.enabled
+        ):  # the generative classifier's labelled corpus (gpt2/prepare_labelled.py)
             from gpt2.prepare_labelled import prepare_labelled
 
             try:

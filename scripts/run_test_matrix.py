@@ -340,7 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     sweep_text = Path(args.sweep).read_text() if args.sweep else ""
     # class models belong to one labelled corpus: another corpus is another results folder
     corpus_id = corpus["corpus"] if corpus else ""
-    sha = hashlib.sha256((config_text + sweep_text + corpus_id + (args.classify_data or "")).encode()).hexdigest()
+    sha = hashlib.sha256(
+        (config_text + sweep_text + corpus_id + (args.classify_data or "")).encode()
+    ).hexdigest()
     results = choose_results_dir(args.results, sha)
     results.mkdir(parents=True, exist_ok=True)
     if not (results / PLAN_FILE).is_file():
