@@ -40,7 +40,7 @@ from lib.classify.corpus import (
     corpus_dir,
     documents,
     require_corpus,
-    test_documents,
+    held_out_documents,
     train_priors,
 )
 from lib.classify.metrics import summary as metrics_summary
@@ -59,8 +59,8 @@ CLASSIFY_DIR = "classify"
 SCORES_FILE = "scores.npz"
 
 
-def class_model(run_dir: Path, corpus: dict) -> tuple[torch.nn.Module, RunSummary]:
-    """A finished class model and its summary; refused when unfinished or trained on other tokens."""
+def check_class_run(run_dir: Path, corpus: dict) -> RunSummary:
+    """A class model's summary, refused when unfinished, trained on other tokens or without weights."""
     path = run_dir / "summary.json"
     if not path.is_file():
         raise LabelledDataError(
@@ -81,7 +81,13 @@ def class_model(run_dir: Path, corpus: dict) -> tuple[torch.nn.Module, RunSummar
         )
     if not (run_dir / CHECKPOINT_FILE).is_file():
         raise LabelledDataError(f"{run_dir} has no {CHECKPOINT_FILE}: its final weights are needed to score")
-    return model_from_run(run_dir, "last"), summary
+    return summary
+
+
+def class_model(run_dir: Path, corpus: dict) -> torch.nn.Module:
+    """A finished class model's final weights (check_class_run's refusals first)."""
+    check_class_run(run_dir, corpus)
+    return model_from_run(run_dir, "last")
 
 
 def _runs_fingerprint(results: Path, runs: dict[str, str]) -> str:
@@ -102,9 +108,11 @@ def score_set(results: Path, name: str, runs: dict[str, str], s: Settings, corpu
     missing = [f for f in folders if f not in runs]
     if missing:
         raise LabelledDataError(f"{name}: no class model for {', '.join(missing)} in {results / PLAN_FILE}")
-    docs, labels = test_documents(s.data.data_dir)
+    docs, labels = held_out_documents(s.data.data_dir)
     if s.classify.max_test_docs:
         docs, labels = docs[: s.classify.max_test_docs], labels[: s.classify.max_test_docs]
+    for folder in folders:
+        check_class_run(results / runs[folder], corpus)
     block = s.model.block_size
     stride = default_stride(block, s.classify.stride)
     wanted = {
@@ -126,7 +134,7 @@ def score_set(results: Path, name: str, runs: dict[str, str], s: Settings, corpu
     sparsity, seconds = [], 0.0
     for c, folder in enumerate(folders):
         run_dir = results / runs[folder]
-        model, _ = class_model(run_dir, corpus)
+        model = class_model(run_dir, corpus)
         sparsity.append(linear_sparsity(model))
         model.to(device)
         start = time.perf_counter()
@@ -414,7 +422,7 @@ def label_documents(results: Path, texts: list[str], model_set: str | None, s: S
     amp = amp_dtype(device, s.runtime.mixed_precision, s.runtime.amp_dtype)
     loglik = np.zeros((len(docs), len(class_folders(corpus))))
     for c, folder in enumerate(class_folders(corpus)):
-        model, _ = class_model(results / sets[name][folder], corpus)
+        model = class_model(results / sets[name][folder], corpus)
         model.to(device)
         block = model.config.block_size
         loglik[:, c] = log_likelihoods(

@@ -176,7 +176,7 @@ def train_priors(meta: dict) -> np.ndarray:
     return counts / counts.sum()
 
 
-def test_documents(data_dir: str | Path) -> tuple[list[np.ndarray], np.ndarray]:
+def held_out_documents(data_dir: str | Path) -> tuple[list[np.ndarray], np.ndarray]:
     """The test documents' tokens (one array each) and their class indexes."""
     root = corpus_dir(data_dir)
     index = json.loads((root / "test.json").read_text())

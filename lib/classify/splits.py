@@ -96,6 +96,15 @@ def split_documents(
     wanted = set(order)
     docs, dropped = distinct([d for d in docs if d.label in wanted])
     given = keep_test_split and any(d.given_split == "test" for d in docs)
+    if given:
+        trained = {d.label for d in docs if d.given_split != "test"}
+        unseen = [c for c in order if c not in trained]
+        if unseen:
+            raise LabelledDataError(
+                f"class{'es' * (len(unseen) > 1)} {', '.join(repr(c) for c in unseen)} appear only in the "
+                "source's test split, so no model could learn them; leave them out with CLASSIFY_CLASSES, or "
+                "say N to CLASSIFY_KEEP_TEST_SPLIT to split every document anew"
+            )
     result = Split(order, folders, {s: [] for s in SPLITS}, dropped=dropped)
     for index, name in enumerate(order):
         mine = [d for d in docs if d.label == name]
