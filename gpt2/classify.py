@@ -39,8 +39,8 @@ from lib.classify.corpus import (
     class_names,
     corpus_dir,
     documents,
-    require_corpus,
     held_out_documents,
+    require_corpus,
     train_priors,
 )
 from lib.classify.metrics import summary as metrics_summary
@@ -365,6 +365,7 @@ def write_comparison(results: Path, reports: list[dict], plan: dict) -> None:
             }
         )
     out = results / CLASSIFY_DIR
+    seeds = across_seeds(reports)
     lines = [
         "# Generative classifiers",
         "",
@@ -372,9 +373,52 @@ def write_comparison(results: Path, reports: list[dict], plan: dict) -> None:
         "",
         *markdown_table(rows, COMPARISON_COLUMNS),
     ]
+    if any(g["seeds"] > 1 for g in seeds):
+        lines += [
+            "",
+            "Across seeds: the mean accuracy with its 95% t-interval, and the generative accuracy minus the "
+            "baseline's (the same split and baseline for every seed):",
+            "",
+            *markdown_table(seeds, SEED_COLUMNS),
+        ]
     atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
-    atomic_write_json(out / "summary.json", {"classifiers": [{k: v for k, v in r.items()} for r in reports]})
+    atomic_write_json(out / "summary.json", {"classifiers": reports, "across_seeds": seeds})
     plot_accuracy(reports, runs, out / "accuracy_vs_sparsity.png")
+
+
+SEED_COLUMNS = [
+    ("combination", "combination"),
+    ("seeds", "seeds"),
+    ("accuracy", "accuracy (mean)"),
+    ("ci95", "95% interval"),
+    ("minus_baseline", "minus tf-idf + LR"),
+]
+
+
+def across_seeds(reports: list[dict]) -> list[dict]:
+    """Each combination's classifiers over their seeds (names ending _s<seed>): the mean accuracy,
+    its 95% t-interval, and its difference from the baseline's (which every seed shares)."""
+    from scipy import stats
+
+    from lib.study.report import SEED_SUFFIX
+
+    groups: dict[str, list[dict]] = {}
+    for r in reports:
+        groups.setdefault(SEED_SUFFIX.sub("", r["model_set"]), []).append(r)
+    out = []
+    for name, members in groups.items():
+        acc = np.array([r["accuracy"] for r in members])
+        row = {"combination": name, "seeds": len(acc), "accuracy": f"{100 * acc.mean():.2f}%"}
+        half = (
+            stats.t.ppf(0.975, len(acc) - 1) * acc.std(ddof=1) / np.sqrt(len(acc)) if len(acc) > 1 else None
+        )
+        row["ci95"] = (
+            "-" if half is None else f"{100 * (acc.mean() - half):.2f}-{100 * (acc.mean() + half):.2f}%"
+        )
+        base = members[0]["baseline_accuracy"]
+        row["minus_baseline"] = "-" if base is None else f"{100 * (acc.mean() - base):+.2f} points"
+        out.append(row)
+    return out
 
 
 def plot_accuracy(reports: list[dict], runs: dict, path: Path) -> None:

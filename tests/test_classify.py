@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib.classify.corpus import class_folders, load_corpus_meta, held_out_documents
+from lib.classify.corpus import class_folders, held_out_documents, load_corpus_meta
 from lib.classify.metrics import summary
 from lib.classify.score import log_likelihoods, windows
 from lib.classify.sources import Document, LabelledDataError, read_class_folders, read_fortunes, read_table
