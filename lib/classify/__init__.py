@@ -7,6 +7,7 @@ the class whose model gives it the highest likelihood.
     corpus.py     the prepared corpus on disk: meta.json, the test documents, the class folders
     score.py      a document's log-likelihood under a model, in windows, batched (torch)
     metrics.py    accuracy, macro-F1, confusion, probabilities, perplexities from saved scores
+    report.py     a classifier's report files, and the comparison of a results folder's classifiers
     baseline.py   tf-idf n-grams with logistic regression (scikit-learn, optional)
 
 gpt2/prepare_labelled.py tokenizes a source into the corpus; the test matrix trains one run per

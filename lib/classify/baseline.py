@@ -6,11 +6,16 @@ fitted on the training split and tested on the test split, the same documents th
 classifier is tested on.
 """
 
+import json
+import logging
 import time
+from pathlib import Path
 
 import numpy as np
 
+from lib.classify.corpus import class_names, documents
 from lib.classify.metrics import confusion, per_class
+from lib.io import atomic_write_json
 
 C_GRID = (0.25, 1.0, 4.0, 16.0)
 
@@ -49,3 +54,22 @@ def tfidf_logistic_regression(
         "seconds": round(time.perf_counter() - start, 2),
         "predicted": predicted,
     }
+
+
+def corpus_baseline(path: Path, data_dir: str | Path, corpus: dict, max_test_docs: int) -> dict:
+    """The baseline on the prepared corpus's own split, kept in `path` (baseline.json) for its corpus."""
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("corpus") == corpus["corpus"] and saved.get("max_test_docs") == max_test_docs:
+            return saved
+    names = class_names(corpus)
+    split = {k: [(t, names.index(c)) for t, c in v] for k, v in documents(data_dir).items()}
+    test = split["test"][:max_test_docs] if max_test_docs else split["test"]
+    logging.getLogger("classify").info(
+        "baseline: tf-idf + logistic regression on %d training documents", len(split["train"])
+    )
+    result = tfidf_logistic_regression(split["train"], split["val"], test, len(names))
+    result.pop("predicted", None)
+    result.update(corpus=corpus["corpus"], max_test_docs=max_test_docs)
+    atomic_write_json(path, result)
+    return result
