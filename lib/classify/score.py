@@ -64,7 +64,8 @@ def log_likelihoods(
     sequences = [np.concatenate([[EOT], d.astype(np.int64), [EOT]]) for d in docs]
     planned = plan(docs, block, stride)
     totals = torch.zeros(len(docs), dtype=torch.float64)
-    for i in tqdm(range(0, len(planned), batch_size), desc=desc, unit="batch", leave=False):
+    batches = range(0, len(planned), batch_size)
+    for i in tqdm(batches, desc=desc, unit="batch", leave=False, mininterval=2, disable=None):
         batch = planned[i : i + batch_size]
         width = max(end - start for _, start, end, _ in batch)
         x = torch.zeros(len(batch), width, dtype=torch.long)
