@@ -295,3 +295,16 @@ def test_train_applies_a_choice_entry_from_set_and_refuses_one_that_does_not_app
         train.main([*argv, *flags, "--set", "ADAMWPRUNE_BASE_ADAMWSPAM=y", "--set", "PRUNING_WARMUP=0"]) == 0
     )
     assert '"adamwprune_base": "adamwspam"' in (out / "summary.json").read_text()
+
+
+def test_a_record_from_before_a_setting_existed_resumes_at_its_default():
+    """Checkpoints and settings.json written before the classifier (no classify section, no
+    data.classify_label) compare as today's defaults: no conflict; a real change still is one."""
+    from lib.train.loop import resume_conflicts
+
+    current = Settings().to_dict()
+    old = {section: dict(values) for section, values in current.items() if section != "classify"}
+    del old["data"]["classify_label"]
+    assert resume_conflicts(old, current) == []
+    changed = Settings().replace({"classify.source": "imdb"}).to_dict()
+    assert resume_conflicts(old, changed) == ["classify.source"]

@@ -481,11 +481,18 @@ MOVED_FIELDS = {
 
 
 def upgrade_settings_dict(saved: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """A Settings.to_dict() result of any version, with MOVED_FIELDS in today's places."""
+    """A Settings.to_dict() result of any version, with MOVED_FIELDS in today's places and the
+    fields added since (a whole section, such as the classifier's) at their defaults: what a run
+    recorded before a setting existed behaved as its default."""
     out = {section: dict(values) for section, values in saved.items()}
     for (old, name), (new, new_name) in MOVED_FIELDS.items():
         if name in out.get(old, {}):
             out.setdefault(new, {}).setdefault(new_name, out[old].pop(name))
+    for section, cls in _SECTIONS.items():
+        values = out.setdefault(section, {})
+        for f in fields(cls):
+            if f.name not in values and f.default is not dataclasses.MISSING:
+                values[f.name] = f.default
     return out
 
 
