@@ -20,6 +20,7 @@ if __name__ == "__main__" and not __package__:  # `python3 gpt2/prepare_labelled
 
 
 import argparse
+import gzip
 import logging
 import os
 import shutil
@@ -29,7 +30,15 @@ from pathlib import Path
 
 import tiktoken
 
-from gpt2.prepare_data import _datasets, gpt2_encoding, sha256_file
+from gpt2.prepare_data import (
+    LINUXDOC_URL,
+    _datasets,
+    _linuxdoc_files,
+    _linuxdoc_name,
+    _local_or_download,
+    gpt2_encoding,
+    sha256_file,
+)
 from lib.classify.corpus import corpus_damage, corpus_dir, load_corpus_meta, stale_reason, write_corpus
 from lib.classify.settings import ClassifySettings
 from lib.classify.sources import (
@@ -92,6 +101,32 @@ def fortunes_path(c: ClassifySettings, data_dir: str) -> Path:
     return cached
 
 
+def linuxdoc_documents(c: ClassifySettings, data_dir: str) -> tuple[list[Document], Path]:
+    """The kernel's Documentation/<subsystem>/ files, one document each, labelled by the subsystem
+    (files at Documentation/'s top and translations left out); from CLASSIFY_PATH, LINUXDOC_SOURCE,
+    or the kernel tarball downloaded once."""
+    local = c.path or os.environ.get("LINUXDOC_SOURCE", "") or None
+    cached = Path(data_dir) / "sources" / Path(LINUXDOC_URL).name
+    try:
+        path, _ = _local_or_download("linuxdoc", local, LINUXDOC_URL, cached)
+        files = list(_linuxdoc_files(path))
+    except SystemExit as e:  # prepare_data's own clear errors
+        raise LabelledDataError(str(e).removeprefix("error: ")) from None
+    docs = []
+    for name, data in files:
+        rel = _linuxdoc_name(name)
+        if "/" not in rel:
+            continue
+        if name.endswith(".gz"):
+            data = gzip.decompress(data)
+        text = data.decode("utf-8", errors="replace")
+        if text.strip():
+            docs.append(Document(text, rel.split("/")[0], f"{path}: Documentation/{rel}"))
+    if not docs:
+        raise LabelledDataError(f"{path}: no Documentation/<subsystem>/ files in it")
+    return docs, path
+
+
 def hf_documents(name: str) -> list[Document]:
     """IMDB or AG News from the Hugging Face hub: their train and test splits, labels by name."""
     datasets = _datasets(f"the {name} corpus")
@@ -122,12 +157,13 @@ def read_source(c: ClassifySettings, data_dir: str) -> tuple[list[Document], dic
     """The source's documents, and what identifies it (for the corpus's staleness check)."""
     if c.source in HF_SOURCES:
         return hf_documents(c.source), {"source_id": f"hf://{HF_SOURCES[c.source]}"}
-    if c.source == "fortunes":
-        path = fortunes_path(c, data_dir)
-        return read_fortunes(path), {
-            "source_id": str(path.resolve()),
-            "source_fingerprint": _fingerprint(path),
-        }
+    if c.source in ("fortunes", "linuxdoc"):
+        if c.source == "fortunes":
+            path = fortunes_path(c, data_dir)
+            docs = read_fortunes(path)
+        else:
+            docs, path = linuxdoc_documents(c, data_dir)
+        return docs, {"source_id": str(path.resolve()), "source_fingerprint": _fingerprint(path)}
     path = Path(c.path)
     if not path.exists():
         raise LabelledDataError(f"{path}: no such file or folder (CLASSIFY_PATH, make classify DATA=...)")

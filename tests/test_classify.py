@@ -349,3 +349,26 @@ def test_two_real_sources_are_told_apart_and_a_stopped_study_resumes(tmp_path, k
     )
     with pytest.raises(LabelledDataError, match="now holds"):
         report_results(results, s)
+
+
+def test_the_kernels_documentation_is_labelled_by_subsystem(tmp_path):
+    from gpt2.prepare_labelled import read_source
+    from lib.classify.settings import ClassifySettings
+
+    doc = tmp_path / "linux" / "Documentation"
+    for sub, n in (("networking", 3), ("filesystems", 2)):
+        (doc / sub).mkdir(parents=True)
+        for i in range(n):
+            (doc / sub / f"{i}.rst").write_text(f"{sub} page {i}")
+    (doc / "index.rst").write_text("the top page, in no subsystem")
+    (doc / "translations" / "it_IT").mkdir(parents=True)
+    (doc / "translations" / "it_IT" / "x.rst").write_text("tradotto")
+    docs, ident = read_source(ClassifySettings(source="linuxdoc", path=str(doc)), str(tmp_path))
+    assert sorted((d.label, d.text) for d in docs) == [
+        ("filesystems", "filesystems page 0"),
+        ("filesystems", "filesystems page 1"),
+        ("networking", "networking page 0"),
+        ("networking", "networking page 1"),
+        ("networking", "networking page 2"),
+    ]
+    assert ident["source_id"] == str(doc.resolve())

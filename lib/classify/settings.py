@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 
 from lib.config.fields import check, kc
 
-SOURCES = ("fortunes", "imdb", "agnews", "file")
-"""Where labelled documents come from: Debian's fortunes (offline), two Hugging Face sets, a file or folder."""
+SOURCES = ("fortunes", "linuxdoc", "imdb", "agnews", "file")
+"""Where labelled documents come from: Debian's fortunes and the kernel's documentation by subsystem
+(both offline through Debian's packages), two Hugging Face sets, a file or folder."""
 
 
 def split_names(text: str) -> list[str]:
@@ -24,8 +25,8 @@ class ClassifySettings:
     source: str = field(default="fortunes", metadata=kc("CLASSIFY_SOURCE", "--classify-source"))
     """One of SOURCES."""
     path: str = field(default="", metadata=kc("CLASSIFY_PATH", "--classify-path"))
-    """file: the CSV/TSV/JSONL file or the folder of class folders; fortunes: a local copy (the
-    Debian package or its fortunes folder; empty: downloaded); imdb/agnews: unused."""
+    """file: the CSV/TSV/JSONL file or the folder of class folders; fortunes, linuxdoc: a local copy
+    (the Debian package, a kernel tarball or a folder; empty: downloaded); imdb/agnews: unused."""
     text_column: str = field(default="text", metadata=kc("CLASSIFY_TEXT_COLUMN"))
     label_column: str = field(default="label", metadata=kc("CLASSIFY_LABEL_COLUMN"))
     classes: str = field(default="", metadata=kc("CLASSIFY_CLASSES", "--classify-classes"))
