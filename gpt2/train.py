@@ -49,7 +49,7 @@ from lib.train.data import TokenData
 from lib.train.distributed import Dist, check_world, world_warning, wrap_ddp
 from lib.train.loop import Trainer, planned_iters
 from lib.train.run import Run
-from lib.train.run_dir import prepare_run_dir
+from lib.train.run_dir import prepare_run_dir, release_run_dirs
 from lib.train.runtime import amp_dtype, compile_model, configure, use_expandable_segments
 
 log = logging.getLogger("train")
@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return train(args, s, scaling, dist, device)
     finally:
+        release_run_dirs()
         distributed.stop(dist)
 
 

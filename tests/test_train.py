@@ -459,3 +459,23 @@ def test_the_summary_is_a_run_summary_and_old_ones_still_read(tiny_config, tmp_p
     assert len(kept) > 50
     for path in kept:
         assert RunSummary.read(path).final_val_ppl is not None, path
+
+
+def test_one_run_folder_has_one_writer(tiny_config, tmp_path, capsys):
+    """A second run, or a second resume, into a folder another process is writing is refused
+    before it touches anything; the lock goes with the process, so a later resume is taken."""
+    out = tmp_path / "run"
+    proc = _start_in_subprocess(tiny_config, out, "--max-iters", "400", "--eval-interval", "400")
+    try:
+        _wait_for(lambda: _last_iter(out) >= 2, proc)
+        before = (out / "metrics.jsonl").read_bytes()
+        for flags in ([], ["--resume"], ["--seed", "2", "--optimizer", "adamw"]):
+            assert run(tiny_config, out, *flags) == 2
+            err = capsys.readouterr().err
+            assert f"is being written by another process (pid {proc.pid})" in err, err
+        assert (out / "metrics.jsonl").read_bytes()[: len(before)] == before  # nothing of theirs in it
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 130
+    finally:
+        proc.kill()
+    assert run(tiny_config, out, "--resume", "--max-iters", "12") == 0

@@ -1,6 +1,8 @@
 """The run folder: its name, a new one or the one to resume, and which earlier runs a resume may take."""
 
+import fcntl
 import json
+import os
 from pathlib import Path
 
 from lib.config.settings import Settings
@@ -9,6 +11,38 @@ from lib.study.matrix import run_name as matrix_run_name
 from lib.train.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint
 from lib.train.distributed import Dist, broadcast
 from lib.train.loop import resume_conflicts
+
+
+LOCK_FILE = ".lock"
+_HELD: list[int] = []  # descriptors of the run folders this process writes, open while it does
+
+
+def lock_run_dir(run_dir: Path) -> None:
+    """Take `run_dir`'s exclusive lock until release_run_dirs() or the end of this process (the
+    kernel releases it however the process ends), or refuse: another process is writing that run."""
+    path = Path(run_dir) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        raise CheckpointError(f"cannot lock {run_dir} ({e.strerror}); choose another --out-dir") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise CheckpointError(
+            f"{run_dir} is being written by another process (pid {holder}): one run folder has one writer. "
+            "Wait for that run to end (then --resume it if it stopped), or choose another --out-dir."
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _HELD.append(fd)
+
+
+def release_run_dirs() -> None:
+    """Give up the run folders' locks this process holds (a run called in-process has ended)."""
+    while _HELD:
+        os.close(_HELD.pop())
 
 
 def run_name(s: Settings) -> str:
@@ -30,7 +64,11 @@ def prepare_run_dir(
     if dist.is_main:
         try:
             run_dir = choose_run_dir(s, resume, out_dir)
-            run_dir.mkdir(parents=True, exist_ok=True)
+            if resume is None:
+                run_dir.mkdir(parents=True, exist_ok=True)
+            if run_dir.is_dir():
+                lock_run_dir(run_dir)  # before anything in it is read or written: one writer per run
+            check_run_dir(run_dir, resume)
             chosen = str(run_dir)
         except CheckpointError as e:
             error = str(e)
@@ -43,15 +81,20 @@ def prepare_run_dir(
     return run_dir, None if resume is None else load_checkpoint(run_dir / CHECKPOINT_FILE)
 
 
+def check_run_dir(run_dir: Path, resume: str | None) -> None:
+    """A new run needs a folder without a run in it; a resume needs one with a checkpoint."""
+    if resume is None and (run_dir / CHECKPOINT_FILE).exists():
+        raise CheckpointError(
+            f"{run_dir} already holds a run. Continue it with --resume, or choose another --out-dir."
+        )
+    if resume is not None and not (run_dir / CHECKPOINT_FILE).is_file():
+        raise CheckpointError(f"no checkpoint at {run_dir / CHECKPOINT_FILE}; nothing to resume")
+
+
 def choose_run_dir(s: Settings, resume: str | None, out_dir: str | None) -> Path:
-    """The run folder: a new one, or (with --resume) one that holds a checkpoint."""
+    """The run folder: a new one, or (with --resume) the one named, or the latest of these settings."""
     if resume is None:
-        run_dir = Path(out_dir) if out_dir else new_run_dir(s.runtime.output_dir, run_name(s))
-        if (run_dir / CHECKPOINT_FILE).exists():
-            raise CheckpointError(
-                f"{run_dir} already holds a run. Continue it with --resume, or choose another --out-dir."
-            )
-        return run_dir
+        return Path(out_dir) if out_dir else new_run_dir(s.runtime.output_dir, run_name(s))
     if resume != "auto":
         run_dir = Path(resume)
     elif out_dir:
@@ -63,8 +106,6 @@ def choose_run_dir(s: Settings, resume: str | None, out_dir: str | None) -> Path
                 f"no run named {run_name(s)}-* with a checkpoint and these settings in "
                 f"{s.runtime.output_dir}/; pass the run folder: --resume RUN_DIR"
             )
-    if not (run_dir / CHECKPOINT_FILE).is_file():
-        raise CheckpointError(f"no checkpoint at {run_dir / CHECKPOINT_FILE}; nothing to resume")
     return run_dir
 
 
