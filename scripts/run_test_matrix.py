@@ -19,6 +19,7 @@ TEST_MATRIX_PARALLEL at a time. With --slurm, Slurm places the runs instead
 """
 
 import argparse
+import ctypes
 import hashlib
 import json
 import os
@@ -73,6 +74,28 @@ def resolved_config_text(base: Settings, run: PlannedRun, cmd: list[str]) -> str
             lines += [f"{section}.{name} = {value!r}" for name, value in values.items()]
     lines.append("# command: " + " ".join(cmd))
     return "\n".join(lines) + "\n"
+
+
+PR_SET_PDEATHSIG = 1
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""What stops the runner, and through it its runs: Ctrl-C, kill, a closed terminal or SSH session."""
+
+
+def die_with_parent(parent: int):
+    """A child's set-up (Popen preexec_fn): SIGTERM it when `parent` exits, on Linux (prctl), so a
+    run never trains on, unwatched, after its runner was killed; a run answers SIGTERM with a
+    checkpoint. Elsewhere it does nothing."""
+
+    def setup() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):  # not Linux
+            return
+        if os.getppid() != parent:  # the runner died before prctl took hold
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return setup
 
 
 def failure_reason(returncode: int) -> str:
@@ -150,9 +173,15 @@ class Runner:
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
         console = open(run_dir / "console.log", "ab")
-        # Own process group: a terminal's Ctrl-C reaches only the runner, which stops children with SIGTERM.
+        # Own process group: a terminal's Ctrl-C reaches only the runner, which stops children with
+        # SIGTERM; and a child gets SIGTERM when the runner dies however it dies (SIGKILL included).
         return subprocess.Popen(
-            cmd, stdout=console, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            cmd,
+            stdout=console,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=die_with_parent(os.getpid()),
         )
 
     def finish(self, run: PlannedRun, returncode: int) -> str:
@@ -187,7 +216,7 @@ class Runner:
             self.stopping = True
             proc.send_signal(signal.SIGTERM)
 
-        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        old = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
         try:
             returncode = proc.wait()
         finally:
@@ -221,7 +250,7 @@ class Runner:
             for proc in running:
                 proc.send_signal(signal.SIGTERM)
 
-        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        old = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
         bar = tqdm(
             total=len(self.runs),
             initial=skipped,

@@ -148,12 +148,17 @@ CONFIG_DATA_DIR="{data_dir}"
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_children_cleanly_and_the_matrix_resumes(tmp_path, kconf, data_dir):
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGHUP", "SIGKILL"])
+def test_a_stopped_runner_stops_its_children_and_the_matrix_resumes(tmp_path, kconf, data_dir, signum):
+    """Ctrl-C, a closed terminal (SIGHUP) or SIGKILL of the runner: its training processes stop too
+    (with a checkpoint), none is left writing, and the next call resumes each run exactly once."""
     import os
     import signal
     import subprocess
     import sys
     import time
+
+    from lib.measure.metrics import read_metrics
 
     config = make_config(
         tmp_path,
@@ -177,17 +182,26 @@ CONFIG_DATA_DIR="{data_dir}"
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.1)
         metrics = next(tmp_path.glob("test_matrix_results_*/gpt2_adamw_none/metrics.jsonl"), None)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=60) == 130
     run_dir = metrics.parent
-    report = json.loads((run_dir.parent / "summary.json").read_text())
-    assert [r["status"] for r in report["runs"]] == ["interrupted"]
+    child = int((run_dir / ".lock").read_text())
+    proc.send_signal(getattr(signal, signum))
+    assert proc.wait(timeout=60) == (-9 if signum == "SIGKILL" else 130)
+    deadline = time.time() + 60
+    while os.path.exists(f"/proc/{child}") and "zombie" not in open(f"/proc/{child}/status").read():
+        assert time.time() < deadline, f"the training process {child} outlived its runner"
+        time.sleep(0.1)
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
     assert (run_dir / "ckpt.pt").is_file() and not (run_dir / "failure.json").exists()
+    if signum != "SIGKILL":  # the runner itself had time to report
+        report = json.loads((run_dir.parent / "summary.json").read_text())
+        assert [r["status"] for r in report["runs"]] == ["interrupted"]
 
     # The next invocation (same config.py, so the same results folder) resumes it and finishes.
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:]
     assert "resumed at iter" in (run_dir / "output.log").read_text()
+    iters = [r["iter"] for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "train"]
+    assert iters == sorted(set(iters)) and iters[-1] == 40  # every step logged once
 
 
 def test_runs_take_gpu_groups_of_their_process_count(monkeypatch):
