@@ -73,16 +73,23 @@ def test_sweep_runs_cross_the_matrix_and_are_named_after_their_values():
     runs, _ = expand(base, parse_sweep("[values]\nLEARNING_RATE = [3e-4, 1e-3]\nSPAM_THETA = [50]"))
     names = [r.name for r in runs]
     assert names == [
-        "gpt2_adamw_none_learning_rate3e-04_spam_theta50",
-        "gpt2_adamw_none_learning_rate1e-03_spam_theta50",
-        "gpt2_adamwspam_none_learning_rate3e-04_spam_theta50",
-        "gpt2_adamwspam_none_learning_rate1e-03_spam_theta50",
+        "gpt2_adamw_none_learning_rate0.0003_spam_theta50.0",
+        "gpt2_adamw_none_learning_rate0.001_spam_theta50.0",
+        "gpt2_adamwspam_none_learning_rate0.0003_spam_theta50.0",
+        "gpt2_adamwspam_none_learning_rate0.001_spam_theta50.0",
     ]
     assert runs[0].overrides()["training.learning_rate"] == 3e-4
     assert runs[0].overrides()["optimizer.spam_theta"] == 50.0
     flags = run_test_matrix.flags_for(runs[0])
     assert flags[-4:] == ["--set", "training.learning_rate=0.0003", "--set", "optimizer.spam_theta=50.0"]
     assert label("runtime.compile", False) == "compilen" and label("training.min_lr", 0.5) == "min_lr0.5"
+
+
+def test_close_values_get_distinct_faithful_names_and_a_repeated_value_is_refused():
+    runs, _ = expand(Settings(), parse_sweep("[values]\nLEARNING_RATE = [1.5e-3, 2e-3, 1.2345e-4]"))
+    assert [r.name.split("_")[-1] for r in runs] == ["rate0.0015", "rate0.002", "rate0.00012345"]
+    with pytest.raises(ValueError, match=r"LEARNING_RATE: 0.002 given more than once"):
+        parse_sweep("[values]\nLEARNING_RATE = [2e-3, 0.002]")
 
 
 def test_a_sweep_may_not_vary_what_the_matrix_varies():

@@ -89,6 +89,11 @@ def with_sweep(runs: list[PlannedRun], settings, sweep) -> list[PlannedRun]:
         for combo in sweep.combinations():
             name = "_".join([run.name, *(label(p, v) for p, v in combo.items())])
             out.append(replace(run, name=name, swept=tuple(combo.items())))
+    names = [r.name for r in out]
+    if len(set(names)) < len(names):  # labels are exact, so only a bug could get here
+        raise SettingsError(
+            f"two runs of the sweep would share a name: {sorted({n for n in names if names.count(n) > 1})}"
+        )
     return out
 
 

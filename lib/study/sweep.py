@@ -107,6 +107,9 @@ def parse_sweep(text: str, source: str = "sweep") -> Sweep:
         if not isinstance(raw, list) or not raw:
             raise SettingsError(f"{where}: give a non-empty list of values or a range table")
         values[path] = [setting_value(path, v) for v in raw]
+        twice = sorted({repr(v) for v in values[path] if values[path].count(v) > 1})
+        if twice:
+            raise SettingsError(f"{where}: {', '.join(twice)} given more than once; each value runs once")
     sweep = Sweep(values, metric)
     if len(sweep.combinations()) > MAX_RUNS:
         raise SettingsError(f"{source}: {len(sweep.combinations())} combinations; at most {MAX_RUNS}")
@@ -132,12 +135,14 @@ def check_combinations(base: Settings, sweep: Sweep) -> None:
 
 
 def label(path: str, value: Any) -> str:
-    """A short run-name part for one swept value: learning_rate=0.0006 -> 'learning_rate6e-04'."""
+    """A run-name part for one swept value, exact: learning_rate=0.0015 -> 'learning_rate0.0015'
+    (a float by its shortest repr that reads back as the same number, so two values never share
+    a name)."""
     name = path.split(".")[-1]
     if isinstance(value, bool):
         text = "y" if value else "n"
     elif isinstance(value, float):
-        text = f"{value:.0e}" if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e4) else f"{value:g}"
+        text = repr(value)
     else:
         text = str(value)
     return f"{name}{text}".replace("/", "-").replace(" ", "")
