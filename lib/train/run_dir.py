@@ -12,7 +12,6 @@ from lib.train.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoi
 from lib.train.distributed import Dist, broadcast
 from lib.train.loop import resume_conflicts
 
-
 LOCK_FILE = ".lock"
 _HELD: list[int] = []  # descriptors of the run folders this process writes, open while it does
 
