@@ -479,3 +479,39 @@ def test_one_run_folder_has_one_writer(tiny_config, tmp_path, capsys):
     finally:
         proc.kill()
     assert run(tiny_config, out, "--resume", "--max-iters", "12") == 0
+
+
+KILL_AFTER_WRITE = """
+import os, signal, sys
+import lib.train.loop as loop
+from gpt2 import train
+
+written, target, kill_at = [], sys.argv[1], int(sys.argv[2])
+save = loop.save_checkpoint
+
+def save_then_die(path, state):
+    save(path, state)
+    if path.name == target and state.get("iter_num") == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)  # dies inside the window, as a power cut would
+
+loop.save_checkpoint = save_then_die
+sys.exit(train.main(sys.argv[3:]))
+"""
+
+
+def test_a_death_between_the_two_checkpoint_writes_leaves_best_pt_true(tiny_config, tmp_path):
+    """SIGKILL right after ckpt.pt is written at the last evaluation, as a real process: the run
+    resumes, and summary.json's best validation loss is the one best.pt holds, at its iteration."""
+    out = tmp_path / "run"
+    argv = ["--config", str(tiny_config), "--out-dir", str(out), "--max-iters", "20", "--eval-interval", "10"]
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER_WRITE, "ckpt.pt", "20", *argv], cwd=ROOT, capture_output=True
+    )
+    assert killed.returncode == -signal.SIGKILL
+    assert run(tiny_config, out, "--resume", "--max-iters", "20", "--eval-interval", "10") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    best = torch.load(out / "best.pt", weights_only=True)
+    evals = [r for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "eval" and r["iter"] > 0]
+    lowest = min(evals, key=lambda r: r["val_loss"])
+    assert summary["best_val_loss"] == best["val_loss"] == lowest["val_loss"]
+    assert best["iter_num"] == lowest["iter"]

@@ -150,7 +150,9 @@ class Trainer:
         }
 
     def save(self, best: bool = False) -> None:
-        """The latest checkpoint (for resume); with `best`, also best.pt (weights at the lowest val loss)."""
+        """The latest checkpoint (for resume); with `best`, first best.pt (weights at the lowest val
+        loss): a death between the two writes leaves ckpt.pt older than best.pt, so a resume redoes
+        that evaluation and finds the same best, and ckpt.pt never records a best that best.pt lacks."""
         if not self.s.training.save_checkpoint:
             return
         if self._loss_acc is not None:  # the open logging interval's loss sum travels with it
@@ -158,13 +160,13 @@ class Trainer:
         state = self.checkpoint_state()  # a collective: every rank takes part
         if not self.dist.is_main:
             return
-        save_checkpoint(self.run_dir / CHECKPOINT_FILE, state)
         if best:
-            state = {"iter_num": self.state.iter_num, "val_loss": self.state.best_val_loss}
+            record = {"iter_num": self.state.iter_num, "val_loss": self.state.best_val_loss}
             save_checkpoint(
                 self.run_dir / BEST_FILE,
-                {**state, "model": self.model.state_dict(), "settings": self.s.to_dict()},
+                {**record, "model": self.model.state_dict(), "settings": self.s.to_dict()},
             )
+        save_checkpoint(self.run_dir / CHECKPOINT_FILE, state)
 
     def restore(self, state: dict) -> None:
         """Continue from a checkpoint of this run; refuse one whose computation differed."""
