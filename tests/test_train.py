@@ -515,3 +515,64 @@ def test_a_death_between_the_two_checkpoint_writes_leaves_best_pt_true(tiny_conf
     lowest = min(evals, key=lambda r: r["val_loss"])
     assert summary["best_val_loss"] == best["val_loss"] == lowest["val_loss"]
     assert best["iter_num"] == lowest["iter"]
+
+
+DIE_IN_METRICS_REWRITE = """
+import os, signal, sys
+from pathlib import Path
+from gpt2 import train
+
+write_text, replace = Path.write_text, os.replace
+
+def die(what):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def write_text_then_die(self, *args, **kwargs):
+    if self.name == "metrics.jsonl":  # an in-place rewrite: truncated, then the kill
+        open(self, "w").close()
+        die(self)
+    return write_text(self, *args, **kwargs)
+
+def replace_then_die(src, dst, *args, **kwargs):
+    if Path(dst).name == "metrics.jsonl":  # an atomic rewrite: the new file written, not yet in place
+        die(dst)
+    return replace(src, dst, *args, **kwargs)
+
+Path.write_text, os.replace = write_text_then_die, replace_then_die
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
+def test_a_death_during_the_metrics_rewrite_loses_no_record_and_temp_files_are_swept(tiny_config, tmp_path):
+    out = tmp_path / "run"
+    flags = ("--max-iters", "30", "--eval-interval", "10")
+    proc = _start_in_subprocess(tiny_config, out, *flags)
+    try:
+        _wait_for(lambda: _last_iter(out) >= 15, proc)  # past the checkpoint at 10
+    finally:
+        proc.kill()
+        proc.wait()
+    before = (out / "metrics.jsonl").read_text()
+    (out / ".ckpt.pt.deadbeef.tmp").write_bytes(b"x" * 1000)  # a save a kill cut short
+    argv = ["--config", str(tiny_config), "--out-dir", str(out), "--resume", *flags]
+    died = subprocess.run(
+        [sys.executable, "-c", DIE_IN_METRICS_REWRITE, *argv], cwd=ROOT, capture_output=True
+    )
+    assert died.returncode == -signal.SIGKILL
+    after = (out / "metrics.jsonl").read_text()
+    assert after == before  # the rewrite never landed: every record is still there
+    assert not list(out.glob(".ckpt.pt.*.tmp"))  # swept when the resume took the folder
+    assert run(tiny_config, out, "--resume", *flags) == 0
+    iters = [r["iter"] for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "train"]
+    assert iters == list(range(1, 31))
+
+
+def test_a_symbolic_link_in_a_run_folder_is_refused_and_its_target_untouched(tiny_config, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me\n")
+    (out / "output.log").symlink_to(target)
+    assert run(tiny_config, out, "--max-iters", "2") == 2
+    assert "holds symbolic links (output.log)" in capsys.readouterr().err
+    assert target.read_text() == "keep me\n"

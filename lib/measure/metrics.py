@@ -1,11 +1,14 @@
 """Throughput, MFU and memory figures, and the per-run metrics.jsonl stream."""
 
 import json
+import os
 import resource
 import sys
 from pathlib import Path
 
 import torch
+
+from lib.io import FILE_MODE, atomic_write_text
 
 # Dense (not sparsity-doubled) tensor-core peaks in FLOP/s by autocast dtype, from
 # vendor datasheets; matched against torch.cuda.get_device_name() substrings.
@@ -94,14 +97,16 @@ class MetricsWriter:
         self.path = path
 
     def truncate_after(self, iter_num: int) -> None:
-        """Drop records past `iter_num` (a resumed run redoes those steps), and a line torn by a kill."""
+        """Drop records past `iter_num` (a resumed run redoes those steps), and a line torn by a kill;
+        atomically: a death during the rewrite leaves the file as it was, never half of it."""
         if not self.path.is_file():
             return
         keep = [r for r in read_metrics(self.path) if r["iter"] <= iter_num]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def write(self, record: dict) -> None:
-        with open(self.path, "a") as f:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE)
+        with os.fdopen(fd, "a") as f:
             f.write(json.dumps(record) + "\n")
 
 

@@ -2,6 +2,7 @@
 
 import fcntl
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from lib.train.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoi
 from lib.train.distributed import Dist, broadcast
 from lib.train.loop import resume_conflicts
 
+log = logging.getLogger("train")
 LOCK_FILE = ".lock"
 _HELD: list[int] = []  # descriptors of the run folders this process writes, open while it does
 
@@ -67,7 +69,10 @@ def prepare_run_dir(
                 run_dir.mkdir(parents=True, exist_ok=True)
             if run_dir.is_dir():
                 lock_run_dir(run_dir)  # before anything in it is read or written: one writer per run
-            check_run_dir(run_dir, resume)
+                check_run_dir(run_dir, resume)
+                sweep_run_dir(run_dir)
+            else:
+                check_run_dir(run_dir, resume)
             chosen = str(run_dir)
         except CheckpointError as e:
             error = str(e)
@@ -78,6 +83,30 @@ def prepare_run_dir(
         raise CheckpointError(error)
     run_dir = Path(chosen)
     return run_dir, None if resume is None else load_checkpoint(run_dir / CHECKPOINT_FILE)
+
+
+def sweep_run_dir(run_dir: Path) -> None:
+    """Refuse a run folder holding symbolic links (a run writes its own records, never through a
+    link to somewhere else), and remove the temporary files of writes that a death cut short
+    (lib/io.atomic_write's .<name>.*.tmp, a checkpoint's can be hundreds of MB). Holding the lock,
+    no other process is writing them."""
+    links = sorted(p.name for p in run_dir.iterdir() if p.is_symlink())
+    if links:
+        raise CheckpointError(
+            f"{run_dir} holds symbolic links ({', '.join(links)}); a run writes its records itself and "
+            "never through a link: remove them (or copy what they point to into place), then run again"
+        )
+    orphans = [p for p in run_dir.glob(".*.tmp") if p.is_file()]
+    freed = sum(p.stat().st_size for p in orphans)
+    for p in orphans:
+        p.unlink()
+    if orphans:
+        log.warning(
+            "removed %d unfinished temporary file(s) (%.1f MB) left in %s by a run that died while writing",
+            len(orphans),
+            freed / 1e6,
+            run_dir,
+        )
 
 
 def check_run_dir(run_dir: Path, resume: str | None) -> None:
