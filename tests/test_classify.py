@@ -262,7 +262,7 @@ def test_two_real_sources_are_told_apart_and_a_stopped_study_resumes(tmp_path, k
     config = make_config(
         tmp_path,
         TINY_RUN.replace("CONFIG_BATCH_SIZE=4", "CONFIG_BATCH_SIZE=8")
-        + f'CONFIG_GPT2_MAX_ITERS=30\nCONFIG_GPT2_EVAL_INTERVAL=30\nCONFIG_LEARNING_RATE="3e-3"\n'
+        + f'CONFIG_GPT2_MAX_ITERS=20\nCONFIG_GPT2_EVAL_INTERVAL=20\nCONFIG_LEARNING_RATE="3e-3"\n'
         f'CONFIG_DATA_DIR="{data_dir}"\nCONFIG_OPTIMIZER_SELECT_ADAMW=y\n',
         kconf,
     )
