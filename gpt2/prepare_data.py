@@ -61,7 +61,11 @@ LINUXDOC_URL = "https://cdn.kernel.org/pub/linux/kernel/v6.x/linux-6.1.tar.xz"
 LINUXDOC_SUFFIXES = (".rst", ".txt")
 LINUXDOC_SHUFFLE_SEED = 1337
 # Local copies, for machines without network access (a --source flag wins).
-SOURCE_ENV = {"shakespeare": "SHAKESPEARE_SOURCE", "linuxdoc": "LINUXDOC_SOURCE"}
+SOURCE_ENV = {
+    "shakespeare": "SHAKESPEARE_SOURCE",
+    "linuxdoc": "LINUXDOC_SOURCE",
+    "fortunes": "FORTUNES_SOURCE",
+}
 
 # Streamed corpora: (Hugging Face dataset, config name, text column).
 HF_DATASETS = {

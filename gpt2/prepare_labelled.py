@@ -23,9 +23,7 @@ import argparse
 import gzip
 import logging
 import os
-import shutil
 import sys
-import urllib.request
 from pathlib import Path
 
 import tiktoken
@@ -52,7 +50,6 @@ from lib.classify.splits import split_documents
 from lib.config.cli import add_override_flags, overrides_from_args
 from lib.config.settings import Settings, load_settings, read_config_py
 from lib.errors import Refusal
-from lib.io import atomic_write
 from lib.train.data import files_fingerprint
 
 log = logging.getLogger("prepare_labelled")
@@ -76,29 +73,22 @@ def _fingerprint(path: Path) -> str:
 def fortunes_path(c: ClassifySettings, data_dir: str) -> Path:
     """A local copy of Debian's fortunes (CLASSIFY_PATH, else FORTUNES_SOURCE), else the package
     downloaded once into DATA_DIR and checked against its sha256."""
-    local = c.path or os.environ.get(FORTUNES_ENV, "")
-    if local:
-        path = Path(local)
-        if not path.exists():
-            raise LabelledDataError(f"{path}: no such file or folder (CLASSIFY_PATH or {FORTUNES_ENV})")
-        return path
+    local = c.path or os.environ.get(FORTUNES_ENV, "") or None
+    if local is not None and not Path(local).exists():
+        raise LabelledDataError(f"{local}: no such file or folder (CLASSIFY_PATH or {FORTUNES_ENV})")
     cached = Path(data_dir) / "sources" / Path(FORTUNES_URL).name
-    if not cached.is_file():
-        log.info("downloading %s", FORTUNES_URL)
-        try:
-            with urllib.request.urlopen(FORTUNES_URL, timeout=60) as r:
-                atomic_write(cached, lambda f: shutil.copyfileobj(r, f))
-        except OSError as e:
-            raise LabelledDataError(
-                f"could not download {FORTUNES_URL}: {e}. Offline, give a local copy: Debian's fortunes "
-                f"package (apt-get download fortunes) or /usr/share/games/fortunes, in CLASSIFY_PATH or "
-                f"{FORTUNES_ENV}"
-            ) from None
-    if (digest := sha256_file(cached)) != FORTUNES_SHA256:
+    try:
+        path, _ = _local_or_download("fortunes", local, FORTUNES_URL, cached)
+    except SystemExit as e:  # prepare_data's own clear errors
+        raise LabelledDataError(
+            f"{str(e).removeprefix('error: ')} (Debian's fortunes: apt-get download fortunes, or "
+            "/usr/share/games/fortunes)"
+        ) from None
+    if path == cached and (digest := sha256_file(cached)) != FORTUNES_SHA256:
         raise LabelledDataError(
             f"{cached} has sha256 {digest}, not {FORTUNES_SHA256}: delete it to download it again"
         )
-    return cached
+    return path
 
 
 def linuxdoc_documents(c: ClassifySettings, data_dir: str) -> tuple[list[Document], Path]:
