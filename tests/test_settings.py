@@ -308,3 +308,23 @@ def test_a_record_from_before_a_setting_existed_resumes_at_its_default():
     assert resume_conflicts(old, current) == []
     changed = Settings().replace({"classify.source": "imdb"}).to_dict()
     assert resume_conflicts(old, changed) == ["classify.source"]
+
+
+def test_flags_and_config_py_keep_kconfigs_ranges(tiny_config, tmp_path, capsys):
+    from gpt2 import train
+
+    argv = ["--config", str(tiny_config), "--out-dir", str(tmp_path / "run")]
+    assert train.main([*argv, "--batch-size", "100000"]) == 2
+    assert (
+        "--batch-size 100000 is out of range: Kconfig allows 1..4096 (CONFIG_BATCH_SIZE)"
+        in capsys.readouterr().err
+    )
+    assert train.main([*argv, "--set", "training.batch_size=0"]) == 2
+    assert "allows 1..4096" in capsys.readouterr().err
+    edited = tmp_path / "config.py"
+    edited.write_text(tiny_config.read_text().replace("'BATCH_SIZE': 4,", "'BATCH_SIZE': 1000000000000,"))
+    assert "'BATCH_SIZE': 1000000000000" in edited.read_text()
+    assert train.main(["--config", str(edited), "--out-dir", str(tmp_path / "run2")]) == 2
+    err = capsys.readouterr().err
+    assert "CONFIG_BATCH_SIZE = 1000000000000 is out of range (Kconfig allows 1..4096)" in err
+    assert "Traceback" not in err and not (tmp_path / "run").exists()

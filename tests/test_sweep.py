@@ -90,6 +90,8 @@ def test_close_values_get_distinct_faithful_names_and_a_repeated_value_is_refuse
     assert [r.name.split("_")[-1] for r in runs] == ["rate0.0015", "rate0.002", "rate0.00012345"]
     with pytest.raises(ValueError, match=r"LEARNING_RATE: 0.002 given more than once"):
         parse_sweep("[values]\nLEARNING_RATE = [2e-3, 0.002]")
+    with pytest.raises(ValueError, match=r"BATCH_SIZE: 0, 5000 out of range: Kconfig allows 1..4096"):
+        parse_sweep("[values]\nBATCH_SIZE = [0, 8, 5000]")
 
 
 def test_a_sweep_may_not_vary_what_the_matrix_varies():

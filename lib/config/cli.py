@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import fields
 from typing import Any
 
-from lib.config.kconfig import config_with_lines, kconfig_symbol
+from lib.config.kconfig import config_with_lines, kconfig_symbol, out_of_range
 from lib.config.settings import (
     _SECTIONS,
     DATASETS,
@@ -111,6 +111,14 @@ def overrides_from_args(
             kconfig_lines.append(item)
         else:
             setting_path(name)  # raises, naming the close matches
+    ranged = {symbol_of(path): value for path, value in out.items()}
+    if bad := out_of_range(ranged):
+        raise SettingsError(
+            "; ".join(
+                f"{cli_flag_or_set(field_path(k))} {ranged[k]} is out of range: Kconfig allows {r} (CONFIG_{k})"
+                for k, r in bad.items()
+            )
+        )
     if kconfig_lines:
         if config is None:
             raise SettingsError(f"--set {kconfig_lines[0]!r} needs the configuration it applies to")

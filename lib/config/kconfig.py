@@ -313,6 +313,28 @@ def _project_kconfig() -> kconfiglib.Kconfig:
     return load_kconfig(KCONFIG)
 
 
+def out_of_range(values: dict) -> dict[str, str]:
+    """The int symbols among `values` (symbol -> value) whose value lies outside their Kconfig
+    range: symbol -> the range allowed, as "1..4096". Kconfig holds every range; config.py edited by
+    hand and command-line flags are checked against it as a defconfig line would be."""
+    kconf = _project_kconfig()
+    bad = {}
+    for name, value in values.items():
+        sym = kconf.syms.get(name)
+        if sym is None or sym.orig_type not in (kconfiglib.INT, kconfiglib.HEX):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            continue
+        base = 16 if sym.orig_type is kconfiglib.HEX else 10
+        for low, high, cond in sym.ranges:
+            if kconfiglib.expr_value(cond):
+                lo, hi = int(low.str_value, base), int(high.str_value, base)
+                if not lo <= value <= hi:
+                    bad[name] = f"{lo}..{hi}"
+                break
+    return bad
+
+
 def kconfig_line(kconf: kconfiglib.Kconfig, text: str, where: str, lineno: int) -> Assignment:
     """A `SYMBOL=VALUE` from the command line as a defconfig line (CONFIG_ optional; a string
     symbol's value may be given without its quotes)."""

@@ -500,7 +500,19 @@ def load_settings(
     config_py: str | Path = "config.py", overrides: Mapping[str, Any] | None = None
 ) -> Settings:
     """Settings from config.py, then CLI-style dotted-path overrides, validated once."""
-    settings = settings_from_config(read_config_py(config_py))
+    from lib.config.kconfig import out_of_range
+
+    config = read_config_py(config_py)
+    if bad := out_of_range(config):
+        raise SettingsError(
+            f"{config_py}: "
+            + "; ".join(
+                f"CONFIG_{k} = {config[k]} is out of range (Kconfig allows {r})" for k, r in bad.items()
+            )
+            + ". It was edited by hand or made by another Kconfig: regenerate it (make menuconfig, or make "
+            "defconfig-<name>)"
+        )
+    settings = settings_from_config(config)
     return settings.replace(overrides) if overrides else settings
 
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lib.config.settings import Settings, SettingsError, setting_path, setting_value
+from lib.config.kconfig import out_of_range
+from lib.config.settings import Settings, SettingsError, setting_path, setting_value, symbol_of
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -107,6 +108,9 @@ def parse_sweep(text: str, source: str = "sweep") -> Sweep:
         if not isinstance(raw, list) or not raw:
             raise SettingsError(f"{where}: give a non-empty list of values or a range table")
         values[path] = [setting_value(path, v) for v in raw]
+        if bad := [v for v in values[path] if out_of_range({symbol_of(path): v})]:
+            allowed = out_of_range({symbol_of(path): bad[0]})[symbol_of(path)]
+            raise SettingsError(f"{where}: {', '.join(map(str, bad))} out of range: Kconfig allows {allowed}")
         twice = sorted({repr(v) for v in values[path] if values[path].count(v) > 1})
         if twice:
             raise SettingsError(f"{where}: {', '.join(twice)} given more than once; each value runs once")
