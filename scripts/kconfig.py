@@ -14,7 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from lib.config.kconfig import DefconfigError, apply_config, load_kconfig, write_outputs
+from lib.config.kconfig import DefconfigError, apply_config, config_values, load_kconfig, write_outputs
+from lib.config.settings import SettingsError, settings_from_config
 
 
 def _describe(path: Path) -> str:
@@ -75,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
                 "`make olddefconfig` brings it up to date.",
                 file=sys.stderr,
             )
+        return 1
+    try:  # what Kconfig cannot say (a float that is not a number, a minimum above its maximum)
+        settings_from_config(config_values(kconf))
+    except SettingsError as e:
+        print(f"error: {src}: every line applied, but the settings refuse it: {e}", file=sys.stderr)
         return 1
     write_outputs(kconf, Path(args.config), Path(args.config_py))
     if args.cmd == "defconfig":

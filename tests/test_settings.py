@@ -98,7 +98,7 @@ def test_unknown_choice_on_the_command_line_lists_the_valid_ones(capsys):
             "runtime.device = 'tpu' is not allowed; expected auto, cpu, cuda, cuda:N or mps. Set by CONFIG_DEVICE (make menuconfig) or --device",
         ),
         ({"GPT2_AMP_DTYPE": "fp8"}, "expected bfloat16 or float16"),
-        ({"BATCH_SIZE": "32"}, "CONFIG_BATCH_SIZE = '32' is not a int"),
+        ({"BATCH_SIZE": "32"}, "CONFIG_BATCH_SIZE = '32' is not an integer"),
         (
             {"GPT2_NPROC_PER_NODE": 2, "GPT2_GRADIENT_ACCUMULATION": 3},
             "GPT2_GRADIENT_ACCUMULATION=3 (--gradient-accumulation) does not divide over GPT2_NPROC_PER_NODE=2",
@@ -328,3 +328,61 @@ def test_flags_and_config_py_keep_kconfigs_ranges(tiny_config, tmp_path, capsys)
     err = capsys.readouterr().err
     assert "CONFIG_BATCH_SIZE = 1000000000000 is out of range (Kconfig allows 1..4096)" in err
     assert "Traceback" not in err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "lines,message",
+    [
+        ('CONFIG_LEARNING_RATE="abc"\n', "is not a number"),
+        ('CONFIG_LEARNING_RATE="nan"\n', "is not a finite number"),
+        ('CONFIG_LEARNING_RATE="1e-4"\nCONFIG_GPT2_MIN_LR="1e-3"\n', "min_lr = 0.001 is not allowed"),
+    ],
+)
+def test_a_defconfig_the_settings_refuse_is_refused_when_loaded_and_nothing_written(
+    tmp_path, capsys, lines, message
+):
+    from scripts import kconfig as kconfig_cli
+
+    from .conftest import ROOT
+
+    (tmp_path / "d").write_text(lines)
+    out = [
+        "--kconfig",
+        str(ROOT / "Kconfig"),
+        "--config",
+        str(tmp_path / ".config"),
+        "--config-py",
+        str(tmp_path / "config.py"),
+    ]
+    assert kconfig_cli.main([*out, "defconfig", str(tmp_path / "d")]) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / ".config").exists() and not (tmp_path / "config.py").exists()
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        ("'SEED': 1337,", "'SEED': 1337,\n    'SEED': 7,"),
+        ("'SEED': 1337,", "'SEED': 1337,\n    'SEEED': 7,"),
+    ],
+    ids=["duplicate", "unknown"],
+)
+def test_config_py_with_a_repeated_or_unknown_key_is_refused(tiny_config, tmp_path, edit, message):
+    text = tiny_config.read_text()
+    assert edit in text
+    edited = tmp_path / "edited.py"
+    edited.write_text(text.replace(edit, message))
+    with pytest.raises(
+        SettingsError,
+        match="more than once"
+        if "SEED': 7" in message and "SEEED" not in message
+        else "no Kconfig option is named SEEED",
+    ):
+        load_settings(edited)
+
+
+@pytest.mark.parametrize("name", ["a\nb", "a\x00b", "tab\there"])
+def test_a_run_name_with_a_control_character_is_refused(name):
+    with pytest.raises(SettingsError, match="control characters"):
+        Settings().replace({"runtime.run_name": name})
+    assert parse("--run-name", "ok-name")["runtime.run_name"] == "ok-name"

@@ -252,8 +252,8 @@ class RuntimeSettings:
         check(
             self,
             "run_name",
-            "/" not in self.run_name and self.run_name not in (".", ".."),
-            "a folder name without '/'",
+            "/" not in self.run_name and self.run_name not in (".", "..") and self.run_name.isprintable(),
+            "a folder name without '/' or control characters (newline, NUL, ...)",
         )
 
     @property
@@ -367,7 +367,8 @@ def _convert(value: Any, typ: Any, where: str) -> Any:
         return out
     expected = {"int": int, "bool": bool, "str": str}.get(typ, typ)
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise SettingsError(f"{where} = {value!r} is not a {expected.__name__}")
+        what = {int: "an integer", bool: "y or n (a bool)", str: "a string"}.get(expected, expected.__name__)
+        raise SettingsError(f"{where} = {value!r} is not {what}")
     return value
 
 
@@ -451,7 +452,10 @@ def read_config_py(path: str | Path) -> dict[str, Any]:
             f"{path} does not exist. Generate it with `make defconfig-<name>` "
             "(see `make list-defconfigs`) or `make menuconfig`, then `make`."
         )
-    bad = f"{path} is not a generated config file; regenerate it with `make {path.name}`"
+    bad = (
+        f"{path} is not a generated config file; regenerate it (make defconfig-<name> or make menuconfig, "
+        "which write config.py)"
+    )
     try:
         tree = ast.parse(path.read_text(), filename=str(path))
     except SyntaxError as e:
@@ -469,6 +473,15 @@ def read_config_py(path: str | Path) -> dict[str, Any]:
         raise SettingsError(f"{bad} (CONFIG holds something other than literals)") from None
     if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
         raise SettingsError(f"{bad} (CONFIG is not a dict of symbol names)")
+    keys = [k.value for k in body[0].value.keys if isinstance(k, ast.Constant)]
+    if twice := sorted({k for k in keys if keys.count(k) > 1}):
+        raise SettingsError(f"{bad} (it sets {', '.join(twice)} more than once; a dict keeps only the last)")
+    from lib.config.kconfig import kconfig_symbol
+
+    if unknown := sorted(k for k in config if not kconfig_symbol(k)):
+        raise SettingsError(
+            f"{bad} (no Kconfig option is named {', '.join(unknown)}: a typo would be ignored)"
+        )
     return config
 
 
