@@ -386,3 +386,19 @@ def test_a_run_name_with_a_control_character_is_refused(name):
     with pytest.raises(SettingsError, match="control characters"):
         Settings().replace({"runtime.run_name": name})
     assert parse("--run-name", "ok-name")["runtime.run_name"] == "ok-name"
+
+
+def test_files_that_are_not_utf8_are_refused_without_a_traceback(tmp_path):
+    from lib.config.kconfig import DefconfigError, apply_config, load_kconfig
+    from lib.study.sweep import load_sweep
+
+    from .conftest import ROOT
+
+    for name in ("config.py", "x.sweep.toml", "defconfig"):
+        (tmp_path / name).write_bytes(b"CONFIG = {'SEED': 1}  # caf\xe9\n")
+    with pytest.raises(SettingsError, match="not UTF-8"):
+        load_settings(tmp_path / "config.py")
+    with pytest.raises(SettingsError, match="not UTF-8"):
+        load_sweep(tmp_path / "x.sweep.toml")
+    with pytest.raises(DefconfigError, match="not UTF-8"):
+        apply_config(load_kconfig(ROOT / "Kconfig"), tmp_path / "defconfig")

@@ -457,7 +457,9 @@ def read_config_py(path: str | Path) -> dict[str, Any]:
         "which write config.py)"
     )
     try:
-        tree = ast.parse(path.read_text(), filename=str(path))
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except UnicodeDecodeError as e:
+        raise SettingsError(f"{bad} (byte {e.start} is not UTF-8)") from None
     except SyntaxError as e:
         raise SettingsError(f"{bad} ({e.msg}, line {e.lineno})") from None
     body = tree.body

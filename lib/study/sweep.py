@@ -125,7 +125,13 @@ def load_sweep(path: str | Path) -> Sweep:
     path = Path(path)
     if not path.is_file():
         raise SettingsError(f"sweep file {path} does not exist (e.g. defconfigs/<name>{SWEEP_SUFFIX})")
-    return parse_sweep(path.read_text(), str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise SettingsError(
+            f"sweep file {path} is not UTF-8 text (byte {e.start}); TOML files are UTF-8"
+        ) from None
+    return parse_sweep(text, str(path))
 
 
 def check_combinations(base: Settings, sweep: Sweep) -> None:
