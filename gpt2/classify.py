@@ -235,7 +235,7 @@ def label_documents(results: Path, texts: list[str], model_set: str | None, s: S
     ]
 
 
-def _newest_results(config: Path) -> Path | None:
+def _newest_results() -> Path | None:
     """The newest results folder holding class models (test_matrix_results_*/classify)."""
     folders = sorted(p for p in Path.cwd().glob("test_matrix_results_*") if (p / PLAN_FILE).is_file())
     with_sets = [p for p in folders if model_sets(p)]
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        results = args.results or _newest_results(Path("config.py"))
+        results = args.results or _newest_results()
         if results is None or not (results / PLAN_FILE).is_file():
             raise Refusal(
                 "no results folder with class models here; train them first (make, with CLASSIFY=y)"
