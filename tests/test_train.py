@@ -576,3 +576,38 @@ def test_a_symbolic_link_in_a_run_folder_is_refused_and_its_target_untouched(tin
     assert run(tiny_config, out, "--max-iters", "2") == 2
     assert "holds symbolic links (output.log)" in capsys.readouterr().err
     assert target.read_text() == "keep me\n"
+
+
+def test_a_finished_run_can_keep_its_checkpoint_without_the_optimizer(tiny_config, tmp_path, monkeypatch):
+    saved = []  # (iter, whether ckpt.pt kept the optimizer's state) for each ckpt.pt write
+    real_save = lib.train.loop.save_checkpoint
+
+    def spy(path, state):
+        if path.name == "ckpt.pt":
+            saved.append((state["iter_num"], state["optimizer"] is not None))
+        real_save(path, state)
+
+    monkeypatch.setattr(lib.train.loop, "save_checkpoint", spy)
+    out, kept = tmp_path / "lean", tmp_path / "kept"
+    flags = ("--max-iters", "10", "--eval-interval", "5")
+    assert run(tiny_config, out, *flags, "--set", "GPT2_CHECKPOINT_FINAL_OPTIMIZER=n") == 0
+    assert saved == [(5, True), (10, False)]  # only the finished run's checkpoint leaves it out
+    assert run(tiny_config, kept, *flags) == 0
+    assert (out / "ckpt.pt").stat().st_size < 0.6 * (kept / "ckpt.pt").stat().st_size
+    lean = torch.load(out / "ckpt.pt", weights_only=True)
+    full = torch.load(kept / "ckpt.pt", weights_only=True)
+    assert all(torch.equal(lean["model"][k], full["model"][k]) for k in full["model"])
+    # Resuming it finds nothing to do; training it further is refused, saying why, and changes nothing.
+    before = (out / "ckpt.pt").read_bytes()
+    assert run(tiny_config, out, "--resume", *flags, "--set", "GPT2_CHECKPOINT_FINAL_OPTIMIZER=n") == 0
+    assert "cannot be trained further" in (out / "output.log").read_text()
+    assert (
+        run(tiny_config, out, "--resume", "--max-iters", "14", "--set", "GPT2_CHECKPOINT_FINAL_OPTIMIZER=n")
+        == 2
+    )
+    log_text = (out / "output.log").read_text()
+    assert (
+        "finished at iter 10 with GPT2_CHECKPOINT_FINAL_OPTIMIZER=n" in log_text
+        and "Traceback" not in log_text
+    )
+    assert (out / "ckpt.pt").read_bytes() == before

@@ -131,16 +131,21 @@ class Trainer:
         self.params = [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapters only
         self.peak = peak_flops(device, amp if device.type == "cuda" else None)
         self._stop_signal: str | None = None
+        self.without_optimizer = False  # restored from a finished run's checkpoint kept without it
         self.last_eval: dict | None = None
         self._loss_acc: torch.Tensor | None = None  # summed step losses of the open logging interval
 
     # -- checkpoints -------------------------------------------------------------------------
 
     def checkpoint_state(self) -> dict:
+        """What ckpt.pt keeps; a finished run without its optimizer's state where the settings say
+        so (GPT2_CHECKPOINT_FINAL_OPTIMIZER=n: it cannot be trained further, only used)."""
+        finished = self.state.iter_num >= self.total_iters
+        keep_optimizer = self.s.training.final_optimizer or not finished
         return {
             **dataclasses.asdict(self.state),
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.optimizer.state_dict() if keep_optimizer else None,
             "scaler": self.scaler.state_dict(),
             "skipped_steps": int(self.skipped_steps.item()),
             "data": self.data.state_dict(),
@@ -177,8 +182,16 @@ class Trainer:
                 + ", ".join(changed)
                 + ". Resume with the run's own configuration (its config.py), or start a new run."
             )
+        if state["optimizer"] is None and state["iter_num"] < self.total_iters:
+            raise CheckpointError(
+                f"cannot train {self.run_dir} further: it finished at iter {state['iter_num']} with "
+                "GPT2_CHECKPOINT_FINAL_OPTIMIZER=n, so its checkpoint keeps the weights but not the "
+                "optimizer's state. Start a new run from its weights (GPT2_INIT_FROM) or train it anew."
+            )
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.without_optimizer = state["optimizer"] is None  # a finished run kept without it
+        if not self.without_optimizer:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.skipped_steps.fill_(state.get("skipped_steps", 0))
         self.data.load_state_dict(state["data"])

@@ -54,10 +54,13 @@ class Run:
         st, total = self.trainer.state, self.trainer.total_iters
         budget = self.s.training.max_time_seconds
         if st.iter_num >= total:
-            return (
-                f"nothing to resume: {self.run_dir} finished at iter {st.iter_num} of {total}; its results "
-                "stay as they are. To train it longer, resume with a larger --max-iters (GPT2_MAX_ITERS)."
+            further = (
+                "Its checkpoint keeps no optimizer state (GPT2_CHECKPOINT_FINAL_OPTIMIZER=n), so it cannot "
+                "be trained further."
+                if self.trainer.without_optimizer
+                else "To train it longer, resume with a larger --max-iters (GPT2_MAX_ITERS)."
             )
+            return f"nothing to resume: {self.run_dir} finished at iter {st.iter_num} of {total}; its results stay as they are. {further}"
         if budget and st.train_seconds >= budget:
             return (
                 f"nothing to resume: {self.run_dir} has used its time budget (GPT2_MAX_TIME = {budget} s, "
