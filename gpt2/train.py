@@ -39,7 +39,7 @@ from lib.errors import Refusal, out_of_memory
 from lib.io import atomic_write_json
 from lib.measure.gpu_monitor import GPU_FILE, GPUMonitor, plot_gpu
 from lib.measure.records import plot_losses, setup_logging, start_records
-from lib.measure.summary import RunSummary
+from lib.measure.summary import FINISHED, RunSummary, summary_status
 from lib.measure.tracking import start_tracker
 from lib.optim.build import build_optimizer
 from lib.pruning.build import build_pruner
@@ -51,6 +51,7 @@ from lib.train.loop import Trainer, planned_iters
 from lib.train.run import Run
 from lib.train.run_dir import prepare_run_dir, release_run_dirs
 from lib.train.runtime import amp_dtype, compile_model, configure, use_expandable_segments
+from lib.train.stop import STOP, StopRequested
 
 log = logging.getLogger("train")
 EXIT_CODES = {"completed": 0, "time_budget": 0, "interrupted": 130, "diverged": 3, "out_of_memory": 2}
@@ -85,9 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     except Refusal as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    STOP.install()  # from here a stop request is acted on in every phase (lib/train/stop.py)
     try:
         return train(args, s, scaling, dist, device)
     finally:
+        STOP.uninstall()
         release_run_dirs()
         distributed.stop(dist)
 
@@ -111,15 +114,24 @@ def train(
         return 2
     del resume_state
     if args.resume is not None and (why := run.nothing_to_resume()) is not None:
-        if (run_dir / "summary.json").is_file():
+        if summary_status(run_dir) in FINISHED:
             log.info("%s", why)
             return 0
-        # It stopped between its last checkpoint and its summary: evaluate once and write that.
-        log.info("%s finished without a summary.json; evaluating its final weights to write one", run_dir)
-        run.trainer.last_eval = run.trainer.evaluate()
+        # It stopped between its last checkpoint and a finished summary (a death, or a stop request
+        # during the after-training measurements): evaluate once and write that.
+        log.info(
+            "%s finished training without a final summary; evaluating its final weights to write one", run_dir
+        )
+        result = run.trainer.evaluate()
+        if result is None:
+            log.warning("stopped (%s) before the summary; resume again to write it", STOP.signal)
+            return EXIT_CODES["interrupted"]
+        run.trainer.last_eval = {"iter": run.trainer.state.iter_num, **result}
         done = "completed" if run.trainer.state.iter_num >= run.trainer.total_iters else "time_budget"
         if dist.is_main:
-            finish(run, run.summarize({"status": done, **run.trainer.throughput()}, None, 0.0))
+            summary = run.summarize({"status": done, **run.trainer.throughput()}, None, 0.0)
+            finish(run, summary)
+            return EXIT_CODES[summary.status]
         return 0
     started = time.time()
     gpu_file = run_dir / (GPU_FILE if dist.is_main else f"gpu_rank{dist.rank}.jsonl")
@@ -138,7 +150,7 @@ def train(
     summary = run.summarize(outcome, gpu, time.time() - started)
     plot_gpu(gpu_file, run_dir / "gpu.png", f"{run_dir.name}: GPU")
     finish(run, summary)
-    return EXIT_CODES[outcome["status"]]
+    return EXIT_CODES[summary.status]
 
 
 def set_up(
@@ -227,7 +239,11 @@ def finish(run: Run, summary: RunSummary) -> None:
         atomic_write_json(run_dir / "sparsity.json", run.pruner.sparsity())
     plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png", f"{run_dir.name} ({s.model.name})")
     if summary.finished and s.generation.max_tokens > 0:
-        write_sample(run.model, s, run.device, run_dir / "sample.txt")
+        try:
+            with STOP.immediate():  # the results are written; a stop request skips the sample
+                write_sample(run.model, s, run.device, run_dir / "sample.txt")
+        except StopRequested as e:
+            log.warning("%s received: no sample written", e)
     loss, ppl = summary.final_val_loss, summary.final_val_ppl
     log.info(
         "done (%s) | val loss %s | val ppl %s | %s",

@@ -16,6 +16,7 @@ from gpt2 import train
 from gpt2.model import GPT
 from lib.measure.metrics import read_metrics
 from lib.train.loop import Trainer
+from lib.train.stop import STOP
 
 from .conftest import ROOT, make_config
 
@@ -310,7 +311,7 @@ def test_a_run_stopped_inside_a_logging_interval_resumes_it_exactly(tiny_config,
 
     def stop_at_10(self, budget, log_step):
         if self.state.iter_num == 10:  # as a Ctrl-C there would: between the logs at 9 and 12
-            self._stop_signal = "SIGINT"
+            STOP.request("SIGINT")
         return real(self, budget, log_step)
 
     monkeypatch.setattr(Trainer, "_should_stop", stop_at_10)

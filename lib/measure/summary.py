@@ -104,3 +104,11 @@ class RunSummary:
 
     def replace(self, **changes: Any) -> "RunSummary":
         return dataclasses.replace(self, **changes)
+
+
+def summary_status(run_dir: Path) -> str | None:
+    """The status summary.json records in a run folder; None without a readable one."""
+    try:
+        return json.loads((Path(run_dir) / "summary.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None

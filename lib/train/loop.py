@@ -15,7 +15,6 @@ import contextlib
 import dataclasses
 import logging
 import math
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from lib.train.data import TokenData
 from lib.train.distributed import Dist, all_reduce, any_rank, check_replicas, gather, no_sync
 from lib.train.lr_schedule import lr_at
 from lib.train.runtime import autocast, compilations, overflow_flag, rng_state, set_rng_state, synchronize
+from lib.train.stop import STOP
 
 log = logging.getLogger("train")
 
@@ -67,6 +67,9 @@ def resume_conflicts(saved: dict, current: dict) -> list[str]:
     return [c for c in settings_changes(saved, current) if c not in RESUMABLE]
 
 
+STOP_CHECK_BATCHES = 8  # evaluation batches between the ranks' agreement on a stop request
+
+
 @dataclass
 class TrainState:
     """Progress that a checkpoint carries besides the model and optimizer."""
@@ -83,6 +86,8 @@ class TrainState:
     interval_seconds: float = 0.0
     # The largest peak device memory of any session of this run (a resume keeps the earlier one).
     peak_memory_bytes: int = 0
+    # An evaluation due at iter_num that a stop request cut short: a resume makes it first.
+    eval_pending: bool = False
 
 
 class Trainer:
@@ -130,9 +135,8 @@ class Trainer:
         self.metrics = MetricsWriter(run_dir / "metrics.jsonl") if dist.is_main else None
         self.params = [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapters only
         self.peak = peak_flops(device, amp if device.type == "cuda" else None)
-        self._stop_signal: str | None = None
         self.without_optimizer = False  # restored from a finished run's checkpoint kept without it
-        self.last_eval: dict | None = None
+        self.last_eval: dict | None = None  # with "iter", the step it evaluated
         self._loss_acc: torch.Tensor | None = None  # summed step losses of the open logging interval
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -212,25 +216,33 @@ class Trainer:
     # -- evaluation --------------------------------------------------------------------------
 
     @torch.no_grad()
-    def evaluate(self) -> dict:
+    def evaluate(self) -> dict | None:
         """Mean loss over GPT2_EVAL_SAMPLES batches of each split; the same batches every time.
 
         With several ranks each evaluates every world_size-th batch and the sums are added.
+        A stop request (SIGINT/SIGTERM) abandons it between batches: None, nothing recorded.
+        Ranks decide that together every STOP_CHECK_BATCHES batches.
         """
         t, T, d = self.s.training, self.s.model.block_size, self.dist
         self.train_model.eval()
         out = {}
-        for i, split in enumerate(("train", "val")):
-            gen = torch.Generator().manual_seed(self.s.runtime.seed + 1 + i)
-            starts = self.data.starts(split, t.eval_samples * t.batch_size, T, gen).view(t.eval_samples, -1)
-            total = torch.zeros((), device=self.device)
-            for row in starts[d.rank :: d.world_size]:
-                x, y = self.data.windows(split, row, T, self.device)
-                with autocast(self.device, self.amp):
-                    _, loss = self.train_model(x, y)
-                total += loss.float()
-            out[f"{split}_loss"] = all_reduce(d, total).item() / t.eval_samples
-        self.train_model.train()
+        try:
+            for i, split in enumerate(("train", "val")):
+                gen = torch.Generator().manual_seed(self.s.runtime.seed + 1 + i)
+                starts = self.data.starts(split, t.eval_samples * t.batch_size, T, gen).view(
+                    t.eval_samples, -1
+                )
+                total = torch.zeros((), device=self.device)
+                for j, row in enumerate(starts[d.rank :: d.world_size]):
+                    if self._eval_stopped(j):
+                        return None
+                    x, y = self.data.windows(split, row, T, self.device)
+                    with autocast(self.device, self.amp):
+                        _, loss = self.train_model(x, y)
+                    total += loss.float()
+                out[f"{split}_loss"] = all_reduce(d, total).item() / t.eval_samples
+        finally:
+            self.train_model.train()
         check_replicas(d, self.params)
         out["val_ppl"] = math.exp(min(out["val_loss"], 700.0))
         out["model_sparsity"] = model_sparsity(self.model)
@@ -238,9 +250,28 @@ class Trainer:
             out["sparsity"] = self.pruner.sparsity()["prunable"]
         return out
 
-    def _record_eval(self) -> bool:
-        """Evaluate, record, and say whether this is the best validation loss so far."""
+    def _eval_stopped(self, batch: int) -> bool:
+        """Whether a stop request ends the evaluation before this batch (every rank the same)."""
+        if not self.dist.enabled:
+            return STOP.signal is not None
+        if batch % STOP_CHECK_BATCHES:
+            return False
+        if any_rank(self.dist, STOP.signal is not None, self.device):
+            STOP.request("signal on a peer")
+            return True
+        return False
+
+    def _record_eval(self) -> bool | None:
+        """Evaluate, record, and say whether this is the best validation loss so far; None when a
+        stop request cut the evaluation short (nothing recorded; it is due again on resume)."""
         result = self.evaluate()
+        if result is None:
+            log.warning(
+                "evaluation at iter %d abandoned (%s); it is made on resume", self.state.iter_num, STOP.signal
+            )
+            self.state.eval_pending = True
+            return None
+        self.state.eval_pending = False
         if not all(math.isfinite(result[k]) for k in ("train_loss", "val_loss")):
             raise TrainingDiverged(
                 f"evaluation at iter {self.state.iter_num} gave train loss {result['train_loss']} "
@@ -248,7 +279,7 @@ class Trainer:
             )
         improved = result["val_loss"] < self.state.best_val_loss
         self.state.best_val_loss = min(self.state.best_val_loss, result["val_loss"])
-        self.last_eval = result
+        self.last_eval = {"iter": self.state.iter_num, **result}
         self._record({"kind": "eval", "iter": self.state.iter_num, **result})
         log.info(
             "eval iter %d | train loss %.4f | val loss %.4f | val ppl %.2f%s",
@@ -311,10 +342,6 @@ class Trainer:
             self.pruner.after_step(self.state.iter_num + 1)
         return loss_sum, grad_norm
 
-    def _on_signal(self, signum: int, _frame) -> None:
-        self._stop_signal = signal.Signals(signum).name
-        log.warning("%s received: stopping after this step with a checkpoint", self._stop_signal)
-
     def fit(self) -> dict:
         """Train to the planned step count (or the time budget, or a signal); returns the outcome.
 
@@ -324,11 +351,21 @@ class Trainer:
         t = self.s.training
         st = self.state
         budget = t.max_time_seconds or math.inf
-        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        own_handlers = not STOP.installed  # gpt2.train installs them for the run's whole life
+        if own_handlers:
+            STOP.install()
         status = "completed"
         try:
-            if st.iter_num == 0:
-                self._record_eval()  # the untrained baseline; best.pt starts with the first trained eval
+            if st.iter_num == 0 or st.eval_pending:
+                # the untrained baseline (best.pt starts with the first trained eval), or the one a
+                # stop request cut short, made before the next step as it would have been
+                improved = self._record_eval()
+                if improved is None or STOP.signal is not None:
+                    self.save(best=bool(improved) and st.iter_num > 0)
+                    log.warning("stopped at iter %d of %d (%s)", st.iter_num, self.total_iters, STOP.signal)
+                    return {"status": "interrupted", **self.throughput()}
+                if st.iter_num > 0:
+                    self.save(best=improved)
             self.train_model.train()
             first_interval = True
             self._loss_acc = torch.full((), st.interval_loss_sum, device=self.device)
@@ -364,20 +401,27 @@ class Trainer:
                     st.interval_steps, st.interval_seconds = 0, 0.0
                     interval_start, compiled_before = time.perf_counter(), compilations()
                 stop = self._should_stop(budget, log_step)
-                if st.iter_num % t.eval_interval == 0 or last or stop:
+                due = st.iter_num % t.eval_interval == 0 or last
+                if due or stop:
                     if st.interval_steps:  # pause the interval's clock; it resumes after the evaluation
                         synchronize(self.device)
                         st.interval_seconds += time.perf_counter() - interval_start
                         if stop:  # the unlogged steps' time still counts as training
                             st.train_seconds += st.interval_seconds
                     before_eval = compilations()
-                    self.save(best=self._record_eval())
+                    if stop is None or stop == "time budget":  # a time budget's stop evaluates there
+                        improved = self._record_eval()  # None: a stop request came during it
+                    else:  # a stop request (ranks agreed) waits for no evaluation: one due is made on resume
+                        improved, st.eval_pending = None, due
+                    if improved is None and STOP.signal is not None:
+                        stop = STOP.signal
+                    self.save(best=bool(improved))
                     interval_start = time.perf_counter()
                     compiled_before += compilations() - before_eval  # the evaluation's are not the interval's
                 if stop:
-                    status = "interrupted" if self._stop_signal else "time_budget"
+                    status = "interrupted" if STOP.signal else "time_budget"
                     log.warning("stopped at iter %d of %d (%s)", st.iter_num, self.total_iters, stop)
-                    if self._stop_signal:
+                    if STOP.signal:
                         log.warning(
                             "resume it with `make RESUME=1` (or python -m gpt2.train --resume %s)",
                             self.run_dir,
@@ -393,8 +437,8 @@ class Trainer:
             )
             status = "diverged"
         finally:
-            for s, h in handlers.items():
-                signal.signal(s, h)
+            if own_handlers:
+                STOP.uninstall()
         return {"status": status, **self.throughput()}
 
     def _should_stop(self, budget: float, log_step: bool) -> str | None:
@@ -403,7 +447,7 @@ class Trainer:
         Ranks must stop at the same step, so under torchrun they decide together,
         on logging steps only (a signal waits up to GPT2_LOG_INTERVAL steps).
         """
-        signalled = self._stop_signal
+        signalled = STOP.signal
         over_budget = self.state.train_seconds >= budget
         if self.dist.enabled:
             if not log_step:
@@ -413,7 +457,7 @@ class Trainer:
             )
             over_budget = any_rank(self.dist, over_budget, self.device)
         if signalled:
-            self._stop_signal = signalled
+            STOP.request(signalled)
             return signalled
         return "time budget" if over_budget else None
 

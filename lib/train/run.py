@@ -1,6 +1,7 @@
 """One training run as built: its parts, what is left of it to resume, its one-line description and
 its summary.json (lib/measure/summary.RunSummary)."""
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,9 @@ from lib.measure.summary import FINISHED, RunSummary
 from lib.train.data import TokenData
 from lib.train.distributed import Dist
 from lib.train.loop import Trainer
+from lib.train.stop import STOP, StopRequested
+
+log = logging.getLogger("train")
 
 
 @dataclass
@@ -53,6 +57,8 @@ class Run:
         """Why a resumed run has no step left to take (its results stay as they are), or None."""
         st, total = self.trainer.state, self.trainer.total_iters
         budget = self.s.training.max_time_seconds
+        if st.eval_pending:  # a stop request cut its evaluation short: that is left to do
+            return None
         if st.iter_num >= total:
             further = (
                 "Its checkpoint keeps no optimizer state (GPT2_CHECKPOINT_FINAL_OPTIMIZER=n), so it cannot "
@@ -72,13 +78,16 @@ class Run:
     def summarize(self, outcome: dict, gpu: dict | None, wall_seconds: float) -> RunSummary:
         """Write summary.json: the outcome, the final metrics, the costs and the set-up of the run."""
         s, trainer, model, st = self.s, self.trainer, self.model, self.trainer.state
-        final = trainer.last_eval or {}
-        finished = outcome["status"] in FINISHED
-        measured = (
-            after_training(model, self.device, self.amp, s)
-            if finished
-            else {"inference": None, "lm_eval": None}
-        )
+        # the final metrics are an evaluation of the weights it stopped with, or absent
+        final = trainer.last_eval if trainer.last_eval and trainer.last_eval["iter"] == st.iter_num else {}
+        measured = {"inference": None, "lm_eval": None}
+        if outcome["status"] in FINISHED:
+            try:
+                with STOP.immediate():  # a stop request ends the measurements at once
+                    measured = after_training(model, self.device, self.amp, s)
+            except StopRequested as e:
+                log.warning("%s received: the after-training measurements are left for a resume to make", e)
+                outcome = {**outcome, "status": "interrupted"}
         pruned, adamwprune = self.pruner is not None, s.optimizer.name == "adamwprune"
         summary = RunSummary(
             run=self.run_dir.name,
