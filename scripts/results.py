@@ -8,13 +8,15 @@ A table in the document is a block
     <!-- results: FOLDERS runs|seeds -->
     <!-- results: FOLDERS paired REFERENCE -->
     <!-- results: FOLDERS speed [REFERENCE] -->
+    <!-- results: FOLDER classify -->
     ...
     <!-- /results -->
 
 whose body is replaced by the per-run table ("runs"), the across-seeds table ("seeds"), each
 combination's seed-paired perplexity difference from REFERENCE with its 95% interval ("paired"),
 or each combination's median-interval ms/iter against REFERENCE's ("speed") of the runs in
-docs/results/FOLDERS, as lib/study/report.py computes them. FOLDERS is one folder or several joined by
+docs/results/FOLDERS, or its generative classifiers' accuracies beside the baseline's, one by one
+and across seeds ("classify", recomputed from each classifier's saved scores.npz), as lib/study/report.py computes them. FOLDERS is one folder or several joined by
 "+" (a study kept in several folders, compared across them; run names must not repeat); a folder
 written FOLDER:PATTERN contributes only its runs whose names match the shell pattern (a control
 compared with the one combination it controls for). So every number in those tables comes from the
@@ -24,10 +26,13 @@ without the document.
 
 import argparse
 import fnmatch
+import json
 import re
 import sys
 from pathlib import Path
 
+from lib.classify.report import comparison_tables, saved_reports
+from lib.config.settings import load_settings
 from lib.study.report import (
     PAIRED_COLUMNS,
     PLAN_FILE,
@@ -45,7 +50,7 @@ from lib.study.report import (
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "results.md"
 BLOCK = re.compile(
-    r"(?P<open><!-- results: (?P<folder>[\w.:*-]+(?:\+[\w.:*-]+)*) (?P<kind>runs|seeds|paired|speed)"
+    r"(?P<open><!-- results: (?P<folder>[\w.:*-]+(?:\+[\w.:*-]+)*) (?P<kind>runs|seeds|paired|speed|classify)"
     r"(?: (?P<ref>[\w.-]+))? -->\n)"
     r"(?P<body>.*?)(?P<close><!-- /results -->)",
     re.S,
@@ -94,6 +99,8 @@ def gather(folders: Folders) -> list[dict]:
 def table(folders: Folders, kind: str, reference: str | None = None) -> str:
     """The markdown table of results folders: every run, each combination across its seeds, each
     combination's seed-paired difference from `reference`, or each combination's speed."""
+    if kind == "classify":
+        return classify_table(folders)
     rows = gather(folders)
     if kind in ("paired", "speed"):
         try:
@@ -110,6 +117,20 @@ def table(folders: Folders, kind: str, reference: str | None = None) -> str:
         done = [r for r in rows if r["final_val_ppl"] is not None]
         lines = markdown_table(done, RUN_COLUMNS, bold=done[0]["run"] if done else None)
     return "\n".join(lines) + "\n"
+
+
+def classify_table(folders: Folders) -> str:
+    """A results folder's generative classifiers, recomputed from their saved scores."""
+    if len(folders) != 1 or folders[0][1]:
+        raise SystemExit(f"error: {named(folders)}: a classify block takes one whole results folder")
+    folder = folders[0][0]
+    if not (folder / "classify").is_dir():
+        raise SystemExit(f"error: {folder} has no classify/ folder (not a generative classifier study)")
+    s = load_settings(folder / "config.py")
+    flags = {"normalised": s.classify.length_normalised, "use_prior": s.classify.prior}
+    reports = saved_reports(folder, **flags)
+    plan = json.loads((folder / PLAN_FILE).read_text())
+    return "\n".join(comparison_tables(reports, plan)) + "\n"
 
 
 def render(text: str, results_root: Path) -> str:

@@ -11,14 +11,14 @@ import numpy as np
 
 from lib.classify.metrics import summary as metrics_summary
 from lib.io import atomic_write, atomic_write_json, atomic_write_text
-from lib.study.report import SEED_SUFFIX, markdown_table
+from lib.study.report import PLAN_FILE, SEED_SUFFIX, markdown_table
 
 
-def report_set(
-    out: Path, name: str, scores: dict, baseline: dict | None, *, normalised: bool, use_prior: bool
-) -> dict:
-    """report.json, report.md, confusion.csv/.png and predictions.csv of one classifier, from its saved
-    scores (scores.npz's arrays), into the folder `out`."""
+def set_report(
+    name: str, scores: dict, baseline: dict | None, *, normalised: bool, use_prior: bool
+) -> tuple[dict, np.ndarray, np.ndarray]:
+    """One classifier's report (report.json's record) from its saved scores (scores.npz's arrays),
+    with each document's predicted class and class probabilities."""
     classes = [str(c) for c in scores["classes"]]
     figures = metrics_summary(
         scores["loglik"],
@@ -46,6 +46,16 @@ def report_set(
         "sparsity_per_class_model": [float(x) for x in scores["sparsity"]],
         "sparsity": float(np.mean(scores["sparsity"])),
     }
+    return report, predicted, probs
+
+
+def report_set(
+    out: Path, name: str, scores: dict, baseline: dict | None, *, normalised: bool, use_prior: bool
+) -> dict:
+    """report.json, report.md, confusion.csv/.png and predictions.csv of one classifier, from its saved
+    scores (scores.npz's arrays), into the folder `out`."""
+    report, predicted, probs = set_report(name, scores, baseline, normalised=normalised, use_prior=use_prior)
+    classes, figures = [str(c) for c in scores["classes"]], report
     atomic_write_json(out / "report.json", report)
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -152,9 +162,41 @@ COMPARISON_COLUMNS = [
 ]
 
 
-def write_comparison(out: Path, reports: list[dict], plan: dict) -> None:
-    """summary.md and .json in `out` (RESULTS/classify): every classifier's accuracy beside its sparsity,
-    across seeds, and a plot against sparsity."""
+def saved_reports(results: Path, *, normalised: bool, use_prior: bool) -> list[dict]:
+    """The reports of a results folder's classifiers recomputed from what they saved
+    (RESULTS/classify/<classifier>/scores.npz, RESULTS/classify/baseline.json), in plan order;
+    nothing is written and no model is needed."""
+    out = results / "classify"
+    plan = json.loads((results / PLAN_FILE).read_text())
+    names = list(dict.fromkeys(r["model_set"] for r in plan["runs"] if r.get("class")))
+    baseline_file = out / "baseline.json"
+    baseline = json.loads(baseline_file.read_text()) if baseline_file.is_file() else None
+    reports = []
+    for name in names:
+        with np.load(out / name / "scores.npz", allow_pickle=False) as f:
+            scores = {k: f[k] for k in f.files}
+        reports.append(set_report(name, scores, baseline, normalised=normalised, use_prior=use_prior)[0])
+    return reports
+
+
+def comparison_tables(reports: list[dict], plan: dict) -> list[str]:
+    """Markdown: every classifier's accuracy beside its sparsity, then (with seeds) each combination
+    across its seeds."""
+    rows = comparison_rows(reports, plan)
+    lines = markdown_table(rows, COMPARISON_COLUMNS)
+    seeds = across_seeds(reports)
+    if any(g["seeds"] > 1 for g in seeds):
+        lines += [
+            "",
+            "Across seeds: the mean accuracy with its 95% t-interval, and the generative accuracy minus the "
+            "baseline's (the same split and baseline for every seed):",
+            "",
+            *markdown_table(seeds, SEED_COLUMNS),
+        ]
+    return lines
+
+
+def comparison_rows(reports: list[dict], plan: dict) -> list[dict]:
     runs = {r.get("model_set"): r for r in plan["runs"] if r.get("class")}
     rows = []
     for r in reports:
@@ -172,24 +214,22 @@ def write_comparison(out: Path, reports: list[dict], plan: dict) -> None:
                 "docs_per_sec": "-" if r["documents_per_sec"] is None else f"{r['documents_per_sec']:.1f}",
             }
         )
-    seeds = across_seeds(reports)
+    return rows
+
+
+def write_comparison(out: Path, reports: list[dict], plan: dict) -> None:
+    """summary.md and .json in `out` (RESULTS/classify): every classifier's accuracy beside its sparsity,
+    across seeds, and a plot against sparsity."""
+    runs = {r.get("model_set"): r for r in plan["runs"] if r.get("class")}
     lines = [
         "# Generative classifiers",
         "",
         f"{len(reports)} classifier(s), each one GPT-2 per class; accuracy on the same test documents.",
         "",
-        *markdown_table(rows, COMPARISON_COLUMNS),
+        *comparison_tables(reports, plan),
     ]
-    if any(g["seeds"] > 1 for g in seeds):
-        lines += [
-            "",
-            "Across seeds: the mean accuracy with its 95% t-interval, and the generative accuracy minus the "
-            "baseline's (the same split and baseline for every seed):",
-            "",
-            *markdown_table(seeds, SEED_COLUMNS),
-        ]
     atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
-    atomic_write_json(out / "summary.json", {"classifiers": reports, "across_seeds": seeds})
+    atomic_write_json(out / "summary.json", {"classifiers": reports, "across_seeds": across_seeds(reports)})
     plot_accuracy(reports, runs, out / "accuracy_vs_sparsity.png")
 
 
