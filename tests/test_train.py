@@ -612,3 +612,24 @@ def test_a_finished_run_can_keep_its_checkpoint_without_the_optimizer(tiny_confi
         and "Traceback" not in log_text
     )
     assert (out / "ckpt.pt").read_bytes() == before
+
+
+def test_sigterm_during_an_evaluation_abandons_it_and_stops_within_seconds(tiny_config, tmp_path):
+    out = tmp_path / "run"
+    flags = ("--max-iters", "4", "--eval-interval", "2", "--eval-samples", "3000")  # seconds per evaluation
+    proc = _start_in_subprocess(tiny_config, out, *flags)
+    log_file = out / "output.log"
+    _wait_for(lambda: log_file.is_file() and "tokens/step" in log_file.read_text(), proc)  # the baseline eval starts
+    time.sleep(0.5)
+    signalled = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    took = time.monotonic() - signalled
+    text = log_file.read_text()
+    assert "evaluation at iter 0 abandoned (SIGTERM)" in text and "Traceback" not in text
+    assert took < 10, f"{took:.1f} s from SIGTERM to exit"  # a whole evaluation takes longer
+    assert not (out / "metrics.jsonl").exists()  # no record of the half-made evaluation
+    state = torch.load(out / "ckpt.pt", weights_only=True)
+    assert state["iter_num"] == 0 and state["eval_pending"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["final_val_loss"] is None

@@ -97,6 +97,8 @@ def plot_losses(metrics_path: Path, out: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if not Path(metrics_path).is_file():  # stopped before its first record: nothing to plot
+        return
     records = read_metrics(metrics_path)
     train = [(r["iter"], r["loss"]) for r in records if r["kind"] == "train"]
     evals = [r for r in records if r["kind"] == "eval"]
