@@ -619,7 +619,9 @@ def test_sigterm_during_an_evaluation_abandons_it_and_stops_within_seconds(tiny_
     flags = ("--max-iters", "4", "--eval-interval", "2", "--eval-samples", "3000")  # seconds per evaluation
     proc = _start_in_subprocess(tiny_config, out, *flags)
     log_file = out / "output.log"
-    _wait_for(lambda: log_file.is_file() and "tokens/step" in log_file.read_text(), proc)  # the baseline eval starts
+    _wait_for(
+        lambda: log_file.is_file() and "tokens/step" in log_file.read_text(), proc
+    )  # the baseline eval starts
     time.sleep(0.5)
     signalled = time.monotonic()
     proc.send_signal(signal.SIGTERM)
@@ -633,3 +635,11 @@ def test_sigterm_during_an_evaluation_abandons_it_and_stops_within_seconds(tiny_
     assert state["iter_num"] == 0 and state["eval_pending"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["final_val_loss"] is None
+
+
+def test_a_warmup_longer_than_the_run_is_warned_about(tiny_config, tmp_path, caplog):
+    assert run(tiny_config, tmp_path / "run", "--max-iters", "2", "--warmup-steps", "100000") == 0
+    assert "GPT2_WARMUP_STEPS (100000) is not below the run's 2 steps" in caplog.text
+    caplog.clear()
+    assert run(tiny_config, tmp_path / "ok", "--max-iters", "6", "--warmup-steps", "2") == 0
+    assert "GPT2_WARMUP_STEPS" not in caplog.text

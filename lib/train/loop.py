@@ -129,6 +129,22 @@ class Trainer:
         # fp16 steps GradScaler skipped for an overflow, counted on the device (logged, never synced per step)
         self.skipped_steps = torch.zeros((), device=device)
         self.total_iters = planned_iters(settings, data.num_tokens("train"))
+        if settings.training.warmup_steps >= self.total_iters > 0:
+            log.warning(
+                "GPT2_WARMUP_STEPS (%d) is not below the run's %d steps: the learning rate never reaches "
+                "LEARNING_RATE (%g); it ends at %.3g. Lower --warmup-steps if that is not meant.",
+                settings.training.warmup_steps,
+                self.total_iters,
+                settings.training.learning_rate,
+                lr_at(
+                    self.total_iters - 1,
+                    peak=settings.training.learning_rate,
+                    min_lr=settings.training.min_lr,
+                    warmup_steps=settings.training.warmup_steps,
+                    total_steps=self.total_iters,
+                    decay=settings.training.decay_lr,
+                ),
+            )
         t = settings.training
         self.tokens_per_iter = t.batch_size * t.gradient_accumulation * settings.model.block_size
         self.state = TrainState()
