@@ -20,6 +20,7 @@ def test_the_published_tables_match_the_kept_summaries():
 def test_the_published_study_is_complete_and_reached_its_sparsities():
     folders = sorted(p.parent for p in (DOCS / "results").glob(f"*/{PLAN_FILE}"))
     assert [f.name for f in folders] == [
+        "classify-linuxdoc-study",
         "like-for-like-adamw",
         "like-for-like-noclip",
         "like-for-like-repeat",

@@ -137,6 +137,7 @@ RESUMABLE_BY_DESIGN = {
             "eval_interval",
             "log_interval",
             "save_checkpoint",
+            "final_optimizer",
         )
     ),
     *(
