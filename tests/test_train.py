@@ -412,7 +412,9 @@ def test_out_of_memory_is_a_refusal_with_the_memory_advice_and_keeps_the_results
     assert "Lower BATCH_SIZE (--batch-size)" in log and "Traceback" not in log
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "out_of_memory" and summary["iters"] == 5
-    assert summary["final_val_loss"] is not None  # the evaluation at 3 is kept
+    # the evaluation at 3 is kept (best_val_loss, metrics.jsonl), but is not the final weights'
+    assert summary["best_val_loss"] is not None and summary["final_val_loss"] is None
+    assert any(r["kind"] == "eval" and r["iter"] == 3 for r in read_metrics(out / "metrics.jsonl"))
     assert max(r["iter"] for r in read_metrics(out / "metrics.jsonl")) == 5
 
 
