@@ -21,7 +21,9 @@ SHAKESPEARE_SOURCE ?=
 LINUXDOC_SOURCE ?=
 # A local copy of Debian's fortunes (the .deb or its folder) for the classifier's offline corpus.
 FORTUNES_SOURCE ?=
-# Extra flags for gpt2/train.py, e.g. TRAIN_ARGS="--max-iters 100"; RESUME=1 continues the latest run.
+# Extra flags for gpt2/train.py, e.g. TRAIN_ARGS="--max-iters 100"; RESUME=1 continues the latest run of
+# this configuration, RESUME=<run folder> that run (with its own settings; TRAIN_ARGS may change those a
+# resume may change, such as --max-iters).
 TRAIN_ARGS ?=
 RESUME ?=
 # Test matrix: DRY_RUN=1 prints the plan, RERUN_FAILED=1 reruns failed runs, RESULTS=dir picks the folder,
@@ -116,7 +118,7 @@ train: data
 	@if $(PY) -m scripts.run_test_matrix --is-matrix; then \
 		$(MAKE) --no-print-directory test-matrix; \
 	else \
-		$(PY) -m scripts.launch $(if $(RESUME),--resume) $(TRAIN_ARGS); \
+		$(PY) -m scripts.launch $(if $(RESUME),--resume $(if $(filter 1 y yes,$(RESUME)),,$(RESUME))) $(TRAIN_ARGS); \
 	fi
 
 test-matrix: data
@@ -192,7 +194,8 @@ help:
 	@echo "Running"
 	@echo "  make                     prepare data if missing, then train what .config describes"
 	@echo "                           (no .config: the CPU default, $(DEFAULT_DEFCONFIG))"
-	@echo "  make RESUME=1            continue the latest run of this configuration"
+	@echo "  make RESUME=1            continue the latest run of this configuration (--out-dir runs too)"
+	@echo "  make RESUME=runs/<run>   continue that run, with its own settings"
 	@echo "                           GPT2_NPROC_PER_NODE>1 runs it under torchrun (DDP, one GPU each)"
 	@echo "  make TRAIN_ARGS='...'    extra gpt2/train.py flags, e.g. --max-iters 100"
 	@echo "  make data                prepare the dataset .config names (SHAKESPEARE_SOURCE/LINUXDOC_SOURCE: offline copies)"

@@ -174,6 +174,8 @@ def check_gpu_fits(s: Settings, device: torch.device, world_size: int = 1) -> Me
         compiled=s.runtime.compile and device.type == "cuda",
         amp=s.runtime.mixed_precision and device.type != "cpu",
     )
+    if device.type == "cpu":
+        return check_host_fits(s, est, world_size)
     if device.type != "cuda":
         return est
     usable = usable_gpu_bytes(device)
@@ -197,6 +199,23 @@ def available_host_bytes() -> int | None:
     except OSError:
         pass
     return None
+
+
+def check_host_fits(s: Settings, est: MemoryEstimate, world_size: int) -> MemoryEstimate:
+    """On the CPU the run's memory is the host's: refuse one whose processes on this host would need
+    more than it has available (MemAvailable), rather than swap until the kernel's OOM killer ends it."""
+    available = available_host_bytes()
+    procs = min(world_size, int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
+    if available is None or est.total * procs <= available:
+        return est
+    as_run = s.replace({"runtime.compile": False, "runtime.mixed_precision": False})  # as the CPU runs it
+    tips = "\n  - ".join(fit_advice(as_run, available // procs, world_size))
+    raise OutOfMemory(
+        f"this run needs about {est.describe()} per process on the CPU"
+        f"{f' ({procs} processes)' if procs > 1 else ''}, more than the {available / GIB:.1f} GiB of host "
+        f"memory available. To fit:\n  - {tips}\n"
+        "(The estimate is gpt2/memory.py's; if you know better, skip it with --no-memory-check.)"
+    )
 
 
 def host_bytes_needed(s: Settings, checkpoint_bytes: int = 0, processes: int = 1) -> int:

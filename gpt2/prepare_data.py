@@ -22,7 +22,6 @@ if (
 
 import argparse
 import gzip
-import hashlib
 import json
 import logging
 import os
@@ -45,12 +44,15 @@ from lib.train.data import (
     META_FILE,
     TOKEN_DTYPE,
     DataError,
+    altered,
     custom_files,
     damage,
     files_fingerprint,
     load_meta,
+    sha256_file,
     stale_reason,
 )
+from lib.train.stop import StopRequested, stop_at_once
 
 log = logging.getLogger("prepare_data")
 
@@ -74,15 +76,6 @@ HF_DATASETS = {
     "tinystories": ("roneneldan/TinyStories", None, "text"),
 }
 _ENCODE_BATCH = 256
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _local_or_download(dataset: str, source: str | None, url: str, cached: Path) -> tuple[Path, str]:
@@ -433,7 +426,11 @@ def main(argv: list[str] | None = None) -> int:
     meta = load_meta(data.token_dir)
     if meta is not None and not args.force:
         try:
-            why = damage(data.token_dir, meta) or stale_reason(meta, data.dataset, **data.token_check())
+            why = (
+                damage(data.token_dir, meta)
+                or stale_reason(meta, data.dataset, **data.token_check())
+                or altered(data.token_dir, meta)
+            )
         except DataError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
@@ -455,15 +452,27 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    prepare(
-        data.dataset,
-        Path(data.data_dir),
-        source=args.source or os.environ.get(SOURCE_ENV.get(data.dataset, ""), "") or None,
-        path=data.custom_path,
-        max_tokens_millions=data.max_tokens_millions,
-        val_fraction=data.val_fraction,
-    )
+    try:
+        with stop_at_once():
+            prepare(
+                data.dataset,
+                Path(data.data_dir),
+                source=args.source or os.environ.get(SOURCE_ENV.get(data.dataset, ""), "") or None,
+                path=data.custom_path,
+                max_tokens_millions=data.max_tokens_millions,
+                val_fraction=data.val_fraction,
+            )
+    except StopRequested as e:
+        print(f"{e} received: stopped; {stopped_note(data.token_dir)}", file=sys.stderr)
+        return 130
     return 0
+
+
+def stopped_note(token_dir: Path) -> str:
+    """What a stopped preparation left: its temporary files are gone, and a folder meta.json does not
+    vouch for is prepared again by the next run."""
+    state = "the earlier token files stand" if load_meta(token_dir) else "nothing usable was written"
+    return f"its temporary files are removed and {state}; run it again to finish ({token_dir})"
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ from lib.config.cli import add_override_flags, overrides_from_args
 from lib.config.settings import Settings, load_settings, read_config_py
 from lib.errors import Refusal
 from lib.train.data import files_fingerprint
+from lib.train.stop import StopRequested, stop_at_once
 
 log = logging.getLogger("prepare_labelled")
 
@@ -242,10 +243,14 @@ def main(argv: list[str] | None = None) -> int:
         overrides = overrides_from_args(args, lambda: read_config_py(config) if config.is_file() else {})
         base = load_settings(config) if config.is_file() else Settings()
         s = base.replace(overrides) if overrides else base
-        prepare_labelled(s, force=args.force)
+        with stop_at_once():
+            prepare_labelled(s, force=args.force)
     except Refusal as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except StopRequested as e:  # the corpus is written whole or not at all (lib/classify/corpus.py)
+        print(f"{e} received: stopped; nothing half-written is kept; run it again to finish", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -36,7 +36,7 @@ from lib.config.settings import Settings, load_settings, read_config_py, settle
 from lib.convert.fp8 import convert_to_fp8
 from lib.convert.lora import apply_lora
 from lib.errors import Refusal, out_of_memory
-from lib.io import atomic_write_json
+from lib.io import WriteError, atomic_write_json
 from lib.measure.gpu_monitor import GPU_FILE, GPUMonitor, plot_gpu
 from lib.measure.records import plot_losses, setup_logging, start_records
 from lib.measure.summary import FINISHED, RunSummary, summary_status
@@ -45,11 +45,11 @@ from lib.optim.build import build_optimizer
 from lib.pruning.build import build_pruner
 from lib.train import distributed
 from lib.train.checkpoint import CheckpointError
-from lib.train.data import TokenData
+from lib.train.data import DataError, TokenData
 from lib.train.distributed import Dist, check_world, world_warning, wrap_ddp
 from lib.train.loop import Trainer, planned_iters
 from lib.train.run import Run
-from lib.train.run_dir import prepare_run_dir, release_run_dirs
+from lib.train.run_dir import choose_run_dir, prepare_run_dir, release_run_dirs, resumed_settings
 from lib.train.runtime import amp_dtype, compile_model, configure, use_expandable_segments
 from lib.train.stop import STOP, StopRequested
 
@@ -79,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         dist = Dist.from_env()
         overrides = overrides_from_args(args, lambda: read_config_py(args.config))
         s, scaling = settle(load_settings(args.config), overrides)
+        kept = None
+        if args.resume is not None:  # the run's own settings, not config.py's; every rank reads them
+            run_dir = choose_run_dir(s, args.resume, args.out_dir)
+            s, scaling, kept = resumed_settings(run_dir, s, overrides, probe_lock=dist.is_main)
+            args.resume = str(run_dir)
         if s.training.batch_mode == "auto":
             refuse_manual_values(overrides)
         check_world(s, dist)
@@ -88,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     STOP.install()  # from here a stop request is acted on in every phase (lib/train/stop.py)
     try:
-        return train(args, s, scaling, dist, device)
+        return train(args, s, scaling, dist, device, kept)
+    except (DataError, WriteError) as e:  # a token file damaged under the run, a full disk: said; the
+        log.error("error: %s", e)  # last checkpoint stays
+        return 2
     finally:
         STOP.uninstall()
         release_run_dirs()
@@ -96,7 +104,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train(
-    args: argparse.Namespace, s: Settings, scaling: dict | None, dist: Dist, device: torch.device
+    args: argparse.Namespace,
+    s: Settings,
+    scaling: dict | None,
+    dist: Dist,
+    device: torch.device,
+    kept: str | None = None,
 ) -> int:
     try:
         run_dir, resume_state = prepare_run_dir(s, dist, args.resume, args.out_dir)
@@ -104,6 +117,8 @@ def train(
         print(f"error: {e}", file=sys.stderr)
         return 2
     setup_logging(run_dir, dist)
+    if kept is not None:
+        log.info("%s", kept)
     try:
         try:
             run = set_up(Path(args.config), s, scaling, dist, device, run_dir, resume_state)
@@ -203,8 +218,6 @@ def set_up(
                 sizing["rule"],
             ),
         )
-    if dist.is_main and resume_state is None:
-        atomic_write_json(run_dir / "settings.json", s.to_dict())
     pruner = build_pruner(model, optimizer, s.pruning, planned_iters(s, data.num_tokens("train")))
     tracker = start_tracker(s.tracking, run_dir, run_dir.name, s.to_dict()) if dist.is_main else None
     trainer = Trainer(s, run_dir, device, model, train_model, optimizer, data, amp, pruner, tracker, dist)
@@ -213,7 +226,9 @@ def set_up(
             "bitter2 scaling: %s x%.2f, %s -> %s", *(scaling[k] for k in ("setting", "factor", "from", "to"))
         )
     if resume_state is not None:
-        trainer.restore(resume_state)
+        trainer.restore(resume_state)  # or a refusal: a flag changed what a resume may not change
+    if dist.is_main:  # what the run runs with now (a resume's flags included): the next resume's settings
+        atomic_write_json(run_dir / "settings.json", s.to_dict())
     record = {
         "memory_estimate": memory,
         "scaling": scaling,

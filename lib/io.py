@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -21,11 +22,51 @@ os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK
 
 
+class WriteError(Refusal):
+    """A file that could not be written (a full disk, a read-only folder, a size limit); the message
+    says which file, why, and that what was written before stays."""
+
+
+_WRITE_HINTS = {
+    errno.ENOSPC: "the disk holding it is full: free space there (df -h), or write to another disk",
+    errno.EDQUOT: "your disk quota there is used up: free space, or write to another disk",
+    errno.EFBIG: "a file size limit stops it (ulimit -f, or the file system's largest file)",
+    errno.EROFS: "its file system is mounted read-only: write to another folder",
+    errno.EACCES: "you may not write there: make the folder writable, or write to another one",
+    errno.EPERM: "you may not write there: make the folder writable, or write to another one",
+}
+
+
+def write_error(path: str | os.PathLike, e: OSError) -> WriteError:
+    """The WriteError for an OSError met writing `path`."""
+    hint = _WRITE_HINTS.get(e.errno, "")
+    return WriteError(
+        f"cannot write {path}: {e.strerror or e}{'; ' + hint if hint else ''}. "
+        "What was written before is kept as it was."
+    )
+
+
+def os_error_in(e: BaseException) -> OSError | None:
+    """The OSError behind `e` (itself, or what it was raised from or during: torch.save reports a
+    failed write as a RuntimeError raised while handling the file object's OSError), or None."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:
-    """Call `write(f)` on a temp file beside `path`, fsync it, then rename it over `path`."""
+    """Call `write(f)` on a temp file beside `path`, fsync it, then rename it over `path`.
+    A failed write (a full disk, a read-only folder) raises WriteError and leaves `path` as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise write_error(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -33,8 +74,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
             os.fsync(f.fileno())
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, (OSError, RuntimeError)) and (cause := os_error_in(e)) is not None:
+            raise write_error(path, cause) from None
         raise
 
 

@@ -9,6 +9,7 @@ one fails.
 """
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -37,6 +38,16 @@ def train_command(nproc: int, args: list[str], python: str = sys.executable) -> 
     return [python, "-m", TRAIN, *args]
 
 
+def own_nproc(resume: str | None) -> int | None:
+    """A run folder being resumed keeps its own process count (its settings.json), or None."""
+    if resume in (None, "auto"):
+        return None
+    try:
+        return int(json.loads((Path(resume) / "settings.json").read_text())["runtime"]["nproc_per_node"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # gpt2.train says what is wrong with the folder
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(
@@ -45,11 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--print", action="store_true", help="print the command and exit")
     p.add_argument("--config", default="config.py")
     p.add_argument(cli_flag("runtime.nproc_per_node"), dest="nproc", type=int)
+    p.add_argument("--resume", nargs="?", const="auto")
     known, _ = p.parse_known_args(argv)
     passed = [a for a in argv if a != "--print"]
     if known.nproc is None:
         try:
-            known.nproc = load_settings(known.config).runtime.nproc_per_node
+            known.nproc = own_nproc(known.resume) or load_settings(known.config).runtime.nproc_per_node
         except SettingsError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -211,19 +211,24 @@ class Runner:
             print(f"{run.name}: {status} before; nothing to do")
             return 0
         proc = self.launch(run, gpu=None)  # the GPUs Slurm gave this task (CUDA_VISIBLE_DEVICES)
+        requeue = []
 
-        def on_signal(signum, _frame):  # scancel or the time limit: the run checkpoints and stops
+        def on_signal(signum, _frame):  # scancel, preemption or the time limit: the run checkpoints
             self.stopping = True
+            if signum == signal.SIGUSR1:  # Slurm's early signal (--signal=B:USR1@N): then requeue
+                requeue.append(signum)
             proc.send_signal(signal.SIGTERM)
 
-        old = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
+        old = {s: signal.signal(s, on_signal) for s in (*STOP_SIGNALS, signal.SIGUSR1)}
         try:
             returncode = proc.wait()
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
         outcome = self.finish(run, returncode)
-        print(f"{run.name}: {outcome}")
+        print(f"{run.name}: {outcome}", flush=True)
+        if requeue and outcome == "interrupted":
+            return requeue_task(run.name)
         return {"done": 0, "interrupted": 130}.get(outcome, 1)
 
     def run_all(self, parallel: int, stop_after: float | None = None) -> dict:
@@ -291,6 +296,27 @@ class Runner:
         if queue and not self.stopping:
             print(f"--stop-after {stop_after:g}: {len(queue)} runs left for the next call")
         return {**counts, "skipped": skipped, "not_started": len(queue)}
+
+
+def requeue_task(name: str) -> int:
+    """Put this Slurm task back in the queue (`scontrol requeue`): it runs again later and resumes
+    `name` from the checkpoint written just now. The exit code of this attempt."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if job is None:
+        print(f"{name}: stopped by SIGUSR1 outside Slurm; run the task again to resume it")
+        return 130
+    out = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    if out.returncode != 0:
+        print(
+            f"{name}: could not requeue job {job} ({out.stderr.strip()}); submit the matrix again to resume it",
+            flush=True,
+        )
+        return 130
+    print(
+        f"{name}: checkpointed before the time limit; job {job} requeued, it resumes when it runs again",
+        flush=True,
+    )
+    return 0
 
 
 def newest_results() -> Path | None:

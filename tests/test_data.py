@@ -14,9 +14,12 @@ import pytest
 import tiktoken
 import torch
 
+import lib.train.data
 from gpt2 import prepare_data
 from gpt2.prepare_data import SHAKESPEARE_SHA256, prepare
 from lib.train.data import DataError, TokenData
+
+from .conftest import ROOT
 
 
 def test_shakespeare_tokens_and_meta(data_dir):
@@ -215,13 +218,93 @@ def test_missing_data_names_the_command(tmp_path):
 
 
 def test_truncated_token_file_is_detected(tmp_path, data_dir):
+    d = _copy_tokens(data_dir, tmp_path)
+    (d / "val.bin").write_bytes((d / "val.bin").read_bytes()[:100])
+    with pytest.raises(DataError, match="does not hold the 33802 tokens"):
+        TokenData(d, "shakespeare", str(tmp_path), seed=0)
+
+
+def _copy_tokens(data_dir, tmp_path):
     d = tmp_path / "shakespeare"
     d.mkdir()
     for name in ("train.bin", "val.bin", "meta.json"):
         (d / name).write_bytes((data_dir / "shakespeare" / name).read_bytes())
-    (d / "val.bin").write_bytes((d / "val.bin").read_bytes()[:100])
-    with pytest.raises(DataError, match="does not hold the 33802 tokens"):
+    return d
+
+
+def test_a_token_file_changed_in_place_is_found_by_its_sha256_once_per_version(
+    tmp_path, data_dir, monkeypatch
+):
+    d = _copy_tokens(data_dir, tmp_path)
+    hashed = []
+    real = lib.train.data.sha256_file
+    monkeypatch.setattr(lib.train.data, "sha256_file", lambda p: hashed.append(p.name) or real(p))
+    TokenData(d, "shakespeare", str(tmp_path), seed=0)
+    TokenData(d, "shakespeare", str(tmp_path), seed=0)
+    assert hashed == ["train.bin", "val.bin"]  # the second time, .verified.json vouches for both
+    with open(d / "train.bin", "r+b") as f:  # the same size, one token different
+        f.seek(1000)
+        f.write(b"\x01\x02")
+    with pytest.raises(DataError, match="train.bin is not the file that was prepared: its sha256 differs"):
         TokenData(d, "shakespeare", str(tmp_path), seed=0)
+
+
+def test_token_ids_outside_the_vocabulary_and_a_file_cut_short_are_errors(tmp_path, data_dir):
+    d = _copy_tokens(data_dir, tmp_path)
+    meta = json.loads((d / "meta.json").read_text())
+    tokens = np.fromfile(d / "train.bin", dtype=np.uint16)
+    tokens[5000:5100] = 60000  # made by something else than GPT-2 BPE; meta.json agrees with it
+    tokens.tofile(d / "train.bin")
+    meta["train_sha256"] = prepare_data.sha256_file(d / "train.bin")
+    (d / "meta.json").write_text(json.dumps(meta))
+    data = TokenData(d, "shakespeare", str(tmp_path), seed=0)
+    with pytest.raises(
+        DataError, match="holds token id 60000 \\(at token 5,000\\), outside GPT-2's vocabulary"
+    ):
+        data.windows("train", torch.tensor([4990]), 32, torch.device("cpu"))
+    data.windows("train", torch.tensor([0, 6000]), 32, torch.device("cpu"))  # elsewhere it reads
+    # Cut short while open (a memory map would take SIGBUS here).
+    with open(d / "train.bin", "r+b") as f:
+        f.truncate(2 * 10_000)
+    with pytest.raises(
+        DataError, match="holds 10,000 tokens, not the 304,224 it held when the run opened it"
+    ):
+        data.windows("train", torch.tensor([20_000]), 32, torch.device("cpu"))
+
+
+def test_sigterm_stops_a_preparation_at_once_and_leaves_no_temporary_files(tmp_path, data_dir):
+    """SIGTERM (Slurm's, a closed session's) used to end preparation with no word and its temporary
+    token stream left behind; now it stops at once, removes it and says so."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    text = tiktoken.get_encoding("gpt2").decode(
+        np.fromfile(data_dir / "shakespeare" / "train.bin", dtype=np.uint16).tolist()
+    )
+    corpus = tmp_path / "big.txt"
+    corpus.write_text(text * 60)  # ~60 MB: minutes of tokenizing on 2 cores
+    out = tmp_path / "data"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpt2.prepare_data", "--config", str(tmp_path / "none.py")]
+        + ["--dataset", "custom", "--path", str(corpus), "--data-dir", str(out)],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while not any(p.stat().st_size for p in out.glob("custom/.prepare-*/all.bin")):
+        assert proc.poll() is None and time.time() < deadline, "the preparation did not start tokenizing"
+        time.sleep(0.05)
+    sent = time.time()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and time.time() - sent < 15, err[-2000:]
+    assert "SIGTERM received: stopped; its temporary files are removed and nothing usable was written" in err
+    assert "Traceback" not in err
+    assert os.listdir(out / "custom") == []
 
 
 def test_prepare_cli_reads_the_config_and_skips_done_work(tmp_path, data_dir, shakespeare_source, capsys):
@@ -282,6 +365,11 @@ def test_a_custom_corpus_is_prepared_again_when_its_path_or_files_change(tmp_pat
 def test_make_data_prepares_damaged_token_files_again(tmp_path, shakespeare_source, capsys):
     flags = ("--dataset", "shakespeare", "--source", shakespeare_source or "")
     assert _prepare_cli(tmp_path, *flags) == 0
+    train = tmp_path / "data" / "shakespeare" / "train.bin"
+    whole = train.read_bytes()
+    train.write_bytes(whole[:-2] + b"\x00\x00")  # the same size: only its sha256 tells
+    assert _prepare_cli(tmp_path, *flags) == 0
+    assert "preparing again" in capsys.readouterr().out and train.read_bytes() == whole
     val = tmp_path / "data" / "shakespeare" / "val.bin"
     val.write_bytes(val.read_bytes()[:100])
     with pytest.raises(DataError, match="Prepare it again: make data") as e:

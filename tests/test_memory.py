@@ -91,7 +91,22 @@ def test_weights_alone_too_big_suggest_a_smaller_model(gpu_of):
     assert any("a smaller model" in t for t in tips)
     gpu_of(200)
     assert check_gpu_fits(XL, torch.device("cuda")).total < 200 * GIB
-    assert check_gpu_fits(XL, torch.device("cpu")).total > 0  # measured, never refused on the CPU
+
+
+def test_a_cpu_run_that_cannot_fit_in_host_memory_is_refused_with_settings_that_fit(monkeypatch):
+    """A CPU run's memory is the host's: --batch-size 4096 on a laptop swapped until the OOM killer."""
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(memory, "available_host_bytes", lambda: 64 * GIB)
+    with pytest.raises(MemoryError) as e:
+        check_gpu_fits(XL, cpu)
+    message = str(e.value)
+    assert "per process on the CPU, more than the 64.0 GiB of host memory available" in message
+    b, a = map(int, re.search(r"--batch-size (\d+) --gradient-accumulation (\d+)", message).groups())
+    check_gpu_fits(XL.replace({"training.batch_size": b, "training.gradient_accumulation": a}), cpu)
+    monkeypatch.setattr(memory, "available_host_bytes", lambda: 2000 * GIB)
+    assert check_gpu_fits(XL, cpu).total > 64 * GIB  # measured, and it fits there
+    monkeypatch.setattr(memory, "available_host_bytes", lambda: None)  # not Linux: no figure to refuse by
+    assert check_gpu_fits(XL, cpu).total > 64 * GIB
 
 
 def test_host_ram_warning(monkeypatch):

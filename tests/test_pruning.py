@@ -245,6 +245,13 @@ def test_bitter2_scaling_is_applied_and_recorded(tiny_config, tmp_path, scaling,
     assert summary["scaling"]["setting"] == f"training.{setting}" and summary["scaling"]["to"] == expected
     assert json.loads((out / "settings.json").read_text())["training"][setting] == expected
     assert summary["iters"] == (36 if scaling == "iterations" else 30)
+    # A resume keeps the run's scaled settings (scaled once, not again: nothing left to do), and a
+    # flag given then is scaled as a new run's would be.
+    assert run(tiny_config, out, "--resume") == 0
+    assert json.loads((out / "summary.json").read_text())["iters"] == summary["iters"]
+    if scaling == "iterations":
+        assert run(tiny_config, out, "--resume", "--max-iters", "35", "--eval-interval", "100") == 0
+        assert json.loads((out / "summary.json").read_text())["iters"] == 42
 
 
 def test_resume_mid_ramp_keeps_masks_and_movement_scores(tiny_config, tmp_path, monkeypatch):

@@ -38,10 +38,12 @@ def test_array_script_runs_one_plan_entry_per_task(tmp_path):
         gpus_per_task=2,
         max_parallel=3,
         extra="--partition=gpu --time=01:00:00",
+        signal_seconds=300,
     )
     lines = text.splitlines()
     assert lines[0] == "#!/bin/bash"
-    for option in ("--array=0-4%3", "--gres=gpu:2", "--partition=gpu", "--time=01:00:00"):
+    options = ("--array=0-4%3", "--gres=gpu:2", "--partition=gpu", "--time=01:00:00", "--requeue")
+    for option in (*options, "--signal=B:USR1@300", "--open-mode=append"):
         assert f"#SBATCH {option}" in lines
     assert f"#SBATCH --output={tmp_path / 'res' / 'slurm'}/%x_%A_%a.out" in lines
     assert lines[-1].startswith("exec /venv/bin/python -m scripts.run_test_matrix --config ")
@@ -122,3 +124,53 @@ def test_a_real_slurm_runs_the_matrix_and_then_the_report(tmp_path, two_run_conf
     assert sorted(r["status"] for r in summary["runs"]) == ["completed", "completed"]
     logs = sorted(p.name for p in (results / "slurm").glob("*.out"))
     assert len(logs) == 3  # two array tasks and the report job
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(
+    not slurm_available(), reason="opt-in: GPT2_TEST_SLURM=1 and a Slurm cluster (make test-slurm)"
+)
+def test_a_task_signalled_before_its_time_limit_checkpoints_requeues_and_resumes(tmp_path, kconf, data_dir):
+    """What Slurm does at --signal=B:USR1@N (sent here at once with scancel, as Slurm's own timer
+    would send it): the run checkpoints, the task requeues itself and, run again, resumes to the end."""
+    config = make_config(
+        tmp_path,
+        TINY_RUN
+        + f"""CONFIG_GPT2_MAX_ITERS=60
+CONFIG_GPT2_EVAL_INTERVAL=30
+CONFIG_OPTIMIZER_SELECT_ADAMW=y
+CONFIG_PRUNING_MODE_MULTIPLE=y
+# CONFIG_PRUNING_ENABLE_MAGNITUDE is not set
+# CONFIG_PRUNING_ENABLE_STATE is not set
+CONFIG_TEST_MATRIX_SLURM_SIGNAL=120
+CONFIG_DATA_DIR="{data_dir}"
+""",
+        kconf,
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "scripts.run_test_matrix", "--config", str(config), "--slurm"]
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    (results,) = tmp_path.glob("test_matrix_results_*")
+    assert "#SBATCH --signal=B:USR1@120" in (results / "slurm" / "matrix.sbatch").read_text()
+    jobs = json.loads((results / "slurm" / "jobs.json").read_text())
+    metrics = results / "gpt2_adamw_none" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while not metrics.is_file() or len(metrics.read_text().splitlines()) < 5:
+        assert time.time() < deadline, "the task did not start training"
+        time.sleep(0.5)
+    subprocess.run(["scancel", "--batch", "--signal=USR1", jobs["array"]], check=True)
+    deadline = time.time() + 600
+    while subprocess.run(
+        ["squeue", "-h", "-j", f"{jobs['array']},{jobs['report']}"], capture_output=True, text=True
+    ).stdout.strip():
+        assert time.time() < deadline, "the requeued task and the report did not finish in 10 minutes"
+        time.sleep(1)
+    run = results / "gpt2_adamw_none"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["iters"] == 60
+    assert "resumed at iter" in (run / "output.log").read_text()
+    (log,) = (results / "slurm").glob("*_0.out")  # the task's log, both attempts (--open-mode=append)
+    assert "requeued, it resumes when it runs again" in log.read_text()
+    report = json.loads((results / "summary.json").read_text())
+    assert [r["status"] for r in report["runs"]] == ["completed"]

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -132,6 +133,11 @@ def test_killed_twice_and_resumed_reproduces_the_uninterrupted_losses(tiny_confi
         proc = _start_in_subprocess(tiny_config, killed, "--resume")
     assert proc.wait(timeout=300) == 0
     assert losses(killed) == losses(straight)  # every logged step and eval, exactly
+    # output.log keeps both sessions' lines and says which steps were taken again
+    taken_again = re.findall(
+        r"steps (\d+)-(\d+), logged above .* are taken again", (killed / "output.log").read_text()
+    )
+    assert len(taken_again) == 2 and all(int(a) % 10 == 1 and int(b) >= int(a) for a, b in taken_again)
 
 
 @pytest.mark.slow
@@ -316,10 +322,157 @@ def test_a_run_stopped_inside_a_logging_interval_resumes_it_exactly(tiny_config,
 
     monkeypatch.setattr(Trainer, "_should_stop", stop_at_10)
     assert run(tiny_config, stopped, *flags) == 130
-    assert "resume it with `make RESUME=1`" in (stopped / "output.log").read_text()
+    assert f"resume it with `make RESUME={stopped}`" in (stopped / "output.log").read_text()
     monkeypatch.setattr(Trainer, "_should_stop", real)
     assert run(tiny_config, stopped, "--resume", *flags) == 0
     assert losses(stopped) == pytest.approx(losses(straight), rel=1e-6)  # the log at 12 covers 10-12 too
+
+
+def test_a_resume_keeps_the_runs_own_settings_and_flags(tiny_config, tmp_path, monkeypatch, capsys):
+    """The printed `--resume RUN_DIR` continues the run as it was started (flags included), not as
+    config.py says today; a flag changes what a resume may change; `--resume` alone finds a run
+    started with --out-dir (make RESUME=1)."""
+    out = tmp_path / "elsewhere" / "run"  # not in tiny_config's OUTPUT_DIR
+    real = Trainer._should_stop
+
+    def stop_at_4(self, budget, log_step):
+        if self.state.iter_num == 4:
+            STOP.request("SIGTERM")
+        return real(self, budget, log_step)
+
+    monkeypatch.setattr(Trainer, "_should_stop", stop_at_4)
+    assert run(tiny_config, out, "--max-iters", "9", "--eval-interval", "3", "--seed", "7") == 130
+    monkeypatch.setattr(Trainer, "_should_stop", real)
+    # config.py says 30 steps, evaluations every 10 and seed 1337; the run keeps 9, 3 and 7
+    assert train.main(["--config", str(tiny_config), "--resume", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["iters"] == 9
+    assert sorted(i for kind, i in losses(out) if kind == "eval") == [0, 3, 6, 9]
+    log = (out / "output.log").read_text()
+    assert "which config.py changes: runtime.seed 7 (config.py: 1337), training.eval_interval 3" in log
+    # a flag asks for a change a resume allows, and the run keeps it on the next resume
+    assert run(tiny_config, out, "--resume", "--max-iters", "11") == 0
+    assert json.loads((out / "settings.json").read_text())["training"]["max_iters"] == 11
+    # `--resume` with no folder (make RESUME=1) finds the --out-dir run through OUTPUT_DIR's list
+    assert train.main(["--config", str(tiny_config), "--resume", "--seed", "7", "--max-iters", "12"]) == 0
+    assert json.loads((out / "summary.json").read_text())["iters"] == 12
+    # a flag for what a resume may not change is refused, and the run's settings stay as they were
+    assert run(tiny_config, out, "--resume", "--batch-size", "8") == 2
+    assert json.loads((out / "settings.json").read_text())["training"]["batch_size"] == 4
+
+
+def test_a_token_file_cut_short_during_a_run_is_an_error_and_the_run_resumes(
+    tiny_config, tmp_path, data_dir, monkeypatch
+):
+    """A memory-mapped train.bin truncated under a run ended it by SIGBUS: no message, no summary."""
+    tokens = tmp_path / "data" / "shakespeare"
+    tokens.mkdir(parents=True)
+    for name in ("train.bin", "val.bin", "meta.json"):
+        (tokens / name).write_bytes((data_dir / "shakespeare" / name).read_bytes())
+    whole = (tokens / "train.bin").read_bytes()
+    step = Trainer._step
+
+    def truncate_at_12(self, lr):
+        if self.state.iter_num == 12:
+            with open(tokens / "train.bin", "r+b") as f:
+                f.truncate(200)
+        return step(self, lr)
+
+    monkeypatch.setattr(Trainer, "_step", truncate_at_12)
+    out, flags = tmp_path / "run", ("--data-dir", str(tmp_path / "data"))
+    assert run(tiny_config, out, *flags) == 2
+    log = (out / "output.log").read_text()
+    assert "train.bin holds 100 tokens, not the 304,224 it held when the run opened it" in log
+    assert "Traceback" not in log and torch.load(out / "ckpt.pt", weights_only=True)["iter_num"] == 10
+    monkeypatch.setattr(Trainer, "_step", step)
+    (tokens / "train.bin").write_bytes(whole)
+    assert run(tiny_config, out, "--resume", *flags) == 0
+    assert json.loads((out / "summary.json").read_text())["iters"] == 30
+
+
+@pytest.mark.slow
+def test_a_checkpoint_that_cannot_be_written_is_an_error_and_the_last_one_stays(tiny_config, tmp_path):
+    """A full disk or a file size limit (here `ulimit -f`, a real process) was a RuntimeError
+    traceback from torch's zip writer, the cause buried."""
+    import resource
+
+    out = tmp_path / "run"
+    assert run(tiny_config, out, "--max-iters", "10") == 0
+    before = {name: (out / name).read_bytes() for name in ("ckpt.pt", "best.pt")}
+    assert len(before["ckpt.pt"]) > 2**20  # the limit below stops the checkpoints, not the small records
+    limit = (2**20, 2**20)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gpt2.train", "--config", str(tiny_config), "--resume", str(out)]
+        + ["--max-iters", "20"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, limit),
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    log = (out / "output.log").read_text()
+    assert f"cannot write {out / 'best.pt'}: File too large; a file size limit stops it" in log
+    assert "Traceback" not in log + proc.stderr
+    assert {name: (out / name).read_bytes() for name in before} == before and not list(out.glob(".*.tmp"))
+
+
+def test_a_run_folder_that_cannot_be_written_is_refused_before_it_starts(
+    tiny_config, tmp_path, monkeypatch, capsys
+):
+    import errno
+    import tempfile
+
+    out = tmp_path / "run"
+    assert run(tiny_config, out, "--max-iters", "4", "--eval-interval", "2") == 0
+    kept = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    if os.geteuid() == 0:  # root writes through permissions: a read-only file system is simulated
+        real = tempfile.mkstemp
+
+        def read_only(*args, dir=None, **kwargs):
+            if Path(dir) == out:
+                raise OSError(errno.EROFS, "Read-only file system")
+            return real(*args, dir=dir, **kwargs)
+
+        monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    else:
+        out.chmod(0o555)
+    try:
+        assert run(tiny_config, out, "--resume", "--max-iters", "6") == 2
+    finally:
+        out.chmod(0o755)
+    err = capsys.readouterr().err
+    assert f"{out} cannot be written (" in err and "copy the run folder somewhere writable" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == kept
+
+
+def test_a_stop_during_the_after_training_measurements_ends_them_and_a_resume_makes_them(
+    tiny_config, tmp_path, monkeypatch
+):
+    from lib.measure import after_training as phase
+
+    real, finished = phase.measure_latency, []
+
+    def signalled(*args, **kwargs):  # SIGTERM arrives as the latency measurement begins
+        os.kill(os.getpid(), signal.SIGTERM)
+        out = real(*args, **kwargs)
+        finished.append(out)
+        return out
+
+    monkeypatch.setattr(phase, "measure_latency", signalled)
+    out = tmp_path / "run"
+    latency = ("--latency", "--set", "GPT2_LATENCY_SEQ_LENS=16", "--set", "GPT2_LATENCY_BATCH_SIZES=1")
+    assert run(tiny_config, out, "--max-iters", "4", "--eval-interval", "2", *latency) == 130
+    assert not finished  # ended at once, not after the measurement
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["inference"] is None
+    assert (
+        "SIGTERM received: the after-training measurements are left for a resume"
+        in (out / "output.log").read_text()
+    )
+    monkeypatch.setattr(phase, "measure_latency", real)
+    assert run(tiny_config, out, "--resume") == 0  # the run's own settings: --latency and 4 steps
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["iters"] == 4 and summary["inference"]
 
 
 def test_resuming_a_finished_run_keeps_every_result(tiny_config, tmp_path, capsys):

@@ -23,7 +23,7 @@ from lib.measure.settings import DownstreamSettings, InferenceSettings, MonitorS
 from lib.measure.tracking import TrackingSettings
 from lib.optim import OptimizerSettings
 from lib.pruning import PAIRINGS, PruningSettings
-from lib.pruning.scores import bitter2_overrides
+from lib.pruning.scores import bitter2_overrides, bitter2_unscaled
 from lib.study.settings import MatrixSettings
 from lib.train.options import ATTENTION_BACKENDS, COMPILE_MODES, FP8_LAYERS, FP8_RECIPES
 
@@ -449,6 +449,19 @@ def settings_from_config(config: Mapping[str, Any]) -> Settings:
     return Settings(**sections)
 
 
+def settings_from_dict(saved: Mapping[str, Any]) -> Settings:
+    """Settings from a Settings.to_dict() result of any version (a run's settings.json), validated:
+    moved fields in their new places, fields added since at their defaults, fields since removed
+    dropped (nothing reads them)."""
+    values = upgrade_settings_dict(saved)
+    return Settings(
+        **{
+            section: cls(**{k: v for k, v in values[section].items() if k in _field_map(cls)})
+            for section, cls in _SECTIONS.items()
+        }
+    )
+
+
 def read_config_py(path: str | Path) -> dict[str, Any]:
     """Read config.py as data: one `CONFIG = {...}` literal, evaluated by ast.literal_eval."""
     path = Path(path)
@@ -536,11 +549,17 @@ def load_settings(
     return settings.replace(overrides) if overrides else settings
 
 
-def settle(settings: Settings, overrides: Mapping[str, Any] | None = None) -> tuple[Settings, dict | None]:
+def settle(
+    settings: Settings, overrides: Mapping[str, Any] | None = None, settled: bool = False
+) -> tuple[Settings, dict | None]:
     """A run's settings: `overrides` applied, then what its AdamWPrune variant scales (bitter2 spends
     what state pruning saves: more steps or a larger batch), exactly once; and a record of that
     scaling for the summary (None when nothing was scaled). Every entry point that turns
-    settings into a run (gpt2/train.py, the matrix runner's config.txt) settles them here."""
+    settings into a run (gpt2/train.py, the matrix runner's config.txt) settles them here.
+    `settled`: `settings` are a run's own, already scaled (a resume): the scaling is undone first,
+    so the run keeps its value, and a flag given now is scaled as a new run's would be."""
+    if settled:
+        settings = settings.replace(bitter2_unscaled(settings))
     s = settings.replace(overrides) if overrides else settings
     scale, record = bitter2_overrides(s)
     return s.replace(scale), record

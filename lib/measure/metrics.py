@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from lib.io import FILE_MODE, atomic_write_text
+from lib.io import FILE_MODE, atomic_write_text, write_error
 
 # Dense (not sparsity-doubled) tensor-core peaks in FLOP/s by autocast dtype, from
 # vendor datasheets; matched against torch.cuda.get_device_name() substrings.
@@ -96,18 +96,24 @@ class MetricsWriter:
     def __init__(self, path: Path):
         self.path = path
 
-    def truncate_after(self, iter_num: int) -> None:
+    def truncate_after(self, iter_num: int) -> int:
         """Drop records past `iter_num` (a resumed run redoes those steps), and a line torn by a kill;
-        atomically: a death during the rewrite leaves the file as it was, never half of it."""
+        atomically: a death during the rewrite leaves the file as it was, never half of it.
+        Returns the last step dropped (iter_num when none was)."""
         if not self.path.is_file():
-            return
-        keep = [r for r in read_metrics(self.path) if r["iter"] <= iter_num]
+            return iter_num
+        records = read_metrics(self.path)
+        keep = [r for r in records if r["iter"] <= iter_num]
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
+        return max((r["iter"] for r in records), default=iter_num)
 
     def write(self, record: dict) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE)
-        with os.fdopen(fd, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE)
+            with os.fdopen(fd, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:  # a full disk: said; a torn last line is left out when read
+            raise write_error(self.path, e) from None
 
 
 def read_metrics(path: Path) -> list[dict]:

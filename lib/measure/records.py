@@ -1,6 +1,7 @@
 """What a run leaves behind: its folder, environment, summary and loss plot."""
 
 import logging
+import os
 import platform
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from lib.io import atomic_write_json
 from lib.measure.metrics import read_metrics
 from lib.train.distributed import Dist
 
+log = logging.getLogger("train")
 PACKAGES = ("torch", "numpy", "tiktoken", "kconfiglib", "datasets", "tqdm", "matplotlib")
 
 
@@ -30,11 +32,40 @@ def new_run_dir(output_dir: str, name: str) -> Path:
     return path
 
 
+# In OUTPUT_DIR: the folders of runs started with --out-dir, one absolute path a line, so that a
+# resume without a folder (`make RESUME=1`) finds them as it finds OUTPUT_DIR/<name>-* runs.
+OUT_DIRS_FILE = ".out-dirs"
+
+
+def remember_run_dir(output_dir: str, run_dir: Path) -> None:
+    """Add a run started with --out-dir to OUTPUT_DIR's list. A line appended with O_APPEND is one
+    write, so runs starting together lose no entry; the list is never rewritten (a folder since
+    removed is skipped when read). Where OUTPUT_DIR cannot be written, the run is only not listed."""
+    try:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        fd = os.open(Path(output_dir) / OUT_DIRS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW)
+        try:
+            os.write(fd, f"{Path(run_dir).resolve()}\n".encode())
+        finally:
+            os.close(fd)
+    except OSError as e:
+        log.warning(
+            "could not list %s in %s/%s (%s): resume it by naming it", run_dir, output_dir, OUT_DIRS_FILE, e
+        )
+
+
 def latest_run_dir(
     output_dir: str, name: str, matches: Callable[[Path], bool] = lambda run_dir: True
 ) -> Path | None:
-    """The newest output_dir/name-* folder that holds a checkpoint and `matches` (e.g. the same dataset)."""
-    candidates = [p for p in Path(output_dir).glob(f"{name}-*") if (p / "ckpt.pt").is_file() and matches(p)]
+    """The newest run folder with a checkpoint that `matches` (e.g. the same dataset): of
+    output_dir/name-* and the --out-dir runs output_dir lists (remember_run_dir)."""
+    folders = set(Path(output_dir).glob(f"{name}-*"))
+    try:
+        listed = (Path(output_dir) / OUT_DIRS_FILE).read_text(encoding="utf-8", errors="replace")
+        folders |= {Path(line) for line in listed.splitlines() if line.strip()}
+    except OSError:
+        pass
+    candidates = [p for p in folders if (p / "ckpt.pt").is_file() and matches(p)]
     return max(candidates, key=lambda p: (p / "ckpt.pt").stat().st_mtime, default=None)
 
 

@@ -81,3 +81,11 @@ def bitter2_overrides(settings) -> tuple[dict, dict | None]:
         )
     after = round(before * factor)
     return {path: after}, {"setting": path, "factor": factor, "from": before, "to": after}
+
+
+def bitter2_unscaled(settings) -> dict:
+    """The override that undoes bitter2_overrides on settings it produced (a run's saved settings).
+    Exact for factors above 1: the scaled value is round(x * factor), off x * factor by at most 0.5,
+    so dividing by the factor lands within 0.5 / factor of x."""
+    _, record = bitter2_overrides(settings)
+    return {} if record is None else {record["setting"]: round(record["from"] / record["factor"])}

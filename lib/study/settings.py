@@ -56,6 +56,15 @@ def _fields() -> list:
         ("parallel", int, setting(1, "TEST_MATRIX_PARALLEL")),
         ("slurm_args", str, setting("", "TEST_MATRIX_SLURM_ARGS", "extra sbatch options for --slurm")),
         (
+            "slurm_signal",
+            int,
+            setting(
+                300,
+                "TEST_MATRIX_SLURM_SIGNAL",
+                "seconds before a task's time limit to checkpoint and requeue it (0: off)",
+            ),
+        ),
+        (
             "slurm_max_parallel",
             int,
             setting(0, "TEST_MATRIX_SLURM_MAX_PARALLEL", "array tasks at once (0: no cap)"),
@@ -73,6 +82,7 @@ def _check(self) -> None:
     )
     check(self, "parallel", self.parallel >= 1, "1 or more")
     check(self, "slurm_max_parallel", self.slurm_max_parallel >= 0, "0 (no cap) or more")
+    check(self, "slurm_signal", 0 <= self.slurm_signal <= 3600, "0 (off) to 3600 seconds")
     try:
         shlex.split(self.slurm_args)
     except ValueError as e:

@@ -37,18 +37,24 @@ def array_script(
     max_parallel: int = 0,
     extra: str = "",
     sweep: Path | None = None,
+    signal_seconds: int = 0,
 ) -> str:
     """The job-array script: task $SLURM_ARRAY_TASK_ID runs plan entry of that index.
 
     gpus_per_task 0 asks for no GPU (CPU runs); max_parallel > 0 caps concurrent tasks
     (--array=0-N%M); `extra` is appended as sbatch options (partition, time, account);
     `sweep` is the results folder's copy of a sweep file, so tasks expand the same runs.
+    Tasks are requeueable (a preempted one resumes from its checkpoint) and append to their
+    log; signal_seconds > 0 asks for SIGUSR1 that long before the time limit, on which the
+    task checkpoints its run and requeues itself (scripts/run_test_matrix.py --task).
     """
     if num_runs < 1:
         raise SlurmError("the matrix has no runs to submit")
     results = results.resolve()
     array = f"0-{num_runs - 1}" + (f"%{max_parallel}" if max_parallel > 0 else "")
-    options = [f"--array={array}", "--ntasks=1"]
+    options = [f"--array={array}", "--ntasks=1", "--requeue", "--open-mode=append"]
+    if signal_seconds > 0:
+        options.append(f"--signal=B:USR1@{signal_seconds}")
     if gpus_per_task > 0:
         options.append(f"--gres=gpu:{gpus_per_task}")
     options += shlex.split(extra)
@@ -108,6 +114,7 @@ def submit(results: Path, base, num_runs: int, python: str, root: Path, sweep: P
             max_parallel=m.slurm_max_parallel,
             extra=m.slurm_args,
             sweep=sweep,
+            signal_seconds=m.slurm_signal,
             **common,
         ),
     )
@@ -134,5 +141,6 @@ def submit(results: Path, base, num_runs: int, python: str, root: Path, sweep: P
     return (
         f"submitted: job array {array_id} ({num_runs} tasks), report job {report_id} after it.\n"
         f"  squeue -j {array_id},{report_id}     # progress; task logs in {folder}/\n"
-        f"  scancel {array_id}                  # stop: runs checkpoint; submit again to resume"
+        f"  scancel {array_id}                  # stop: runs checkpoint; submit again to resume\n"
+        f"  (a task near its time limit or preempted checkpoints and is requeued: it resumes by itself)"
     )

@@ -1,22 +1,33 @@
 """Token files on disk -> random (input, target) batches on the device.
 
-train.bin / val.bin are flat uint16 arrays of GPT-2 token ids, memory-mapped so
-that a corpus of any size costs no RAM. A batch is B random windows of T+1
-tokens; the sampling generator's state is part of checkpoints, so a resumed
-run draws exactly the batches the uninterrupted one would have.
+train.bin / val.bin are flat uint16 arrays of GPT-2 token ids, read window by
+window (pread), so that a corpus of any size costs no RAM. A batch is B random
+windows of T+1 tokens; the sampling generator's state is part of checkpoints, so
+a resumed run draws exactly the batches the uninterrupted one would have.
+
+Damage is an error that says so, never a crash or a silent change: a file whose
+sha256 is not meta.json's (checked once per version of the file), a token id
+outside GPT-2's vocabulary (checked in every batch), a file cut short while a run
+reads it (a short read, where a memory map would die of SIGBUS).
 """
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from lib.errors import Refusal
+from lib.io import atomic_write_json
 
 META_FILE = "meta.json"
+# (size, mtime, inode) of each token file whose sha256 matched meta.json's: hashed again only when
+# one of them changes (a file rewritten in place, even to the same size, gets a new mtime).
+VERIFIED_FILE = ".verified.json"
 TOKEN_DTYPE = np.uint16
+VOCAB_SIZE = 50257  # GPT-2 BPE's ids are 0..50256; the model's padded rows above are never data
 CUSTOM_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
 
 
@@ -88,6 +99,50 @@ def damage(token_dir: Path, meta: dict) -> str | None:
     return None
 
 
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _identity(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def altered(token_dir: Path, meta: dict) -> str | None:
+    """Which token file's sha256 is not the one meta.json records (changed after it was prepared),
+    or None. Each version of a file is hashed once: a match is remembered in .verified.json (when
+    the folder can be written) by the file's size, mtime and inode."""
+    token_dir = Path(token_dir)
+    try:
+        verified = json.loads((token_dir / VERIFIED_FILE).read_text())
+    except (OSError, ValueError):
+        verified = {}
+    now = {}
+    for split in ("train", "val"):
+        path, expected = token_dir / f"{split}.bin", meta.get(f"{split}_sha256")
+        if expected is None:  # prepared before meta.json held digests, or made by hand
+            continue
+        now[split] = _identity(path)
+        if verified.get(split) == [*now[split], expected]:
+            continue
+        if sha256_file(path) != expected:
+            return (
+                f"{path} is not the file that was prepared: its sha256 differs from the one {META_FILE} "
+                "records (it was changed or damaged since)"
+            )
+    if now and verified != (record := {split: [*now[split], meta[f"{split}_sha256"]] for split in now}):
+        try:
+            atomic_write_json(token_dir / VERIFIED_FILE, record)
+        except OSError:
+            pass  # a read-only data folder: hashed again next time
+    return None
+
+
 def load_meta(token_dir: Path) -> dict | None:
     """meta.json of a prepared dataset folder, or None when it is not (completely) prepared."""
     path = Path(token_dir) / META_FILE
@@ -105,6 +160,45 @@ def prepare_command(dataset: str, data_dir: str) -> str:
     return f"make data  (or: python -m gpt2.prepare_data --dataset {dataset}{extra} --data-dir {data_dir})"
 
 
+class TokenFile:
+    """One split's token file, read with pread: a file cut short under a running job is an error
+    that says so (a memory map would die of SIGBUS, with no message and no checkpoint)."""
+
+    def __init__(self, path: Path, prepare: str):
+        self.path, self.prepare = Path(path), prepare
+        self.fd = os.open(self.path, os.O_RDONLY)
+        self.tokens = os.fstat(self.fd).st_size // TOKEN_DTYPE().itemsize
+
+    def __len__(self) -> int:
+        return self.tokens
+
+    def __del__(self) -> None:
+        if getattr(self, "fd", None) is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def windows(self, starts: list[int], length: int) -> np.ndarray:
+        """The windows of `length` tokens at `starts`, as a (len(starts), length) uint16 array."""
+        size = TOKEN_DTYPE().itemsize
+        chunks = [os.pread(self.fd, length * size, i * size) for i in starts]
+        if any(len(c) != length * size for c in chunks):
+            now = os.fstat(self.fd).st_size // size
+            raise DataError(
+                f"{self.path} holds {now:,} tokens, not the {self.tokens:,} it held when the run opened it: "
+                f"it was cut short while the run read it. Prepare it again ({self.prepare}), then resume "
+                "the run from its last checkpoint"
+            )
+        out = np.frombuffer(b"".join(chunks), dtype=TOKEN_DTYPE).reshape(len(starts), length)
+        if out.size and (top := int(out.max())) >= VOCAB_SIZE:
+            row, col = divmod(int(out.argmax()), length)
+            raise DataError(
+                f"{self.path} holds token id {top} (at token {starts[row] + col:,}), outside GPT-2's "
+                f"vocabulary of {VOCAB_SIZE}: the file is damaged or was not made by GPT-2 BPE. Prepare it "
+                f"again ({self.prepare}), then resume the run from its last checkpoint"
+            )
+        return out
+
+
 class TokenData:
     """The train and val splits of one prepared dataset, sampled as random windows.
 
@@ -120,16 +214,15 @@ class TokenData:
                 f"no prepared {dataset!r} data in {self.dir} (no {META_FILE}). "
                 f"Prepare it with: {prepare_command(dataset, data_dir)}"
             )
-        if (why := damage(self.dir, self.meta)) is not None:
+        if (why := damage(self.dir, self.meta) or altered(self.dir, self.meta)) is not None:
             raise DataError(f"{why}. Prepare it again: {prepare_command(dataset, data_dir)}")
         if check is not None and (why := stale_reason(self.meta, dataset, **check)) is not None:
             raise DataError(
                 f"the token files in {self.dir} are not the ones these settings ask for: {why}. "
                 f"Prepare them again: {prepare_command(dataset, data_dir)}"
             )
-        self.splits = {
-            s: np.memmap(self.dir / f"{s}.bin", dtype=TOKEN_DTYPE, mode="r") for s in ("train", "val")
-        }
+        self.prepare = prepare_command(dataset, data_dir)
+        self.splits = {s: TokenFile(self.dir / f"{s}.bin", self.prepare) for s in ("train", "val")}
         self.generator = torch.Generator().manual_seed(seed)
 
     def num_tokens(self, split: str) -> int:
@@ -180,8 +273,7 @@ class TokenData:
     def windows(
         self, split: str, starts: torch.Tensor, block_size: int, device: torch.device
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        arr = self.splits[split]
-        windows = np.stack([arr[i : i + block_size + 1] for i in starts.tolist()])
+        windows = self.splits[split].windows(starts.tolist(), block_size + 1)
         tokens = torch.from_numpy(windows.astype(np.int64))
         if device.type == "cuda":
             # Pinned host memory lets the copy overlap with the previous step's compute.

@@ -200,7 +200,8 @@ class Trainer:
             raise CheckpointError(
                 f"cannot resume {self.run_dir}: the checkpoint was made with different settings: "
                 + ", ".join(changed)
-                + ". Resume with the run's own configuration (its config.py), or start a new run."
+                + ". A resume keeps the run's own settings: leave out the flags that change these, or start "
+                "a new run."
             )
         if state["optimizer"] is None and state["iter_num"] < self.total_iters:
             raise CheckpointError(
@@ -225,9 +226,15 @@ class Trainer:
         set_rng_state(self.device, rng)
         saved = {f.name: state[f.name] for f in dataclasses.fields(TrainState) if f.name in state}
         self.state = TrainState(**{**saved, "intervals": [tuple(i) for i in state["intervals"]]})
-        if self.metrics is not None:
-            self.metrics.truncate_after(self.state.iter_num)
+        last = self.metrics.truncate_after(self.state.iter_num) if self.metrics is not None else 0
         log.info("resumed at iter %d of %d", self.state.iter_num, self.total_iters)
+        if last > self.state.iter_num:  # output.log keeps what the stopped session logged after it
+            log.info(
+                "steps %d-%d, logged above by the session that stopped after its last checkpoint, are "
+                "taken again from here (metrics.jsonl keeps only the new records)",
+                self.state.iter_num + 1,
+                last,
+            )
 
     # -- evaluation --------------------------------------------------------------------------
 
@@ -439,7 +446,8 @@ class Trainer:
                     log.warning("stopped at iter %d of %d (%s)", st.iter_num, self.total_iters, stop)
                     if STOP.signal:
                         log.warning(
-                            "resume it with `make RESUME=1` (or python -m gpt2.train --resume %s)",
+                            "resume it with `make RESUME=%s` (or python -m gpt2.train --resume %s)",
+                            self.run_dir,
                             self.run_dir,
                         )
                     break

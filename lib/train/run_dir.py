@@ -4,23 +4,23 @@ import fcntl
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 
-from lib.config.settings import Settings
-from lib.measure.records import latest_run_dir, new_run_dir
+from lib.config.settings import Settings, settings_from_dict, settle
+from lib.measure.records import latest_run_dir, new_run_dir, remember_run_dir
 from lib.study.matrix import run_name as matrix_run_name
 from lib.train.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint
 from lib.train.distributed import Dist, broadcast
-from lib.train.loop import resume_conflicts
+from lib.train.loop import resume_conflicts, settings_changes
 
 log = logging.getLogger("train")
 LOCK_FILE = ".lock"
 _HELD: list[int] = []  # descriptors of the run folders this process writes, open while it does
 
 
-def lock_run_dir(run_dir: Path) -> None:
-    """Take `run_dir`'s exclusive lock until release_run_dirs() or the end of this process (the
-    kernel releases it however the process ends), or refuse: another process is writing that run."""
+def _take_lock(run_dir: Path) -> int:
+    """A descriptor holding `run_dir`'s exclusive lock, or a refusal naming the process holding it."""
     path = Path(run_dir) / LOCK_FILE
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
@@ -35,9 +35,38 @@ def lock_run_dir(run_dir: Path) -> None:
             f"{run_dir} is being written by another process (pid {holder}): one run folder has one writer. "
             "Wait for that run to end (then --resume it if it stopped), or choose another --out-dir."
         ) from None
+    return fd
+
+
+def lock_run_dir(run_dir: Path) -> None:
+    """Take `run_dir`'s exclusive lock until release_run_dirs() or the end of this process (the
+    kernel releases it however the process ends), or refuse: another process is writing that run."""
+    fd = _take_lock(run_dir)
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     _HELD.append(fd)
+
+
+def refuse_if_written(run_dir: Path) -> None:
+    """Refuse, as lock_run_dir would, a run folder another process is writing now (its settings
+    and checkpoint may be half-way); the lock is given back at once."""
+    if (Path(run_dir) / LOCK_FILE).is_file():
+        os.close(_take_lock(run_dir))
+
+
+def check_writable(run_dir: Path) -> None:
+    """Refuse a run folder this process cannot write (read-only, another user's) before it starts:
+    a temporary file is made and removed, which is what every record of the run needs."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".write-probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise CheckpointError(
+            f"{run_dir} cannot be written ({e.strerror}): a run writes its checkpoint and records there. "
+            "Make it writable, or copy the run folder somewhere writable and resume the copy "
+            "(--resume COPY)."
+        ) from None
 
 
 def release_run_dirs() -> None:
@@ -67,7 +96,10 @@ def prepare_run_dir(
             run_dir = choose_run_dir(s, resume, out_dir)
             if resume is None:
                 run_dir.mkdir(parents=True, exist_ok=True)
+                if out_dir:
+                    remember_run_dir(s.runtime.output_dir, run_dir)
             if run_dir.is_dir():
+                check_writable(run_dir)
                 lock_run_dir(run_dir)  # before anything in it is read or written: one writer per run
                 check_run_dir(run_dir, resume)
                 sweep_run_dir(run_dir)
@@ -132,9 +164,54 @@ def choose_run_dir(s: Settings, resume: str | None, out_dir: str | None) -> Path
         if run_dir is None:
             raise CheckpointError(
                 f"no run named {run_name(s)}-* with a checkpoint and these settings in "
-                f"{s.runtime.output_dir}/; pass the run folder: --resume RUN_DIR"
+                f"{s.runtime.output_dir}/ (nor among the --out-dir runs it lists); pass the run folder: "
+                "--resume RUN_DIR (make RESUME=RUN_DIR)"
             )
     return run_dir
+
+
+def resumed_settings(
+    run_dir: Path, current: Settings, overrides: dict, probe_lock: bool = True
+) -> tuple[Settings, dict | None, str | None]:
+    """A resumed run's settings: its own (settings.json: what it ran with last), with the flags given
+    now on top, settled as a new run's are; the bitter2 scaling record; and a note of what
+    config.py (`current`, flags included) says otherwise and the run keeps, or None.
+
+    So `--resume RUN_DIR` continues the run it names, whatever config.py says today: a setting a
+    resume may change (GPT2_MAX_ITERS, the evaluation interval, ...) changes only when a flag asks,
+    and a flag for one it may not change is refused (Trainer.restore). `probe_lock` (rank 0 only):
+    a folder another process is writing is refused first."""
+    if probe_lock:
+        refuse_if_written(run_dir)
+    check_run_dir(run_dir, "resume")
+    path = run_dir / "settings.json"
+    if not path.is_file():  # a folder with a checkpoint and no settings.json: the checkpoint's
+        own = settings_from_dict(load_checkpoint(run_dir / CHECKPOINT_FILE)["settings"])
+    else:
+        try:
+            own = settings_from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as e:
+            raise CheckpointError(
+                f"cannot read the run's settings from {path} ({e}); the run folder is damaged. Restore "
+                "settings.json from a copy, or start a new run."
+            ) from None
+    s, scaling = settle(own, overrides, settled=True)
+    given = set(overrides)
+    if s.training.batch_mode == "auto":  # the micro-batch a run chose is its own, not config.py's
+        given |= {"training.batch_size", "training.gradient_accumulation"}
+    kept = [p for p in settings_changes(current.to_dict(), s.to_dict()) if p not in given]
+    if not kept:
+        return s, scaling, None
+    own_values = {p: getattr(getattr(s, p.split(".")[0]), p.split(".")[1]) for p in kept}
+    config_values = {p: getattr(getattr(current, p.split(".")[0]), p.split(".")[1]) for p in kept}
+    shown = ", ".join(f"{p} {own_values[p]!r} (config.py: {config_values[p]!r})" for p in kept[:8])
+    more = f" and {len(kept) - 8} more" if len(kept) > 8 else ""
+    return (
+        s,
+        scaling,
+        f"resuming with the run's own settings, which config.py changes: {shown}{more}. A flag changes "
+        "a setting a resume may change (--max-iters, --eval-interval, ...; python -m gpt2.train --help)",
+    )
 
 
 def resumable_by(s: Settings):

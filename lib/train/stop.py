@@ -4,7 +4,8 @@ Between training steps a request is a flag the loop reads: the step in progress 
 checkpoint is written and the run ends (ranks agree on it, so no collective is left waiting).
 Evaluation reads the flag between batches and is abandoned, never logged. Phases that hold no
 collective (the after-training measurements, the sample) run inside `immediate()`: there the
-request raises `StopRequested` at once, which no `except Exception` swallows.
+request raises `StopRequested` at once, which no `except Exception` swallows. Data preparation
+runs wholly so (`stop_at_once`).
 """
 
 from __future__ import annotations
@@ -71,3 +72,16 @@ class Stop:
 
 
 STOP = Stop()
+
+
+@contextlib.contextmanager
+def stop_at_once() -> Iterator[None]:
+    """For work that is one phase a stop request ends at once (data preparation, whose writes are
+    temporary files moved into place when whole): SIGINT and SIGTERM raise StopRequested inside, so
+    the temporary files are removed on the way out; the caller says so and exits 130."""
+    STOP.install()
+    try:
+        with STOP.immediate():
+            yield
+    finally:
+        STOP.uninstall()
