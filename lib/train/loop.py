@@ -68,6 +68,7 @@ def resume_conflicts(saved: dict, current: dict) -> list[str]:
 
 
 STOP_CHECK_BATCHES = 8  # evaluation batches between the ranks' agreement on a stop request
+STOP_GRACE_SECONDS = 30  # Slurm's default KillWait: SIGTERM to SIGKILL
 
 
 @dataclass
@@ -153,6 +154,7 @@ class Trainer:
         self.peak = peak_flops(device, amp if device.type == "cuda" else None)
         self.without_optimizer = False  # restored from a finished run's checkpoint kept without it
         self.last_eval: dict | None = None  # with "iter", the step it evaluated
+        self._slow_save_said = False  # the warning that a checkpoint outlasts a grace period, once
         self._loss_acc: torch.Tensor | None = None  # summed step losses of the open logging interval
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -185,6 +187,7 @@ class Trainer:
         state = self.checkpoint_state()  # a collective: every rank takes part
         if not self.dist.is_main:
             return
+        started = time.perf_counter()
         if best:
             record = {"iter_num": self.state.iter_num, "val_loss": self.state.best_val_loss}
             save_checkpoint(
@@ -192,6 +195,21 @@ class Trainer:
                 {**record, "model": self.model.state_dict(), "settings": self.s.to_dict()},
             )
         save_checkpoint(self.run_dir / CHECKPOINT_FILE, state)
+        seconds = time.perf_counter() - started
+        size = (self.run_dir / CHECKPOINT_FILE).stat().st_size + (
+            (self.run_dir / BEST_FILE).stat().st_size if best else 0
+        )
+        log.info("checkpoint written: %.2f GB in %.1f s", size / 1e9, seconds)
+        if seconds > STOP_GRACE_SECONDS and not self._slow_save_said:
+            self._slow_save_said = True
+            log.warning(
+                "warning: writing the checkpoint took %.0f s, more than the %d s a cluster usually leaves "
+                "between SIGTERM and SIGKILL (Slurm's KillWait): a preempted run may lose the steps since "
+                "its last checkpoint. Ask for an early signal (the matrix's Slurm tasks do: "
+                "TEST_MATRIX_SLURM_SIGNAL), or write checkpoints to a faster disk.",
+                seconds,
+                STOP_GRACE_SECONDS,
+            )
 
     def restore(self, state: dict) -> None:
         """Continue from a checkpoint of this run; refuse one whose computation differed."""
