@@ -94,6 +94,41 @@ class GPTConfig:
         return cls(n_layer=n_layer, n_head=n_head, n_embd=n_embd, vocab_size=vocab, **kwargs)
 
 
+@dataclass
+class KVCache:
+    """What incremental decoding keeps of the tokens seen so far, per layer, for `batch` rows of up
+    to `size` positions: keys and values (dense attention), or MLA's latent (and, with reciprocal
+    attention, the queries the reciprocal scores of a new token need). Rows are left-padded to one
+    length: row b's first `pad[b]` positions are padding, masked from every real token."""
+
+    layers: list[dict[str, torch.Tensor]]
+    pad: torch.Tensor  # (batch,) long
+    length: int = 0  # positions filled, the same for every row
+
+    @property
+    def size(self) -> int:
+        return next(iter(self.layers[0].values())).size(-2)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for layer in self.layers for t in layer.values())
+
+
+def cached_mask(pad: torch.Tensor, start: int, T: int) -> torch.Tensor:
+    """(B, 1, T, start + T) booleans: which cached key j a new query i = start + t may see: itself
+    and earlier, but no padding (a padding query sees itself only, so its softmax stays finite)."""
+    i = torch.arange(start, start + T, device=pad.device)[:, None]
+    j = torch.arange(start + T, device=pad.device)[None, :]
+    real = j[None] >= pad[:, None, None]
+    return ((j <= i)[None] & (real | (j == i)[None]))[:, None]
+
+
+def _write(buffer: torch.Tensor, start: int, values: torch.Tensor) -> torch.Tensor:
+    """Put `values` (..., T, X) into `buffer` at positions start..start+T; the filled part."""
+    T = values.size(-2)
+    buffer[..., start : start + T, :] = values
+    return buffer[..., : start + T, :]
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention in which a token sees only itself and earlier tokens."""
 
@@ -126,6 +161,24 @@ class CausalSelfAttention(nn.Module):
             y = att @ v
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
+
+    def new_cache(self, batch: int, size: int, dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
+        D = self.c_attn.in_features // self.n_head
+        shape = (batch, self.n_head, size, D)
+        return {
+            "k": torch.zeros(shape, dtype=dtype, device=device),
+            "v": torch.zeros(shape, dtype=dtype, device=device),
+        }
+
+    def forward_cached(self, x: torch.Tensor, cache: dict, start: int, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, T, C): the tokens at positions start..start+T, attending to the cache and themselves."""
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        k = _write(cache["k"], start, k.to(cache["k"].dtype))
+        v = _write(cache["v"], start, v.to(cache["v"].dtype))
+        y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask)
+        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
 
 
 def reciprocal_attention(
@@ -190,6 +243,53 @@ class LatentAttention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
+    def _keys_values(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, S, _ = latent.shape
+        H, D = self.n_head, self.head_dim
+        k = self.k_up(latent).view(B, S, H, D).transpose(1, 2)
+        v = self.v_up(latent)
+        v = (v.view(B, S, H, D) if self.v_per_head else v.view(B, S, 1, D).expand(B, S, H, D)).transpose(1, 2)
+        return k, v
+
+    def _query_source(self, x: torch.Tensor) -> torch.Tensor:
+        """What a cache keeps of a token's query: its latent (q_down), or the query itself."""
+        return self.q_down(x) if hasattr(self, "q_up") else self.q_proj(x)
+
+    def _queries(self, source: torch.Tensor) -> torch.Tensor:
+        B, S, _ = source.shape
+        q = self.q_up(source) if hasattr(self, "q_up") else source
+        return q.view(B, S, self.n_head, self.head_dim).transpose(1, 2)
+
+    def new_cache(self, batch: int, size: int, dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
+        cache = {"latent": torch.zeros(batch, size, self.kv_down.out_features, dtype=dtype, device=device)}
+        if self.alpha > 0:  # a new token's reciprocal scores need the queries of the window before it
+            width = self.q_down.out_features if hasattr(self, "q_up") else self.q_proj.out_features
+            cache["query"] = torch.zeros(batch, size, width, dtype=dtype, device=device)
+        return cache
+
+    def forward_cached(self, x: torch.Tensor, cache: dict, start: int, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, T, C): the tokens at positions start..start+T. Keys and values are made again from
+        the cached latent (mla_latent values a token instead of 2 x n_embd)."""
+        B, T, C = x.shape
+        latent = _write(cache["latent"], start, self.kv_down(x).to(cache["latent"].dtype)).to(x.dtype)
+        k, v = self._keys_values(latent)
+        source = self._query_source(x)
+        q = self._queries(source)
+        if self.alpha > 0:
+            sources = _write(cache["query"], start, source.to(cache["query"].dtype)).to(x.dtype)
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, T, S): q_i . k_j
+            # the reciprocal q_j . k_i of each new query i and key j
+            reciprocal = (self._queries(sources) @ k[:, :, start:].transpose(-2, -1)).transpose(-2, -1)
+            reciprocal = reciprocal / math.sqrt(self.head_dim)
+            i = torch.arange(start, start + T, device=x.device)[:, None]
+            j = torch.arange(start + T, device=x.device)[None, :]
+            local = (j <= i) & (i - j < self.window)
+            mixed = torch.where(local, (1.0 - self.alpha) * scores + self.alpha * reciprocal, scores)
+            y = F.softmax(mixed.masked_fill(~mask, float("-inf")), dim=-1) @ v
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+
 
 class MLP(nn.Module):
     """The position-wise feed-forward network: expand 4x, GELU, project back."""
@@ -217,6 +317,10 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+    def forward_cached(self, x: torch.Tensor, cache: dict, start: int, mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn.forward_cached(self.ln_1(x), cache, start, mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -292,21 +396,93 @@ class GPT(nn.Module):
         c = self.config
         return 6 * self.num_params(non_embedding=True) + 12 * c.n_layer * c.n_embd * c.block_size
 
+    def new_cache(
+        self,
+        batch: int,
+        size: int | None = None,
+        dtype: torch.dtype | None = None,
+        pad: torch.Tensor | None = None,
+    ) -> KVCache:
+        """An empty KVCache for `batch` rows of up to `size` positions (default block_size), in
+        `dtype` (default the weights'); `pad` (batch,): left-padding positions of each row."""
+        size = self.config.block_size if size is None else size
+        if size > self.config.block_size:
+            raise ValueError(f"a cache of {size} positions exceeds block_size {self.config.block_size}")
+        weight = self.lm_head.weight
+        dtype = weight.dtype if dtype is None else dtype
+        layers = [block.attn.new_cache(batch, size, dtype, weight.device) for block in self.transformer.h]
+        pad = (
+            torch.zeros(batch, dtype=torch.long, device=weight.device)
+            if pad is None
+            else pad.to(weight.device)
+        )
+        return KVCache(layers, pad)
+
+    def forward_cached(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """idx (B, T): the next T tokens of every row, after the cache's; their logits at the last
+        position (B, vocab). The cache takes them in."""
+        B, T = idx.shape
+        start = cache.length
+        if start + T > cache.size:
+            raise ValueError(f"{start + T} positions do not fit a cache of {cache.size}")
+        pos = (torch.arange(start, start + T, device=idx.device)[None, :] - cache.pad[:, None]).clamp(min=0)
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos)
+        mask = cached_mask(cache.pad, start, T)
+        for block, layer in zip(self.transformer.h, cache.layers, strict=True):
+            x = block.forward_cached(x, layer, start, mask)
+        cache.length = start + T
+        return self.lm_head(self.transformer.ln_f(x[:, -1, :]))
+
     @torch.no_grad()
     def generate(
-        self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int = 0
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        *,
+        cache: bool = True,
+        pad: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Extend idx (B, T) by sampling max_new_tokens; padded vocabulary rows are never drawn."""
+        """Extend idx (B, T) by max_new_tokens, sampled (temperature 0: the most likely token);
+        padded vocabulary rows are never drawn.
+
+        With `cache` (default) the prompt is read once and each new token is one position of
+        work (KVCache); without it every token is a forward over the whole window. Both give the
+        same tokens. Past block_size the window slides and is recomputed for every token (a
+        cache cannot slide: positions are learned). `pad` (B,) left-padding of each row (prompts
+        of different lengths, padded on the left to one length; cache only).
+        """
+        if pad is not None and not cache:
+            raise ValueError("left-padded prompts (pad) need the cache")
+        block = self.config.block_size
+        state = None
+        if cache and idx.size(1) < block:
+            state = self.new_cache(idx.size(0), min(block, idx.size(1) + max_new_tokens), pad=pad)
+        logits = None
         for _ in range(max_new_tokens):
-            context = idx[:, -self.config.block_size :]
-            logits, _ = self(context)
-            logits = logits[:, -1, :GPT2_VOCAB_SIZE].float() / temperature
-            if top_k > 0:
-                kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            next_id = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+            if state is not None and state.length < state.size:
+                logits = self.forward_cached(idx[:, state.length :], state)
+            else:
+                logits = self(idx[:, -block:])[0][:, -1, :]
+            next_id = sample_next(logits, temperature, top_k, generator)
             idx = torch.cat((idx, next_id), dim=1)
         return idx
+
+
+def sample_next(
+    logits: torch.Tensor, temperature: float, top_k: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """(B, 1) next tokens from last-position logits (B, vocab): the padded vocabulary rows never."""
+    logits = logits[:, :GPT2_VOCAB_SIZE].float()
+    if temperature <= 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k > 0:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1, generator=generator)
 
 
 def attention_sizes(config: GPTConfig) -> dict:
