@@ -76,6 +76,9 @@ def test_latency_is_measured_for_prefill_and_one_generation_step():
     prefill, decode = rows[2], rows[3]
     assert prefill["tokens_per_sec"] == pytest.approx(1000 * 64 / prefill["p50_ms"])
     assert decode["tokens_per_sec"] == pytest.approx(1000 * 2 / decode["p50_ms"])
+    # a real generation step: against a cache of the tokens before it, whose size is measured
+    assert decode["cache_bytes_per_token"] == 4 * model.config.kv_cache_values_per_token()  # fp32
+    assert "cache_bytes_per_token" not in prefill
     assert model.training  # put back as it was
 
 

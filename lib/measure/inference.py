@@ -5,9 +5,11 @@ runs `repeats` timed forward passes after `warmup` untimed ones:
 
   prefill   a forward over all B x T tokens that returns every position's logits
             (scoring a prompt): p50/p95 ms and B*T/p50 tokens/s;
-  decode    a forward over the same window that returns only the last position's
-            logits, which is one generation step here (gpt2/model.py's generate keeps
-            no KV cache): p50/p95 ms and B/p50 new tokens/s.
+  decode    one generation step at that context: the B rows' next token read against a
+            KVCache holding the T - 1 before it (gpt2/model.py's forward_cached, the cache in
+            the autocast dtype), as generate runs it: p50/p95 ms, B/p50 new tokens/s, and the
+            cache's bytes per token as measured. (Records written before the cache existed,
+            without "cache_bytes_per_token", timed a forward over the whole window instead.)
 
 Pruned weights are exact zeros in dense tensors, so unstructured sparsity makes no
 kernel faster: comparing these figures across a matrix shows exactly that.
@@ -62,24 +64,35 @@ def measure_latency(
         gen = torch.Generator().manual_seed(0)
         for batch, length in shapes:
             idx = torch.randint(0, vocab, (batch, length), generator=gen).to(device)
-            for mode, all_positions, tokens in (("prefill", True, batch * length), ("decode", False, batch)):
 
-                def forward(idx=idx, all_positions=all_positions):
-                    with autocast(device, amp):
-                        model(idx, all_positions=all_positions)
+            def prefill(idx=idx):
+                with autocast(device, amp):
+                    model(idx, all_positions=True)
 
-                times = _timed(forward, device, repeats, warmup)
+            cache = model.new_cache(batch, length, dtype=amp)
+            with autocast(device, amp):
+                model.forward_cached(idx[:, :-1], cache)
+
+            def decode(idx=idx, cache=cache, length=length):
+                cache.length = length - 1  # the same step each time: the last position is rewritten
+                with autocast(device, amp):
+                    model.forward_cached(idx[:, -1:], cache)
+
+            for mode, fn, tokens in (("prefill", prefill, batch * length), ("decode", decode, batch)):
+                times = _timed(fn, device, repeats, warmup)
                 p50 = statistics.median(times)
-                out.append(
-                    {
-                        "mode": mode,
-                        "batch_size": batch,
-                        "seq_len": length,
-                        "p50_ms": p50,
-                        "p95_ms": percentile(times, 0.95),
-                        "tokens_per_sec": 1000 * tokens / p50,
-                    }
-                )
+                record = {
+                    "mode": mode,
+                    "batch_size": batch,
+                    "seq_len": length,
+                    "p50_ms": p50,
+                    "p95_ms": percentile(times, 0.95),
+                    "tokens_per_sec": 1000 * tokens / p50,
+                }
+                if mode == "decode":
+                    record["cache_bytes_per_token"] = cache.nbytes() // (batch * length)
+                out.append(record)
+            del cache
     finally:
         model.train(was_training)
     return out
