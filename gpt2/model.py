@@ -113,20 +113,15 @@ class KVCache:
         return sum(t.numel() * t.element_size() for layer in self.layers for t in layer.values())
 
 
-def cached_mask(pad: torch.Tensor, start: int, T: int) -> torch.Tensor:
-    """(B, 1, T, start + T) booleans: which cached key j a new query i = start + t may see: itself
-    and earlier, but no padding (a padding query sees itself only, so its softmax stays finite)."""
-    i = torch.arange(start, start + T, device=pad.device)[:, None]
-    j = torch.arange(start + T, device=pad.device)[None, :]
+def cached_mask(pad: torch.Tensor, pos: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 1, T, size) booleans: which cache position j each new query at pos[t] may see: itself and
+    earlier, but no padding (a padding query sees itself only, so its softmax stays finite).
+    Shapes depend on T and the cache's size only, never on the position: one compiled step serves
+    every position."""
+    i = pos[:, None]
+    j = torch.arange(size, device=pos.device)[None, :]
     real = j[None] >= pad[:, None, None]
     return ((j <= i)[None] & (real | (j == i)[None]))[:, None]
-
-
-def _write(buffer: torch.Tensor, start: int, values: torch.Tensor) -> torch.Tensor:
-    """Put `values` (..., T, X) into `buffer` at positions start..start+T; the filled part."""
-    T = values.size(-2)
-    buffer[..., start : start + T, :] = values
-    return buffer[..., : start + T, :]
 
 
 class CausalSelfAttention(nn.Module):
@@ -170,14 +165,17 @@ class CausalSelfAttention(nn.Module):
             "v": torch.zeros(shape, dtype=dtype, device=device),
         }
 
-    def forward_cached(self, x: torch.Tensor, cache: dict, start: int, mask: torch.Tensor) -> torch.Tensor:
-        """x (B, T, C): the tokens at positions start..start+T, attending to the cache and themselves."""
+    def forward_cached(
+        self, x: torch.Tensor, cache: dict, pos: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """x (B, T, C): the tokens at positions `pos`, written into the cache, attending to it."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        k = _write(cache["k"], start, k.to(cache["k"].dtype))
-        v = _write(cache["v"], start, v.to(cache["v"].dtype))
-        y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask)
+        cache["k"].index_copy_(2, pos, k.to(cache["k"].dtype))
+        cache["v"].index_copy_(2, pos, v.to(cache["v"].dtype))
+        keys, values = cache["k"].to(q.dtype), cache["v"].to(q.dtype)
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
 
 
@@ -243,22 +241,13 @@ class LatentAttention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
-    def _keys_values(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        B, S, _ = latent.shape
-        H, D = self.n_head, self.head_dim
-        k = self.k_up(latent).view(B, S, H, D).transpose(1, 2)
-        v = self.v_up(latent)
-        v = (v.view(B, S, H, D) if self.v_per_head else v.view(B, S, 1, D).expand(B, S, H, D)).transpose(1, 2)
-        return k, v
-
     def _query_source(self, x: torch.Tensor) -> torch.Tensor:
         """What a cache keeps of a token's query: its latent (q_down), or the query itself."""
         return self.q_down(x) if hasattr(self, "q_up") else self.q_proj(x)
 
-    def _queries(self, source: torch.Tensor) -> torch.Tensor:
-        B, S, _ = source.shape
-        q = self.q_up(source) if hasattr(self, "q_up") else source
-        return q.view(B, S, self.n_head, self.head_dim).transpose(1, 2)
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:
+        B, T, _ = t.shape
+        return t.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
 
     def new_cache(self, batch: int, size: int, dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
         cache = {"latent": torch.zeros(batch, size, self.kv_down.out_features, dtype=dtype, device=device)}
@@ -267,27 +256,57 @@ class LatentAttention(nn.Module):
             cache["query"] = torch.zeros(batch, size, width, dtype=dtype, device=device)
         return cache
 
-    def forward_cached(self, x: torch.Tensor, cache: dict, start: int, mask: torch.Tensor) -> torch.Tensor:
-        """x (B, T, C): the tokens at positions start..start+T. Keys and values are made again from
-        the cached latent (mla_latent values a token instead of 2 x n_embd)."""
+    def forward_cached(
+        self, x: torch.Tensor, cache: dict, pos: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """x (B, T, C): the tokens at positions `pos`. Attention is computed in the latent space
+        (the up-projections absorbed into the queries and outputs), so a step reads mla_latent
+        values a cached token, not the 2 x n_embd of its keys and values."""
         B, T, C = x.shape
-        latent = _write(cache["latent"], start, self.kv_down(x).to(cache["latent"].dtype)).to(x.dtype)
-        k, v = self._keys_values(latent)
+        H, D, L = self.n_head, self.head_dim, self.kv_down.out_features
+        cache["latent"].index_copy_(1, pos, self.kv_down(x).to(cache["latent"].dtype))
+        latent = cache["latent"].to(x.dtype)  # (B, S, L)
         source = self._query_source(x)
-        q = self._queries(source)
+        q = self._heads(self.q_up(source) if hasattr(self, "q_up") else source)  # (B, H, T, D)
+        w_k = self.k_up.weight.view(H, D, L)
+        q_latent = torch.einsum("bhtd,hdl->bhtl", q, w_k)  # q . k_up(l) = (q W_k) . l
+        scale = 1.0 / math.sqrt(D)
+        S = latent.size(1)
+
+        def over_cache(a: torch.Tensor, cached: torch.Tensor) -> torch.Tensor:
+            """(B, H, T, X) x (B, S, X) -> (B, H, T, S), heads folded into one batched matmul: the
+            cache is read once a row, never copied per head."""
+            return (a.reshape(B, H * T, -1) @ cached.transpose(1, 2)).view(B, H, T, S)
+
+        scores = over_cache(q_latent, latent) * scale  # (B, H, T, S)
         if self.alpha > 0:
-            sources = _write(cache["query"], start, source.to(cache["query"].dtype)).to(x.dtype)
-            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, T, S): q_i . k_j
-            # the reciprocal q_j . k_i of each new query i and key j
-            reciprocal = (self._queries(sources) @ k[:, :, start:].transpose(-2, -1)).transpose(-2, -1)
-            reciprocal = reciprocal / math.sqrt(self.head_dim)
-            i = torch.arange(start, start + T, device=x.device)[:, None]
-            j = torch.arange(start + T, device=x.device)[None, :]
+            if self.k_up.bias is not None:  # q . b_k: the same for every key of a row, kept for RA
+                scores = scores + (q * self.k_up.bias.view(H, D)[:, None]).sum(-1, keepdim=True) * scale
+            cache["query"].index_copy_(1, pos, source.to(cache["query"].dtype))
+            sources = cache["query"].to(x.dtype)  # (B, S, Lq or C)
+            k_new = self._heads(self.k_up(self.kv_down(x)))  # the new tokens' keys (B, H, T, D)
+            if hasattr(self, "q_up"):  # q_j . k_i = s_j . (W_q^T k_i) + b_q . k_i
+                w_q = self.q_up.weight.view(H, D, -1)
+                reciprocal = over_cache(torch.einsum("bhtd,hdl->bhtl", k_new, w_q), sources)
+                if self.q_up.bias is not None:
+                    reciprocal = reciprocal + (k_new * self.q_up.bias.view(H, D)[:, None]).sum(
+                        -1, keepdim=True
+                    )
+            else:
+                reciprocal = k_new @ self._heads(sources).transpose(-2, -1)
+            i = pos[:, None]
+            j = torch.arange(S, device=x.device)[None, :]
             local = (j <= i) & (i - j < self.window)
-            mixed = torch.where(local, (1.0 - self.alpha) * scores + self.alpha * reciprocal, scores)
-            y = F.softmax(mixed.masked_fill(~mask, float("-inf")), dim=-1) @ v
+            scores = torch.where(local, (1.0 - self.alpha) * scores + self.alpha * reciprocal * scale, scores)
+        att = F.softmax(scores.masked_fill(~mask, float("-inf")).float(), dim=-1).to(latent.dtype)
+        out_latent = (att.view(B, H * T, S) @ latent).view(B, H, T, L)
+        # out_latent (B, H, T, L): the attention-weighted latents; v_up applied after (rows sum to 1)
+        if self.v_per_head:
+            y = torch.einsum("bhtl,hdl->bhtd", out_latent, self.v_up.weight.view(H, D, L))
+            if self.v_up.bias is not None:
+                y = y + self.v_up.bias.view(H, D)[:, None]
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            y = self.v_up(out_latent)
         return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
 
 
@@ -319,8 +338,10 @@ class Block(nn.Module):
         x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
 
-    def forward_cached(self, x: torch.Tensor, cache: dict, start: int, mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn.forward_cached(self.ln_1(x), cache, start, mask)
+    def forward_cached(
+        self, x: torch.Tensor, cache: dict, pos: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        x = x + self.attn.forward_cached(self.ln_1(x), cache, pos, mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -421,16 +442,25 @@ class GPT(nn.Module):
     def forward_cached(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """idx (B, T): the next T tokens of every row, after the cache's; their logits at the last
         position (B, vocab). The cache takes them in."""
-        B, T = idx.shape
-        start = cache.length
-        if start + T > cache.size:
-            raise ValueError(f"{start + T} positions do not fit a cache of {cache.size}")
-        pos = (torch.arange(start, start + T, device=idx.device)[None, :] - cache.pad[:, None]).clamp(min=0)
-        x = self.transformer.wte(idx) + self.transformer.wpe(pos)
-        mask = cached_mask(cache.pad, start, T)
-        for block, layer in zip(self.transformer.h, cache.layers, strict=True):
-            x = block.forward_cached(x, layer, start, mask)
-        cache.length = start + T
+        T = idx.size(1)
+        if cache.length + T > cache.size:
+            raise ValueError(f"{cache.length + T} positions do not fit a cache of {cache.size}")
+        pos = torch.arange(cache.length, cache.length + T, device=idx.device)
+        logits = self.cached_step(idx, pos, cache.layers, cache.pad)
+        cache.length += T
+        return logits
+
+    def cached_step(
+        self, idx: torch.Tensor, pos: torch.Tensor, layers: list[dict], pad: torch.Tensor
+    ) -> torch.Tensor:
+        """forward_cached's computation, of tensors only (positions `pos` (T,) included): its shapes
+        never depend on the position, so torch.compile makes one graph (CUDA graphs: one replay a
+        token) for every decode step."""
+        positions = (pos[None, :] - pad[:, None]).clamp(min=0)
+        x = self.transformer.wte(idx) + self.transformer.wpe(positions)
+        mask = cached_mask(pad, pos, next(iter(layers[0].values())).size(-2))
+        for block, layer in zip(self.transformer.h, layers, strict=True):
+            x = block.forward_cached(x, layer, pos, mask)
         return self.lm_head(self.transformer.ln_f(x[:, -1, :]))
 
     @torch.no_grad()

@@ -5,6 +5,7 @@ import io
 import pytest
 import torch
 
+from gpt2.decode import Decoder
 from gpt2.model import GPT, GPT2_VOCAB_SIZE, GPTConfig
 
 ATTENTIONS = {
@@ -113,3 +114,21 @@ def test_the_cache_holds_what_the_analytic_figure_says():
         cache = model.new_cache(3, 10, dtype=torch.bfloat16)
         per_token = cache.nbytes() / (3 * 10)
         assert per_token == 2 * model.config.kv_cache_values_per_token()
+
+
+@pytest.mark.parametrize("kind", ["dense", "mla", "ra_mla"])
+def test_the_decoder_generates_what_generate_does_and_is_reusable(kind):
+    """The serving path (gpt2/decode.py; compiled on a GPU, tests/test_gpu.py) takes the same
+    steps: one prompt read, one cached_step a token, the sliding window past the cache."""
+    model = model_of(kind)
+    decoder = Decoder(model, batch=3, compile=False)
+    gen = torch.Generator().manual_seed(6)
+    for new in (10, 30):  # 30: past the 24-token block
+        idx = torch.randint(0, GPT2_VOCAB_SIZE, (3, 6), generator=gen)
+        want = model.generate(idx, new, temperature=1.0, top_k=30, generator=torch.Generator().manual_seed(8))
+        got = decoder.generate(
+            idx, new, temperature=1.0, top_k=30, generator=torch.Generator().manual_seed(8)
+        )
+        assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="2 prompts for a decoder of batch 3"):
+        decoder.generate(idx[:2], 4)

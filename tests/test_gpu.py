@@ -153,3 +153,25 @@ def test_nvml_samples_power_and_utilisation_during_a_run(tmp_path, kconf, data_d
     gpu = summary["gpu"]
     assert gpu["source"] == "nvml" and gpu["samples"] >= 2 and gpu["mean_power_watts"] > 0
     assert (out / "gpu.jsonl").is_file() and (out / "gpu.png").is_file()
+
+
+@pytest.mark.parametrize("kind", ["dense", "ra_mla"])
+def test_the_compiled_decoder_generates_what_the_eager_path_does(kind):
+    """The CUDA-graph decode step (gpt2/decode.py) against GPT.generate and the full-window path,
+    greedy in fp32 (so no near-tie can flip a token), past the block too."""
+    from gpt2.decode import Decoder
+    from gpt2.model import GPT2_VOCAB_SIZE
+
+    from .test_decode import model_of
+
+    model = model_of(kind).cuda()
+    idx = torch.randint(
+        0, GPT2_VOCAB_SIZE, (4, 6), device="cuda", generator=torch.Generator("cuda").manual_seed(0)
+    )
+    decoder = Decoder(model, batch=4, compile=True)
+    want = model.generate(idx, 30, temperature=0.0, cache=False)
+    assert torch.equal(model.generate(idx, 30, temperature=0.0), want)
+    for _ in range(2):  # the second call replays the recorded graph
+        assert torch.equal(decoder.generate(idx, 30, temperature=0.0), want)
+    bf16 = Decoder(model, batch=4, dtype=torch.bfloat16, compile=True)
+    assert bf16.generate(idx, 30, temperature=1.0, top_k=50).shape == (4, 36)
