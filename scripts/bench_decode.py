@@ -56,7 +56,11 @@ def timed(fn, repeats: int) -> float:
 
 
 def hf_model(model: GPT):
-    from transformers import GPT2LMHeadModel
+    try:
+        from transformers import GPT2LMHeadModel
+    except ImportError:
+        print("note: transformers is not installed: no HF figures (pip install -e '.[hf]')", flush=True)
+        return None
 
     from gpt2.hf import export_hf
 
