@@ -220,7 +220,7 @@ help:
 	@echo ""
 	@echo "Measuring"
 	@echo "  make bench               training throughput vs a nanoGPT-style baseline (BENCH_ARGS=...)"
-	@echo "                           also: python -m scripts.bench_memory, python -m scripts.bench_optim"
+	@echo "                           also: python -m scripts.bench_memory, bench_optim, bench_stop (signal to exit), bench_decode (generation)"
 	@echo ""
 	@echo "Checking"
 	@echo "  make test                the pytest suite (PYTEST_ARGS='-k model' to select)"
