@@ -504,15 +504,21 @@ class GPT(nn.Module):
 def sample_next(
     logits: torch.Tensor, temperature: float, top_k: int, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """(B, 1) next tokens from last-position logits (B, vocab): the padded vocabulary rows never."""
+    """(B, 1) next tokens from last-position logits (B, vocab): the padded vocabulary rows never.
+
+    The draw is torch.multinomial's for one sample (probabilities over exponential noise, argmax:
+    the same tokens from the same generator state) without multinomial's host-side check of the
+    probabilities, so it never waits for the GPU and a CUDA graph can hold it (gpt2/decode.py)."""
     logits = logits[:, :GPT2_VOCAB_SIZE].float()
     if temperature <= 0:
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits / temperature
     if top_k > 0:
-        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1, generator=generator)
+    probs = F.softmax(logits, dim=-1)
+    noise = torch.empty_like(probs).exponential_(1, generator=generator)
+    return (probs / noise).argmax(dim=-1, keepdim=True)
 
 
 def attention_sizes(config: GPTConfig) -> dict:

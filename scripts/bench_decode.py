@@ -8,8 +8,9 @@ with top-k 50 (every path draws the same number: no early stop). For each shape:
 
   full       GPT.generate(cache=False): a forward over the whole window for every token
   cache      GPT.generate: the prompt once, then one position a token (eager)
-  compiled   gpt2/decode.Decoder: the same, each token one CUDA-graph replay (compiled once per
-             shape, untimed), with per-token p50/p95 from CUDA events
+  compiled   gpt2/decode.Decoder: the same, each token one replay of a CUDA graph of the compiled
+             step and its sampling (recorded once per shape, untimed), with per-token p50/p95
+             from CUDA events
   hf         transformers' GPT2LMHeadModel.generate with its cache, on the same weights exported
              through scripts/export_hf's layout (dense only)
 
@@ -66,7 +67,7 @@ def hf_model(model: GPT):
 
     folder = Path(tempfile.mkdtemp(prefix="bench-decode-hf-"))
     export_hf(model, folder)
-    return GPT2LMHeadModel.from_pretrained(folder, torch_dtype=torch.bfloat16).to("cuda").eval()
+    return GPT2LMHeadModel.from_pretrained(folder).to("cuda", torch.bfloat16).eval()
 
 
 def capacity(model: GPT, limit: int = 1 << 16) -> int:
@@ -182,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: bench_decode needs a CUDA GPU", file=sys.stderr)
         return 2
     paths = set(args.paths.split(","))
+    # One compiled step per model and shape: more than Dynamo's default of 8 recompilations.
+    torch._dynamo.config.cache_size_limit = 256
 
     def emit(record: dict) -> None:
         print(json.dumps(record), flush=True)

@@ -36,6 +36,25 @@ def both(model: GPT, idx: torch.Tensor, new: int, **kw) -> tuple[torch.Tensor, t
     return out[0], out[1]
 
 
+def test_a_sampled_token_is_the_one_torch_multinomial_draws_from_the_same_generator():
+    """sample_next's sync-free draw (which a CUDA graph can hold) is multinomial's own, token for
+    token: generations seeded before it came are the same."""
+    from gpt2.model import sample_next
+
+    logits = torch.randn(6, GPT2_VOCAB_SIZE + 47, generator=torch.Generator().manual_seed(1)) * 3
+    for temperature, top_k in [(1.0, 0), (0.7, 50), (1.3, 5)]:
+        for seed in range(5):
+            got = sample_next(logits, temperature, top_k, torch.Generator().manual_seed(seed))
+            scaled = logits[:, :GPT2_VOCAB_SIZE] / temperature
+            if top_k:
+                kth = torch.topk(scaled, top_k).values[:, -1:]
+                scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+            probs = torch.softmax(scaled, dim=-1)
+            want = torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(seed))
+            assert torch.equal(got, want)
+            assert (got < GPT2_VOCAB_SIZE).all()
+
+
 @pytest.mark.parametrize("kind", ATTENTIONS)
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_cached_generation_is_the_full_window_generation_token_for_token(kind, temperature):

@@ -173,5 +173,14 @@ def test_the_compiled_decoder_generates_what_the_eager_path_does(kind):
     assert torch.equal(model.generate(idx, 30, temperature=0.0), want)
     for _ in range(2):  # the second call replays the recorded graph
         assert torch.equal(decoder.generate(idx, 30, temperature=0.0), want)
+    torch.manual_seed(5)  # sampled: the graph draws from the default generator as eager calls do
+    want = model.generate(idx, 30, temperature=1.0, top_k=50)
+    for _ in range(2):
+        torch.manual_seed(5)
+        assert torch.equal(decoder.generate(idx, 30, temperature=1.0, top_k=50), want)
+    small = Decoder(model, batch=4, size=12, compile=True)  # past its cache the window slides
+    assert torch.equal(small.generate(idx, 30, temperature=0.0), model.generate(idx, 30, 0.0, cache=False))
     bf16 = Decoder(model, batch=4, dtype=torch.bfloat16, compile=True)
-    assert bf16.generate(idx, 30, temperature=1.0, top_k=50).shape == (4, 36)
+    timings: list[float] = []
+    assert bf16.generate(idx, 30, temperature=1.0, top_k=50, timings=timings).shape == (4, 36)
+    assert len(timings) == 30 and min(timings) > 0
