@@ -31,6 +31,7 @@ from gpt2.hf import build_model
 from gpt2.memory import preflight
 from gpt2.model import attention_sizes
 from gpt2.sample import write_sample
+from lib.adamwprune.build import build_optimizer, build_pruner
 from lib.config.cli import add_override_flags, overrides_from_args
 from lib.config.settings import Settings, load_settings, read_config_py, settle
 from lib.convert.fp8 import convert_to_fp8
@@ -41,8 +42,6 @@ from lib.measure.gpu_monitor import GPU_FILE, GPUMonitor, plot_gpu
 from lib.measure.records import plot_losses, setup_logging, start_records
 from lib.measure.summary import FINISHED, RunSummary, summary_status
 from lib.measure.tracking import start_tracker
-from lib.optim.build import build_optimizer
-from lib.pruning.build import build_pruner
 from lib.train import distributed
 from lib.train.checkpoint import CheckpointError
 from lib.train.data import DataError, TokenData
@@ -201,7 +200,9 @@ def set_up(
     lora = apply_lora(model, s.lora) if s.lora.enabled else None
     if dist.enabled:  # the same initial weights everywhere (DDP checks), then dropout differs per rank
         torch.manual_seed(s.runtime.seed + 7919 * dist.rank)
-    optimizer = build_optimizer(model, s.optimizer, s.training.learning_rate, compile=s.runtime.compile)
+    optimizer = build_optimizer(
+        model, s.optimizer, s.adamwprune, s.training.learning_rate, compile=s.runtime.compile
+    )
     amp = amp_dtype(device, s.runtime.mixed_precision, s.runtime.amp_dtype)
     compiled = s.runtime.compile and device.type == "cuda"
     train_model = compile_model(wrap_ddp(model, dist, device), device, compiled, s.runtime.compile_mode)
@@ -218,7 +219,9 @@ def set_up(
                 sizing["rule"],
             ),
         )
-    pruner = build_pruner(model, optimizer, s.pruning, planned_iters(s, data.num_tokens("train")))
+    pruner = build_pruner(
+        model, optimizer, s.pruning, s.adamwprune, planned_iters(s, data.num_tokens("train"))
+    )
     tracker = start_tracker(s.tracking, run_dir, run_dir.name, s.to_dict()) if dist.is_main else None
     trainer = Trainer(s, run_dir, device, model, train_model, optimizer, data, amp, pruner, tracker, dist)
     if scaling is not None:

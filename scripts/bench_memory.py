@@ -22,9 +22,9 @@ import torch
 
 from gpt2.memory import GIB, estimate, largest_batch
 from gpt2.model import GPT, SIZES, GPTConfig
+from lib.adamwprune.build import build_optimizer
 from lib.config.settings import Settings
 from lib.io import atomic_write_json
-from lib.optim.build import build_optimizer
 from lib.train.data import TokenData
 from lib.train.loop import Trainer
 from lib.train.runtime import resolve_device, use_expandable_segments
@@ -56,7 +56,9 @@ def measure(s: Settings, device: torch.device, data: TokenData, work: Path) -> i
     try:
         with torch.device(device):  # initialised in place: seconds, not minutes, for gpt2-xl
             model = GPT(GPTConfig.from_settings(s.model))
-        optimizer = build_optimizer(model, s.optimizer, s.training.learning_rate, compile=s.runtime.compile)
+        optimizer = build_optimizer(
+            model, s.optimizer, s.adamwprune, s.training.learning_rate, compile=s.runtime.compile
+        )
         compiled = torch.compile(model) if s.runtime.compile else model
         trainer = Trainer(s, work, device, model, compiled, optimizer, data, torch.bfloat16)
         for _ in range(STEPS):

@@ -38,13 +38,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gpt2.model import GPT, SIZES, GPTConfig
+from lib.adamwprune.build import build_optimizer, build_pruner
 from lib.config.settings import Settings
 from lib.convert.fp8 import convert_to_fp8
 from lib.io import atomic_write_json
 from lib.measure.gpu_monitor import GPU_FILE, GPUMonitor, nvml_sampler
 from lib.measure.metrics import peak_flops
-from lib.optim.build import build_optimizer
-from lib.pruning.build import build_pruner
 from lib.train.data import META_FILE, TOKEN_DTYPE, TokenData
 from lib.train.loop import Trainer
 from lib.train.runtime import (
@@ -304,8 +303,10 @@ def run_one(name: str, args, device, amp, data, work: Path) -> dict:
         model = GPT(GPTConfig.from_settings(s.model)).to(device)
         if s.runtime.fp8:
             convert_to_fp8(model, s.runtime.fp8_recipe, device, s.runtime.fp8_layers)
-        optimizer = build_optimizer(model, s.optimizer, s.training.learning_rate, compile=args.compile)
-        pruner = build_pruner(model, optimizer, s.pruning, 10_000)
+        optimizer = build_optimizer(
+            model, s.optimizer, s.adamwprune, s.training.learning_rate, compile=args.compile
+        )
+        pruner = build_pruner(model, optimizer, s.pruning, s.adamwprune, 10_000)
         compiled = compile_model(model, device, args.compile, s.runtime.compile_mode)
         trainer = Trainer(s, work / name, device, model, compiled, optimizer, data, amp, pruner)
         if pruner is not None:

@@ -32,12 +32,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from lib.adamwprune import optimizer_label
 from lib.classify.corpus import class_folders, require_corpus
 from lib.config.cli import cli_flag, set_flag
 from lib.config.settings import Settings, load_settings, settle
 from lib.errors import Refusal
 from lib.io import atomic_write_json, atomic_write_text
-from lib.optim import optimizer_label
 from lib.study.matrix import PlannedRun, expand
 from lib.study.report import FAILURE_FILE, PLAN_FILE, model_sets, run_status, write_report
 from lib.study.slurm import SlurmError, submit
@@ -412,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "name": r.name,
                     "optimizer": r.optimizer,
-                    "optimizer_label": optimizer_label(r.optimizer, base.optimizer.adamwprune_base),
+                    "optimizer_label": optimizer_label(r.optimizer, base.adamwprune.base),
                     "method": r.method,
                     "variant": r.variant,
                     "sparsity": r.sparsity,

@@ -22,10 +22,11 @@ import torch
 from gpt2.model import GPT, GPTConfig
 from lib.config.settings import DataSettings, ModelSettings, RuntimeSettings, Settings, TrainingSettings
 from lib.optim import OptimizerSettings
-from lib.optim.build import build_optimizer
+from lib.adamwprune import AdamWPruneSettings
+from lib.adamwprune.build import build_optimizer
 from lib.optim.spam import spam_adamw_
 from lib.pruning import PruningSettings
-from lib.pruning.build import build_pruner
+from lib.adamwprune.build import build_pruner
 from lib.train.data import TokenData
 from lib.train.loop import Trainer
 
@@ -56,7 +57,6 @@ def fp16_trainer(
         ),
         optimizer=OptimizerSettings(
             name=optimizer,
-            adamwprune_base=base,
             spam_spike_threshold=0.5,
             spam_theta=5.0,
             spam_clip_grace_steps=2,
@@ -68,23 +68,23 @@ def fp16_trainer(
             warmup_steps=2,
             frequency=2,
             ramp_end_step=14,
-            adamwprune_variant="bitter0",
         ),
+        adamwprune=AdamWPruneSettings(base=base, variant="bitter0"),
         runtime=RuntimeSettings(device=device, compile=device == "cuda"),
     )
     dev = torch.device(device)
     torch.manual_seed(0)
     model = GPT(GPTConfig.from_settings(s.model)).to(dev)
     if dev.type == "cuda":
-        opt = build_optimizer(model, s.optimizer, lr=1e-3, compile=True)
+        opt = build_optimizer(model, s.optimizer, s.adamwprune, lr=1e-3, compile=True)
     else:
-        opt = build_optimizer(model, s.optimizer, lr=1e-3, compile=False, fused=True)
+        opt = build_optimizer(model, s.optimizer, s.adamwprune, lr=1e-3, compile=False, fused=True)
         if step == "compiled":  # the one-pass step as torch.compile builds it (on CUDA by default)
             opt.one_pass = True
             opt._one_pass_step = torch.compile(spam_adamw_, dynamic=False)
         elif optimizer != "adamw":
             opt.one_pass = True  # the device-side path GPU runs take
-    pruner = build_pruner(model, opt, s.pruning, total_iters=20)
+    pruner = build_pruner(model, opt, s.pruning, s.adamwprune, total_iters=20)
     data = TokenData(s.data.token_dir, s.data.dataset, s.data.data_dir, s.runtime.seed)
     amp = torch.float16 if dev.type == "cuda" else None  # see the module's docstring
     trainer = Trainer(s, tmp_path, dev, model, model, opt, data, amp, pruner)

@@ -11,7 +11,7 @@ import torch
 
 from lib.pruning import build as pruning
 from lib.pruning import pruner as pruner_module
-from lib.pruning.scores import ADAMWPRUNE_VARIANTS
+from lib.adamwprune.variants import VARIANTS as ADAMWPRUNE_VARIANTS
 
 from . import golden
 from .conftest import GOLDEN_REPRODUCTION

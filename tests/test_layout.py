@@ -121,9 +121,10 @@ def test_every_registry_entry_has_its_kconfig_symbols_and_back(kconf):
     every such Kconfig symbol names a registry entry."""
     import kconfiglib
 
-    from lib.optim import ADAMWPRUNE_BASES, OPTIMIZERS
+    from lib.adamwprune import BASES as ADAMWPRUNE_BASES
+    from lib.adamwprune import VARIANTS as ADAMWPRUNE_VARIANTS
+    from lib.optim import OPTIMIZERS
     from lib.pruning import METHODS
-    from lib.pruning.scores import ADAMWPRUNE_VARIANTS
     from lib.study.settings import SPARSITIES
 
     def named_by(string_symbol: str) -> dict[str, str]:

@@ -6,7 +6,8 @@ import pytest
 
 from lib.config.settings import Settings
 from lib.errors import Refusal
-from lib.study.matrix import expand, run_name
+from lib.adamwprune import identity_of, run_identity
+from lib.study.matrix import expand
 from lib.train.run_dir import run_name as train_run_name
 from scripts import run_test_matrix
 
@@ -19,9 +20,20 @@ def matrix(**kw) -> Settings:
 
 
 def test_names_follow_the_seed_project():
-    assert run_name("adamwprune", "state", "bitter0", 0.5, None) == "gpt2_adamwprune_bitter0_state_50"
-    assert run_name("adamwspam", "magnitude", None, 0.7, None) == "gpt2_adamwspam_magnitude_70"
-    assert run_name("adamw", "none", None, None, 1338) == "gpt2_adamw_none_s1338"
+    def name(optimizer, method, sparsity, variant, base="adamw", seed=None, tag=""):
+        return run_identity(optimizer, method, sparsity, variant, base).name(seed, tag)
+
+    assert name("adamwprune", "state", 0.5, "bitter0") == "gpt2_adamwprune_bitter0_state_50"
+    assert name("adamwprune", "state", 0.5, "bitter2", "adamwspam") == "gpt2_adamwprune-spam_bitter2_state_50"
+    assert name("adamwspam", "magnitude", 0.7, "bitter1") == "gpt2_adamwspam_magnitude_70"  # no variant
+    assert name("adamw", "none", 0.7, None, seed=1338, tag="x") == "gpt2_adamw_none_x_s1338"  # no sparsity
+
+
+def test_a_runs_identity_keeps_adamwprunes_settings_and_the_sparsity_only_where_they_apply():
+    own = run_identity("adamwprune", "state", 0.5, "bitter1", "adamwspam")
+    assert (own.variant, own.base, own.sparsity, own.label) == ("bitter1", "adamwspam", 0.5, "adamwprune-spam")
+    other = run_identity("adamwspam", "none", 0.5, "bitter1", "adamwspam")
+    assert (other.variant, other.base, other.sparsity, other.label) == (None, None, None, "adamwspam")
 
 
 def test_expansion_keeps_what_makes_sense_and_says_what_it_dropped():
@@ -41,16 +53,16 @@ def test_expansion_keeps_what_makes_sense_and_says_what_it_dropped():
 
 def test_two_adamwprune_bases_never_share_a_run_name(kconf, tmp_path):
     spam = Settings().replace(
-        {"optimizer.name": "adamwprune", "pruning.method": "state", "optimizer.adamwprune_base": "adamwspam"}
+        {"optimizer.name": "adamwprune", "pruning.method": "state", "adamwprune.base": "adamwspam"}
     )
-    runs, _ = expand(matrix(bitter1=True).replace({"optimizer.adamwprune_base": "adamwspam"}))
+    runs, _ = expand(matrix(bitter1=True).replace({"adamwprune.base": "adamwspam"}))
     assert {r.name for r in runs if r.optimizer == "adamwprune"} == {
         "gpt2_adamwprune-spam_bitter0_state_50",
         "gpt2_adamwprune-spam_bitter1_state_50",
     }
     plain = {r.name for r in expand(matrix(bitter1=True))[0] if r.optimizer == "adamwprune"}
     assert plain == {"gpt2_adamwprune_bitter0_state_50", "gpt2_adamwprune_bitter1_state_50"}
-    assert spam.optimizer.label == "adamwprune-spam" and Settings().optimizer.label == "adamwspam"
+    assert identity_of(spam).label == "adamwprune-spam" and identity_of(Settings()).label == "adamwspam"
     assert train_run_name(spam) == "gpt2_adamwprune-spam_bitter0_state_50"  # a single run, named alike
     # The seeds' bitter-lesson study: four runs, every AdamWPrune variant on the SPAM base.
     config = make_config(
@@ -78,7 +90,7 @@ def test_runs_differ_only_in_what_the_matrix_varies():
     r = next(r for r in runs if r.name == "gpt2_adamwprune_bitter0_state_50_s1338")
     assert r.overrides() == {
         "optimizer.name": "adamwprune", "pruning.method": "state", "runtime.seed": 1338,
-        "pruning.adamwprune_variant": "bitter0", "pruning.target_sparsity": 0.5,
+        "adamwprune.variant": "bitter0", "pruning.target_sparsity": 0.5,
     }  # fmt: skip
     assert {r.seed for r in runs} == {1337, 1338}
 
@@ -319,8 +331,8 @@ def test_a_new_score_reaches_the_matrix_the_flags_and_the_run_names_with_no_othe
 
     code = """
 import argparse
-from lib.pruning import scores
-scores.ADAMWPRUNE_VARIANTS["bitter3"] = scores.Variant(lambda w, m, v: (w * m).abs(), True)
+from lib.adamwprune import variants
+variants.VARIANTS["bitter3"] = variants.Variant(lambda w, m, v: (w * m).abs(), True)
 from lib.config.cli import add_override_flags, overrides_from_args
 from lib.config.settings import Settings
 from lib.study.matrix import expand
@@ -330,7 +342,7 @@ flags = overrides_from_args(p.parse_args(["--adamwprune-variant", "bitter3"]))
 s = Settings().replace({"matrix.enabled": True, "matrix.multiple_optimizers": True,
     "matrix.multiple_pruning": True, "matrix.bitter0": False, "matrix.bitter3": True,
     "matrix.adamw": False, "matrix.adamwspam": False})
-print(flags["pruning.adamwprune_variant"], [r.name for r in expand(s)[0]])
+print(flags["adamwprune.variant"], [r.name for r in expand(s)[0]])
 """
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["bitter3", "['gpt2_adamwprune_bitter3_state_50']"]

@@ -94,7 +94,7 @@ def test_w7900_and_matrix_run_exactly_the_seed_selection(kconf, tmp_path):
     assert runs(s) == ["gpt2_adamwprune-spam_bitter0_state_50", "gpt2_adamwspam_none"]
     _, s = migrated(kconf, tmp_path, "gpt2-shakespeare-matrix")
     assert runs(s) == ["gpt2_adamwprune_bitter0_state_50", "gpt2_adamwspam_none"]
-    assert s.optimizer.adamwprune_base == "adamw" and s.optimizer.beta2 == 0.999
+    assert s.adamwprune.base == "adamw" and s.optimizer.beta2 == 0.999
 
 
 def test_the_baselines_keep_length_time_budget_and_attention(kconf, tmp_path):
@@ -124,8 +124,9 @@ def test_the_bitter_lesson_study_migrates_to_what_our_defconfig_of_that_name_run
     )
     for field in ("warmup_steps", "frequency", "ramp_end_step"):
         assert getattr(s.pruning, field) == getattr(ours.pruning, field)
-    for field in ("spam_clip_grace_steps", "spam_warmup_start", "beta2", "adamwprune_base"):
+    for field in ("spam_clip_grace_steps", "spam_warmup_start", "beta2"):
         assert getattr(s.optimizer, field) == getattr(ours.optimizer, field), field
+    assert s.adamwprune == ours.adamwprune
     # The seed's SPAM counted two steps per iteration: its 1000s were 500 iterations, which ours runs.
     assert (s.optimizer.spam_interval, s.optimizer.spam_warmup_steps) == (1000, 1000)
     assert (ours.optimizer.spam_interval, ours.optimizer.spam_warmup_steps) == (500, 500)

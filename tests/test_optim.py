@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from lib.optim import OPTIMIZERS, OptimizerSettings
-from lib.optim.build import build_optimizer
+from lib.adamwprune import AdamWPruneSettings
+from lib.adamwprune.build import build_optimizer
 from lib.optim.spam import AdamWSPAM, SpamConfig, reset_warmup_scale, spike_clip_
 
 OFF = SpamConfig(clip=False, spike_threshold=0.0, periodic_reset=False, warmup=False)
@@ -154,7 +155,7 @@ def test_spam_state_survives_a_checkpoint():
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_every_optimizer_builds_and_decays_only_matrices(name):
     model = tiny_net()
-    opt = build_optimizer(model, OptimizerSettings(name=name), lr=1e-3)
+    opt = build_optimizer(model, OptimizerSettings(name=name), AdamWPruneSettings(), lr=1e-3)
     decay, no_decay = opt.param_groups
     assert decay["weight_decay"] == 0.1 and all(p.dim() >= 2 for p in decay["params"])
     assert no_decay["weight_decay"] == 0.0 and all(p.dim() == 1 for p in no_decay["params"])

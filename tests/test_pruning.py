@@ -10,13 +10,14 @@ from gpt2 import train
 from gpt2.model import GPT, GPTConfig
 from lib.config.settings import Settings, SettingsError
 from lib.optim import OptimizerSettings
-from lib.optim.build import build_optimizer
+from lib.adamwprune import AdamWPruneSettings
+from lib.adamwprune.build import build_optimizer, build_pruner
+from lib.adamwprune.variants import hybrid_momentum_stability_score
 from lib.optim.spam import AdamWSPAM
 from lib.pruning import PruningSettings
-from lib.pruning.build import build_pruner
 from lib.pruning.pruner import PruningError, lowest_k_mask, prunable_parameters
 from lib.pruning.schedule import is_update_step, sparsity_at
-from lib.pruning.scores import hybrid_momentum_stability_score, magnitude_score
+from lib.pruning.scores import magnitude_score
 from lib.train.stop import STOP
 
 
@@ -67,13 +68,13 @@ def test_a_state_score_without_moments_is_refused_not_fed_zeros():
     from lib.pruning.pruner import PruningError
 
     model = tiny_model()
-    opt = build_optimizer(model, OptimizerSettings(name="adamwprune"), lr=1e-2)
+    opt = build_optimizer(model, OptimizerSettings(name="adamwprune"), AdamWPruneSettings(), lr=1e-2)
     s = PruningSettings(method="state", target_sparsity=0.5, warmup_steps=0, frequency=1, ramp_end_step=4)
-    pruner = build_pruner(model, opt, s, total_iters=10)  # bitter0, the default
+    pruner = build_pruner(model, opt, s, AdamWPruneSettings(), total_iters=10)  # bitter0, the default
     with pytest.raises(PruningError, match="reads Adam's moments.*transformer.h.0.attn.c_attn.weight"):
         pruner.prune_to(0.5)  # before any optimizer step: no exp_avg / exp_avg_sq yet
-    bitter1 = dataclasses.replace(s, adamwprune_variant="bitter1")
-    build_pruner(model, opt, bitter1, total_iters=10).prune_to(0.5)  # |w| needs none
+    bitter1 = AdamWPruneSettings(variant="bitter1")
+    build_pruner(model, opt, s, bitter1, total_iters=10).prune_to(0.5)  # |w| needs none
 
 
 @pytest.mark.parametrize("method", ["magnitude", "movement", "state"])
@@ -82,15 +83,17 @@ def test_the_memory_models_pruning_state_is_what_each_pruner_keeps(method):
     from lib.pruning import PAIRINGS, STATE_BYTES_PER_WEIGHT
 
     model = tiny_model()
-    opt = build_optimizer(model, OptimizerSettings(name=PAIRINGS[method][0]), lr=1e-2)
+    opt = build_optimizer(model, OptimizerSettings(name=PAIRINGS[method][0]), AdamWPruneSettings(), lr=1e-2)
     s = PruningSettings(method=method, target_sparsity=0.5, warmup_steps=0, frequency=1, ramp_end_step=4)
-    pruner = build_pruner(model, opt, dataclasses.replace(s, adamwprune_variant="bitter1"), total_iters=10)
+    pruner = build_pruner(model, opt, s, AdamWPruneSettings(variant="bitter1"), total_iters=10)
     assert pruner.state_bytes() == STATE_BYTES_PER_WEIGHT.get(method, 0) * pruner.num_prunable
 
 
 @pytest.mark.parametrize("base, expected", [("adamw", torch.optim.AdamW), ("adamwspam", AdamWSPAM)])
 def test_adamwprune_runs_on_its_base_optimizer(base, expected):
-    opt = build_optimizer(tiny_model(), OptimizerSettings(name="adamwprune", adamwprune_base=base), lr=1e-3)
+    opt = build_optimizer(
+        tiny_model(), OptimizerSettings(name="adamwprune"), AdamWPruneSettings(base=base), lr=1e-3
+    )
     assert type(opt) is expected
 
 
@@ -121,7 +124,8 @@ def test_prunable_set_is_block_linears_unless_asked():
 @pytest.mark.parametrize("global_threshold", [True, False])
 def test_pruned_weights_stay_zero_under_weight_decay(optimizer, method, variant, global_threshold):
     model = tiny_model()
-    opt = build_optimizer(model, OptimizerSettings(name=optimizer, weight_decay=0.1), lr=1e-2)
+    adamwprune = AdamWPruneSettings(variant=variant or "bitter0")
+    opt = build_optimizer(model, OptimizerSettings(name=optimizer, weight_decay=0.1), adamwprune, lr=1e-2)
     s = PruningSettings(
         method=method,
         target_sparsity=0.6,
@@ -129,9 +133,8 @@ def test_pruned_weights_stay_zero_under_weight_decay(optimizer, method, variant,
         frequency=2,
         ramp_end_step=8,
         global_threshold=global_threshold,
-        adamwprune_variant=variant or "bitter0",
     )
-    pruner = build_pruner(model, opt, s, total_iters=60)
+    pruner = build_pruner(model, opt, s, adamwprune, total_iters=60)
     torch.manual_seed(3)
     zeros_at_end_of_ramp = None
     for step in range(1, 61):

@@ -64,7 +64,7 @@ def test_seed_adamwprune_command_line():
         "0.5",
     )
     s = Settings().replace(o)
-    assert (s.optimizer.name, s.pruning.method, s.pruning.adamwprune_variant) == (
+    assert (s.optimizer.name, s.pruning.method, s.adamwprune.variant) == (
         "adamwprune",
         "state",
         "bitter1",
@@ -179,18 +179,27 @@ def test_every_field_is_classified_for_resume():
     assert "optimizer.spam_theta" not in RESUMABLE and "pruning.target_sparsity" not in RESUMABLE
 
 
-def test_a_settings_record_from_before_a_field_moved_still_compares_as_today():
-    """AdamWPrune's variant and bitter2 scaling moved from optimizer to pruning: a run saved before
-    the move resumes (no conflict), and a real change of the variant is still refused."""
+@pytest.mark.parametrize("variant_was_in", ["optimizer", "pruning"])
+def test_a_settings_record_from_before_a_field_moved_still_compares_as_today(variant_was_in):
+    """AdamWPrune's fields moved twice: its variant and bitter2 scaling from optimizer to pruning,
+    then with its base (from optimizer) into their own section. A run saved before either move
+    resumes (no conflict), reads back as today's settings, and a real change is still refused."""
+    from lib.config.settings import settings_from_dict
     from lib.train.loop import resume_conflicts
 
-    current = Settings().replace({"optimizer.name": "adamwprune", "pruning.method": "state"}).to_dict()
+    today = Settings().replace(
+        {"optimizer.name": "adamwprune", "pruning.method": "state", "adamwprune.base": "adamwspam"}
+    )
+    current = today.to_dict()
     old = {section: dict(values) for section, values in current.items()}
-    old["optimizer"]["adamwprune_variant"] = old["pruning"].pop("adamwprune_variant")
-    old["optimizer"]["bitter2_scaling"] = old["pruning"].pop("bitter2_scaling")
+    moved = old.pop("adamwprune")
+    old[variant_was_in]["adamwprune_variant"] = moved["variant"]
+    old[variant_was_in]["bitter2_scaling"] = moved["bitter2_scaling"]
+    old["optimizer"]["adamwprune_base"] = moved["base"]
     assert resume_conflicts(old, current) == []
-    old["optimizer"]["adamwprune_variant"] = "bitter1"
-    assert resume_conflicts(old, current) == ["pruning.adamwprune_variant"]
+    assert settings_from_dict(old) == today
+    old[variant_was_in]["adamwprune_variant"] = "bitter1"
+    assert resume_conflicts(old, current) == ["adamwprune.variant"]
 
 
 def _config_of(kconf, tmp_path, defconfig: str) -> dict:
@@ -215,7 +224,7 @@ def test_set_takes_the_choice_entries_a_defconfig_takes(kconf, tmp_path):
     )
     assert _set(config, "--set", "GPT2_MODEL_124M=y") == {"model.name": "gpt2"}
     assert _set(config, "--set", "CONFIG_GPT2_DATASET_SHAKESPEARE=y") == {"data.dataset": "shakespeare"}
-    assert _set(config, "--set", "ADAMWPRUNE_BASE_ADAMWSPAM=y") == {"optimizer.adamwprune_base": "adamwspam"}
+    assert _set(config, "--set", "ADAMWPRUNE_BASE_ADAMWSPAM=y") == {"adamwprune.base": "adamwspam"}
     # a flag's choice is the base the line applies to, as an earlier defconfig line would be
     adamw = _config_of(kconf, tmp_path, "CONFIG_OPTIMIZER_SELECT_ADAMW=y\n")
     assert (
@@ -227,7 +236,7 @@ def test_set_takes_the_choice_entries_a_defconfig_takes(kconf, tmp_path):
             "state",
             "--set",
             "ADAMWPRUNE_BASE_ADAMWSPAM=y",
-        )["optimizer.adamwprune_base"]
+        )["adamwprune.base"]
         == "adamwspam"
     )
 

@@ -4,7 +4,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from lib.config.fields import check, kc
+from lib.fields import check, kc
 
 SOURCES = ("fortunes", "linuxdoc", "imdb", "agnews", "file")
 """Where labelled documents come from: Debian's fortunes and the kernel's documentation by subsystem

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import fields
 from typing import Any
 
+from lib.adamwprune import BASES, VARIANTS
 from lib.config.kconfig import config_with_lines, kconfig_symbol, out_of_range
 from lib.config.settings import (
     _SECTIONS,
@@ -24,9 +25,8 @@ from lib.config.settings import (
     setting_value,
     symbol_of,
 )
-from lib.optim import ADAMWPRUNE_BASES, OPTIMIZERS
+from lib.optim import OPTIMIZERS
 from lib.pruning import METHODS
-from lib.pruning.scores import ADAMWPRUNE_VARIANTS
 from lib.train.options import ATTENTION_BACKENDS, COMPILE_MODES, FP8_LAYERS, FP8_RECIPES
 
 
@@ -66,8 +66,8 @@ _FLAG_CHOICES = {
     "data.dataset": DATASETS,
     "optimizer.name": tuple(OPTIMIZERS),
     "pruning.method": METHODS,
-    "pruning.adamwprune_variant": tuple(ADAMWPRUNE_VARIANTS),
-    "optimizer.adamwprune_base": tuple(ADAMWPRUNE_BASES),
+    "adamwprune.variant": tuple(VARIANTS),
+    "adamwprune.base": BASES,
     "runtime.compile_mode": COMPILE_MODES,
     "training.batch_mode": ("manual", "auto"),
     "runtime.attention_backend": tuple(ATTENTION_BACKENDS),

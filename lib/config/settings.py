@@ -16,14 +16,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from lib.adamwprune import AdamWPruneSettings, bitter2_overrides, bitter2_unscaled
 from lib.classify.settings import ClassifySettings
-from lib.config.fields import SettingsError, check, kc
 from lib.convert.settings import LoraSettings
+from lib.fields import SettingsError, check, kc
 from lib.measure.settings import DownstreamSettings, InferenceSettings, MonitorSettings
 from lib.measure.tracking import TrackingSettings
 from lib.optim import OptimizerSettings
 from lib.pruning import PAIRINGS, PruningSettings
-from lib.pruning.scores import bitter2_overrides, bitter2_unscaled
 from lib.study.settings import MatrixSettings
 from lib.train.options import ATTENTION_BACKENDS, COMPILE_MODES, FP8_LAYERS, FP8_RECIPES
 
@@ -277,6 +277,7 @@ class Settings:
     training: TrainingSettings = field(default_factory=TrainingSettings)
     optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
     pruning: PruningSettings = field(default_factory=PruningSettings)
+    adamwprune: AdamWPruneSettings = field(default_factory=AdamWPruneSettings)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
     inference: InferenceSettings = field(default_factory=InferenceSettings)
@@ -508,8 +509,11 @@ def read_config_py(path: str | Path) -> dict[str, Any]:
 # Fields that moved between sections, so a settings.json written before the move (a run to resume,
 # a kept record) reads as today's: (old section, name) -> (new section, name).
 MOVED_FIELDS = {
-    ("optimizer", "adamwprune_variant"): ("pruning", "adamwprune_variant"),
-    ("optimizer", "bitter2_scaling"): ("pruning", "bitter2_scaling"),
+    ("optimizer", "adamwprune_variant"): ("adamwprune", "variant"),
+    ("optimizer", "bitter2_scaling"): ("adamwprune", "bitter2_scaling"),
+    ("pruning", "adamwprune_variant"): ("adamwprune", "variant"),
+    ("pruning", "bitter2_scaling"): ("adamwprune", "bitter2_scaling"),
+    ("optimizer", "adamwprune_base"): ("adamwprune", "base"),
 }
 
 

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass, field
 
-from lib.config.fields import check, kc
+from lib.fields import check, kc
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from lib.config.fields import check, kc
 from lib.errors import Refusal
+from lib.fields import check, kc
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

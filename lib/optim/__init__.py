@@ -9,15 +9,11 @@ state pruning (its variants, and how bitter2 scales the run, are pruning setting
 
 from dataclasses import dataclass, field
 
-from lib.config.fields import check, kc
+from lib.fields import check, kc
 
-# The optimizers, by the lower-cased Kconfig choice name; lib/optim/build.py builds each.
+# The optimizers, by the lower-cased Kconfig choice name; lib/optim/build.py builds each but
+# AdamWPrune, which lib/adamwprune/build.py builds on one of the others.
 OPTIMIZERS = ("adamw", "adamwspam", "adamwprune")
-# AdamWPrune's base (ADAMWPRUNE_BASE_ADAMW / _ADAMWSPAM, as in the seed project): the optimizer
-# whose exp_avg / exp_avg_sq the state pruner (lib/pruning) scores, so pruning keeps no state.
-ADAMWPRUNE_BASES = ("adamw", "adamwspam")
-# How a base other than AdamW shows in run names (gpt2_adamwprune-spam_bitter1_state_50).
-ADAMWPRUNE_BASE_TAGS = {"adamwspam": "spam"}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -45,10 +41,6 @@ class OptimizerSettings:
     spam_warmup_steps: int = field(default=100, metadata=kc("SPAM_WARMUP_STEPS"))
     spam_warmup_start: float = field(default=0.01, metadata=kc("SPAM_WARMUP_START_FACTOR"))
     """The update's scale on the first step after a reset, rising to 1 along a half cosine."""
-    adamwprune_base: str = field(
-        default="adamw", metadata=kc("ADAMWPRUNE_BASE_OPTIMIZER_NAME", "--adamwprune-base")
-    )
-    """The optimizer AdamWPrune is built on: a key of ADAMWPRUNE_BASES."""
 
     def __post_init__(self) -> None:
         check(self, "name", self.name in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}")
@@ -62,21 +54,3 @@ class OptimizerSettings:
         check(self, "spam_warmup_steps", self.spam_warmup_steps >= 1, "1 or more")
         check(self, "spam_clip_grace_steps", self.spam_clip_grace_steps >= 0, "0 or more")
         check(self, "spam_warmup_start", 0.0 < self.spam_warmup_start <= 1.0, "a number in (0, 1]")
-        check(
-            self,
-            "adamwprune_base",
-            self.adamwprune_base in ADAMWPRUNE_BASES,
-            f"one of {', '.join(ADAMWPRUNE_BASES)}",
-        )
-
-    @property
-    def label(self) -> str:
-        """The optimizer as run names and reports show it (optimizer_label)."""
-        return optimizer_label(self.name, self.adamwprune_base)
-
-
-def optimizer_label(name: str, adamwprune_base: str) -> str:
-    """adamwprune on the SPAM base shows as adamwprune-spam, so two bases never share a run name."""
-    if name == "adamwprune" and adamwprune_base != "adamw":
-        return f"adamwprune-{ADAMWPRUNE_BASE_TAGS[adamwprune_base]}"
-    return name

@@ -1,11 +1,12 @@
-"""The optimizers' builders: BUILDERS maps each name of OPTIMIZERS (lib/optim) to its builder."""
+"""The optimizers' builders: BUILDERS maps each name of OPTIMIZERS (lib/optim) but AdamWPrune
+(lib/adamwprune/build.py, on one of these) to its builder."""
 
 from collections.abc import Callable
 
 import torch
 import torch.nn as nn
 
-from lib.optim import ADAMWPRUNE_BASES, OPTIMIZERS, OptimizerSettings
+from lib.optim import OPTIMIZERS, OptimizerSettings
 from lib.optim.spam import AdamWSPAM, SpamConfig
 
 
@@ -57,24 +58,11 @@ def build_adamwspam(
 
 Builder = Callable[..., torch.optim.Optimizer]
 
-BASE_BUILDERS: dict[str, Builder] = {
-    "adamw": build_adamw,
-    "adamwspam": build_adamwspam,
-}
-
-
-def build_adamwprune(
-    groups: list[dict], s: OptimizerSettings, lr: float, compile: bool, fused: bool | None = None
-) -> torch.optim.Optimizer:
-    """AdamWPrune: its base optimizer (ADAMWPRUNE_BASE_OPTIMIZER_NAME); the pruning is lib/pruning's."""
-    return BASE_BUILDERS[s.adamwprune_base](groups, s, lr, compile, fused)
-
-
 BUILDERS: dict[str, Builder] = {
     "adamw": build_adamw,
     "adamwspam": build_adamwspam,
-    "adamwprune": build_adamwprune,
 }
+ADAMWPRUNE = "adamwprune"  # built on one of BUILDERS by lib/adamwprune/build.py
 
 
 def build_optimizer(
@@ -85,10 +73,10 @@ def build_optimizer(
     fused=None fuses AdamW's step into one kernel on CUDA (torch's fused AdamW, which takes
     GradScaler's overflow flag on the device); tests pass True to take that path on the CPU.
     """
+    if s.name not in BUILDERS:
+        raise ValueError(f"{s.name!r} is built on its base optimizer: lib/adamwprune/build.py")
     return BUILDERS[s.name](param_groups(model, s.weight_decay), s, lr, compile, fused)
 
 
-if tuple(BUILDERS) != OPTIMIZERS or tuple(BASE_BUILDERS) != ADAMWPRUNE_BASES:
-    raise ImportError(
-        "lib/optim/build.py: BUILDERS and BASE_BUILDERS must build exactly OPTIMIZERS and ADAMWPRUNE_BASES"
-    )
+if (*BUILDERS, ADAMWPRUNE) != OPTIMIZERS:
+    raise ImportError("lib/optim/build.py: BUILDERS and AdamWPrune must build exactly OPTIMIZERS")

@@ -2,17 +2,17 @@
 
 This module is plain data (no torch): the settings, the methods (METHODS, the lower-cased
 Kconfig choice names) and which optimizers each pairs with. lib/pruning/build.py maps each
-method to a builder that returns a Pruner, or None for dense training. Every method shares the
+method to a builder that returns a Pruner, or None for dense training; state pruning is
+AdamWPrune's and built with it (lib/adamwprune/build.py). Every method shares the
 schedule, the exact threshold and the zero-keeping of lib/pruning/pruner.py; they differ in the
 score (lib/pruning/scores.py).
 """
 
 from dataclasses import dataclass, field
 
-from lib.config.fields import check, kc
 from lib.errors import Refusal
+from lib.fields import check, kc
 from lib.pruning.schedule import RAMPS
-from lib.pruning.scores import ADAMWPRUNE_VARIANTS, BITTER2_SCALINGS
 
 
 class PruningError(Refusal, RuntimeError):
@@ -51,13 +51,6 @@ class PruningSettings:
     global_threshold: bool = field(default=True, metadata=kc("PRUNING_GLOBAL"))
     include_embeddings: bool = field(default=False, metadata=kc("PRUNING_INCLUDE_EMBEDDINGS"))
     include_vectors: bool = field(default=False, metadata=kc("PRUNING_INCLUDE_VECTORS"))
-    adamwprune_variant: str = field(
-        default="bitter0", metadata=kc("GPT2_ADAMWPRUNE_VARIANT", "--adamwprune-variant")
-    )
-    """State pruning's score (AdamWPrune's variant): a key of ADAMWPRUNE_VARIANTS."""
-    bitter2_scaling: str = field(default="iterations", metadata=kc("ADAMWPRUNE_BITTER2_SCALING"))
-    """How bitter2 spends what state pruning saves: a key of BITTER2_SCALINGS (applied once, by
-    lib/config/settings.settle)."""
 
     def __post_init__(self) -> None:
         check(self, "method", self.method in METHODS, f"one of {', '.join(METHODS)}")
@@ -66,18 +59,6 @@ class PruningSettings:
         check(self, "frequency", self.frequency >= 1, "1 or more")
         check(self, "ramp_end_step", self.ramp_end_step >= 0, "0 (75% of the run) or a step")
         check(self, "ramp", self.ramp in RAMPS, f"one of {', '.join(RAMPS)}")
-        check(
-            self,
-            "adamwprune_variant",
-            self.adamwprune_variant in ADAMWPRUNE_VARIANTS,
-            f"one of {', '.join(ADAMWPRUNE_VARIANTS)}",
-        )
-        check(
-            self,
-            "bitter2_scaling",
-            self.bitter2_scaling in BITTER2_SCALINGS,
-            f"one of {', '.join(BITTER2_SCALINGS)}",
-        )
 
     def ramp_end(self, total_iters: int) -> int:
         """The step at which the target is reached, checked against warm-up and run length."""

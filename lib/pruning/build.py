@@ -1,4 +1,5 @@
-"""The pruners' builders: PRUNERS maps each of METHODS (lib/pruning) to a builder (None: dense)."""
+"""The pruners' builders: PRUNERS maps each of METHODS (lib/pruning) but AdamWPrune's state pruning
+(lib/adamwprune/build.py) to a builder (None: dense)."""
 
 from collections.abc import Callable
 
@@ -7,7 +8,7 @@ import torch.nn as nn
 
 from lib.pruning import METHODS, PruningSettings
 from lib.pruning.pruner import MovementPruner, Pruner, prunable_parameters
-from lib.pruning.scores import ADAMWPRUNE_VARIANTS, magnitude_score
+from lib.pruning.scores import ScoreFn, magnitude_score
 
 
 def _schedule(s: PruningSettings, total_iters: int) -> dict:
@@ -28,38 +29,40 @@ def _params(model: nn.Module, s: PruningSettings) -> list:
 
 
 def build_magnitude(model, optimizer, s: PruningSettings, total_iters: int) -> Pruner:
-    return Pruner(
-        _params(model, s), magnitude_score, optimizer, needs_state=False, **_schedule(s, total_iters)
-    )
+    return build_scored(model, optimizer, s, total_iters, magnitude_score, needs_state=False)
 
 
 def build_movement(model, optimizer, s: PruningSettings, total_iters: int) -> Pruner:
     return MovementPruner(_params(model, s), optimizer, **_schedule(s, total_iters))
 
 
-def build_state(model, optimizer, s: PruningSettings, total_iters: int) -> Pruner:
-    """AdamWPrune's state pruning: its variant's score over the optimizer's own moments."""
-    v = ADAMWPRUNE_VARIANTS[s.adamwprune_variant]
-    return Pruner(
-        _params(model, s), v.score, optimizer, needs_state=v.needs_state, **_schedule(s, total_iters)
-    )
+def build_scored(
+    model, optimizer, s: PruningSettings, total_iters: int, score: ScoreFn, needs_state: bool
+) -> Pruner:
+    """A pruner by any score of (weight, exp_avg, exp_avg_sq), on the shared schedule: what
+    AdamWPrune's variants use (lib/adamwprune/build.py)."""
+    return Pruner(_params(model, s), score, optimizer, needs_state=needs_state, **_schedule(s, total_iters))
 
 
 PRUNERS: dict[str, Callable[..., Pruner | None] | None] = {
     "none": None,
     "magnitude": build_magnitude,
     "movement": build_movement,
-    "state": build_state,
 }
+STATE = "state"  # AdamWPrune's method, built by lib/adamwprune/build.py
 
 
 def build_pruner(
     model: nn.Module, optimizer: torch.optim.Optimizer, s: PruningSettings, total_iters: int
 ) -> Pruner | None:
-    """The pruner named by `s.method` (None for dense training)."""
+    """The pruner named by `s.method` (None for dense training); state pruning is AdamWPrune's."""
+    if s.method not in PRUNERS:
+        raise ValueError(f"{s.method!r} pruning is built with its optimizer: lib/adamwprune/build.py")
     builder = PRUNERS[s.method]
     return None if builder is None else builder(model, optimizer, s, total_iters)
 
 
-if tuple(PRUNERS) != METHODS:
-    raise ImportError("lib/pruning/build.py: PRUNERS must build exactly lib/pruning's METHODS")
+if (*PRUNERS, STATE) != METHODS:
+    raise ImportError(
+        "lib/pruning/build.py: PRUNERS and state pruning must build exactly lib/pruning's METHODS"
+    )

@@ -11,10 +11,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from lib.config.fields import SettingsError
-from lib.optim import OPTIMIZERS, optimizer_label
+from lib.adamwprune import VARIANTS, run_identity
+from lib.fields import SettingsError
+from lib.optim import OPTIMIZERS
 from lib.pruning import METHODS, PAIRINGS
-from lib.pruning.scores import ADAMWPRUNE_VARIANTS
 from lib.study.settings import SPARSITIES, MatrixSettings, selection_field
 from lib.study.sweep import check_combinations, label
 
@@ -40,27 +40,13 @@ class PlannedRun:
         """Dotted-path settings overrides that turn the base settings into this run's."""
         o = {"optimizer.name": self.optimizer, "pruning.method": self.method, "runtime.seed": self.seed}
         if self.variant is not None:
-            o["pruning.adamwprune_variant"] = self.variant
+            o["adamwprune.variant"] = self.variant
         if self.sparsity is not None:
             o["pruning.target_sparsity"] = self.sparsity
         if self.label is not None:
             o["data.dataset"], o["data.classify_label"] = "classify", self.label
         o.update(self.swept)
         return o
-
-
-def run_name(
-    optimizer: str, method: str, variant: str | None, sparsity: float | None, seed: int | None, tag: str = ""
-) -> str:
-    """gpt2_<optimizer>[_<variant>]_<pruning>[_<sparsity%>][_<tag>][_s<seed>], as the seed project named runs."""
-    parts = ["gpt2", optimizer, *([variant] if variant else []), method]
-    if sparsity is not None:
-        parts.append(str(round(100 * sparsity)))
-    if tag:
-        parts.append(tag)
-    if seed is not None:
-        parts.append(f"s{seed}")
-    return "_".join(parts)
 
 
 def _selected(m: MatrixSettings, kind: str, names: Iterable) -> list:
@@ -73,7 +59,7 @@ def with_sweep(runs: list[PlannedRun], settings, sweep) -> list[PlannedRun]:
     m = settings.matrix
     varied = {
         "optimizer.name": m.multiple_optimizers,
-        "pruning.adamwprune_variant": m.multiple_optimizers,
+        "adamwprune.variant": m.multiple_optimizers,
         "pruning.method": m.multiple_pruning,
         "pruning.target_sparsity": m.multiple_pruning,
     }
@@ -112,9 +98,9 @@ def expand(settings, sweep=None, classes: list[str] | None = None) -> tuple[list
     m = settings.matrix
     if m.multiple_optimizers:
         optimizers = _selected(m, "optimizer", OPTIMIZERS)
-        variants = _selected(m, "variant", ADAMWPRUNE_VARIANTS)
+        variants = _selected(m, "variant", VARIANTS)
     else:
-        optimizers, variants = [settings.optimizer.name], [settings.pruning.adamwprune_variant]
+        optimizers, variants = [settings.optimizer.name], [settings.adamwprune.variant]
     if m.multiple_pruning:
         methods = _selected(m, "method", METHODS)
         sparsities = [p / 100 for p in _selected(m, "sparsity", SPARSITIES)]
@@ -144,22 +130,18 @@ def expand(settings, sweep=None, classes: list[str] | None = None) -> tuple[list
             )
             drop(why, f"{opt} + {method}")
             continue
-        if opt != "adamwprune" and variant is not None:
-            if m.multiple_optimizers:
-                drop("AdamWPrune variants apply to adamwprune only", f"{opt} x {variant}")
-            variant = None
-        if method == "none" and sparsity is not None:
-            if m.multiple_pruning:
-                drop(
-                    "a target sparsity applies only with a pruning method",
-                    f"{opt} + none x {round(100 * sparsity)}%",
-                )
-            sparsity = None
+        identity = run_identity(opt, method, sparsity, variant, settings.adamwprune.base)
+        if variant is not None and identity.variant is None and m.multiple_optimizers:
+            drop("AdamWPrune variants apply to adamwprune only", f"{opt} x {variant}")
+        if sparsity is not None and identity.sparsity is None and m.multiple_pruning:
+            drop(
+                "a target sparsity applies only with a pruning method",
+                f"{opt} + none x {round(100 * sparsity)}%",
+            )
         for r in range(m.repeats):
             seed = settings.runtime.seed + r
-            shown = optimizer_label(opt, settings.optimizer.adamwprune_base)
-            name = run_name(shown, method, variant, sparsity, seed if m.repeats > 1 else None, m.name_tag)
-            runs.setdefault(name, PlannedRun(name, opt, method, variant, sparsity, seed))
+            name = identity.name(seed if m.repeats > 1 else None, m.name_tag)
+            runs.setdefault(name, PlannedRun(name, opt, method, identity.variant, identity.sparsity, seed))
     notes = [f"dropped ({why}): {', '.join(sorted(items))}" for why, items in sorted(dropped.items())]
     planned = list(runs.values())
     if sweep is not None:

@@ -1,7 +1,7 @@
 """What the test matrix varies, as plain data (no torch): MatrixSettings.
 
 Its selections come from the registries: one bool per optimizer (lib/optim OPTIMIZERS), AdamWPrune
-variant (lib/pruning/scores.py ADAMWPRUNE_VARIANTS), pruning method (lib/pruning METHODS) and
+variant (lib/adamwprune VARIANTS), pruning method (lib/pruning METHODS) and
 sparsity (SPARSITIES), each read from the Kconfig symbol the seed project used
 (OPTIMIZER_ENABLE_<NAME>, GPT2_ADAMWPRUNE_VARIANT_<NAME>, PRUNING_ENABLE_<NAME>,
 SPARSITY_ENABLE_<PERCENT>). A new entry in a registry is a new selection here, with no edit.
@@ -11,16 +11,16 @@ import dataclasses
 import shlex
 from dataclasses import field
 
-from lib.config.fields import check, kc
+from lib.adamwprune import VARIANTS
+from lib.fields import check, kc
 from lib.optim import OPTIMIZERS
 from lib.pruning import METHODS
-from lib.pruning.scores import ADAMWPRUNE_VARIANTS
 
 SPARSITIES = (50, 70, 90, 95, 99)
 # kind -> (the registry, the Kconfig symbol of an entry's selection, the entries selected by default)
 SELECTIONS = {
     "optimizer": (OPTIMIZERS, "OPTIMIZER_ENABLE_{}", ("adamw", "adamwspam", "adamwprune")),
-    "variant": (tuple(ADAMWPRUNE_VARIANTS), "GPT2_ADAMWPRUNE_VARIANT_{}", ("bitter0",)),
+    "variant": (tuple(VARIANTS), "GPT2_ADAMWPRUNE_VARIANT_{}", ("bitter0",)),
     "method": (METHODS, "PRUNING_ENABLE_{}", ("none", "magnitude", "state")),
     "sparsity": (SPARSITIES, "SPARSITY_ENABLE_{}", (50,)),
 }

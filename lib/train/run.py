@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from lib.adamwprune import identity_of
 from lib.config.settings import Settings
 from lib.measure.after_training import after_training
 from lib.measure.metrics import bookkeeping, peak_memory_bytes
@@ -88,7 +89,7 @@ class Run:
             except StopRequested as e:
                 log.warning("%s received: the after-training measurements are left for a resume to make", e)
                 outcome = {**outcome, "status": "interrupted"}
-        pruned, adamwprune = self.pruner is not None, s.optimizer.name == "adamwprune"
+        identity = identity_of(s)
         summary = RunSummary(
             run=self.run_dir.name,
             **outcome,
@@ -110,9 +111,9 @@ class Run:
             data=self.data.meta,
             optimizer=s.optimizer.name,
             pruning_method=s.pruning.method,
-            adamwprune_variant=s.pruning.adamwprune_variant if adamwprune else None,
-            adamwprune_base=s.optimizer.adamwprune_base if adamwprune else None,
-            target_sparsity=s.pruning.target_sparsity if pruned else None,
+            adamwprune_variant=identity.variant,
+            adamwprune_base=identity.base,
+            target_sparsity=identity.sparsity,
             seed=s.runtime.seed,
             device=str(self.device),
             world_size=self.dist.world_size,

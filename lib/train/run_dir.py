@@ -7,9 +7,9 @@ import os
 import tempfile
 from pathlib import Path
 
+from lib.adamwprune import identity_of
 from lib.config.settings import Settings, settings_from_dict, settle
 from lib.measure.records import latest_run_dir, new_run_dir, remember_run_dir
-from lib.study.matrix import run_name as matrix_run_name
 from lib.train.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint
 from lib.train.distributed import Dist, broadcast
 from lib.train.loop import resume_conflicts, settings_changes
@@ -77,13 +77,8 @@ def release_run_dirs() -> None:
 
 def run_name(s: Settings) -> str:
     """GPT2_RUN_NAME, or the matrix's name of this combination without a seed:
-    gpt2_<optimizer>[_<variant>]_<pruning>[_<sparsity%>] (lib/study/matrix.run_name)."""
-    if s.runtime.run_name:
-        return s.runtime.run_name
-    method = s.pruning.method
-    variant = s.pruning.adamwprune_variant if s.optimizer.name == "adamwprune" else None
-    sparsity = s.pruning.target_sparsity if method != "none" else None
-    return matrix_run_name(s.optimizer.label, method, variant, sparsity, None)
+    gpt2_<optimizer>[_<variant>]_<pruning>[_<sparsity%>] (lib/adamwprune.RunIdentity)."""
+    return s.runtime.run_name or identity_of(s).name()
 
 
 def prepare_run_dir(
