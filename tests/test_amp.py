@@ -20,13 +20,12 @@ import pytest
 import torch
 
 from gpt2.model import GPT, GPTConfig
+from lib.adamwprune import AdamWPruneSettings
+from lib.adamwprune.build import build_optimizer, build_pruner
 from lib.config.settings import DataSettings, ModelSettings, RuntimeSettings, Settings, TrainingSettings
 from lib.optim import OptimizerSettings
-from lib.adamwprune import AdamWPruneSettings
-from lib.adamwprune.build import build_optimizer
 from lib.optim.spam import spam_adamw_
 from lib.pruning import PruningSettings
-from lib.adamwprune.build import build_pruner
 from lib.train.data import TokenData
 from lib.train.loop import Trainer
 

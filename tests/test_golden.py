@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from lib.adamwprune.variants import VARIANTS as ADAMWPRUNE_VARIANTS
 from lib.pruning import build as pruning
 from lib.pruning import pruner as pruner_module
-from lib.adamwprune.variants import VARIANTS as ADAMWPRUNE_VARIANTS
 
 from . import golden
 from .conftest import GOLDEN_REPRODUCTION

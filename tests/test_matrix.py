@@ -4,9 +4,9 @@ import json
 
 import pytest
 
+from lib.adamwprune import identity_of, run_identity
 from lib.config.settings import Settings
 from lib.errors import Refusal
-from lib.adamwprune import identity_of, run_identity
 from lib.study.matrix import expand
 from lib.train.run_dir import run_name as train_run_name
 from scripts import run_test_matrix
@@ -31,7 +31,12 @@ def test_names_follow_the_seed_project():
 
 def test_a_runs_identity_keeps_adamwprunes_settings_and_the_sparsity_only_where_they_apply():
     own = run_identity("adamwprune", "state", 0.5, "bitter1", "adamwspam")
-    assert (own.variant, own.base, own.sparsity, own.label) == ("bitter1", "adamwspam", 0.5, "adamwprune-spam")
+    assert (own.variant, own.base, own.sparsity, own.label) == (
+        "bitter1",
+        "adamwspam",
+        0.5,
+        "adamwprune-spam",
+    )
     other = run_identity("adamwspam", "none", 0.5, "bitter1", "adamwspam")
     assert (other.variant, other.base, other.sparsity, other.label) == (None, None, None, "adamwspam")
 

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from lib.optim import OPTIMIZERS, OptimizerSettings
 from lib.adamwprune import AdamWPruneSettings
 from lib.adamwprune.build import build_optimizer
+from lib.optim import OPTIMIZERS, OptimizerSettings
 from lib.optim.spam import AdamWSPAM, SpamConfig, reset_warmup_scale, spike_clip_
 
 OFF = SpamConfig(clip=False, spike_threshold=0.0, periodic_reset=False, warmup=False)

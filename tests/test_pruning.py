@@ -1,6 +1,5 @@
 """Pruning: scores, exact thresholds, schedules, zeros that stay zero, and whole runs on CPU."""
 
-import dataclasses
 import json
 
 import pytest
@@ -8,11 +7,11 @@ import torch
 
 from gpt2 import train
 from gpt2.model import GPT, GPTConfig
-from lib.config.settings import Settings, SettingsError
-from lib.optim import OptimizerSettings
 from lib.adamwprune import AdamWPruneSettings
 from lib.adamwprune.build import build_optimizer, build_pruner
 from lib.adamwprune.variants import hybrid_momentum_stability_score
+from lib.config.settings import Settings, SettingsError
+from lib.optim import OptimizerSettings
 from lib.optim.spam import AdamWSPAM
 from lib.pruning import PruningSettings
 from lib.pruning.pruner import PruningError, lowest_k_mask, prunable_parameters
