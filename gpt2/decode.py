@@ -9,7 +9,8 @@ launched from Python. So here, on a GPU, one decode step (GPT.cached_step, compi
 then the sampling) is recorded once as a CUDA graph, and each new token is one replay of it: the
 graph reads its token and position from fixed buffers, writes the cache, draws the next token,
 stores it and advances the position, with no Python between two tokens. The prompt is read by one
-eager call (a prompt length would be a graph of its own).
+call of the same step compiled for any prompt length (dynamic shapes, no CUDA graph: a prompt
+length would be a graph of its own).
 
 Tokens are those of GPT.generate, also when sampled: the graph's draws come from the default CUDA
 generator's stream as eager ones do (an explicit `generator` is drawn from eagerly, step by step).
@@ -19,6 +20,8 @@ Past the cache's size the window slides with a full forward per token, as there.
 import torch
 
 from gpt2.model import GPT, KVCache, sample_next
+
+RECOMPILE_LIMIT = 256  # compilations of GPT.cached_step a process may make (Decoders x 2)
 
 
 class Decoder:
@@ -42,7 +45,13 @@ class Decoder:
         self.graphed = compile and device.type == "cuda"
         self.step = model.cached_step
         if self.graphed:
+            # Every Decoder compiles GPT.cached_step again (its model, batch and cache size, and a
+            # prompt read): Dynamo's default of 8 compilations of one function would refuse the
+            # ninth Decoder of a process with an error.
+            limit = torch._dynamo.config.recompile_limit
+            torch._dynamo.config.recompile_limit = max(limit, RECOMPILE_LIMIT)
             self.step = torch.compile(model.cached_step, fullgraph=True, dynamic=False)
+            self.prefill = torch.compile(model.cached_step, fullgraph=True, dynamic=True)
             # What the graph reads and writes besides the cache: the token it is given, the
             # cache position of that token, and every token it draws (column = that position).
             self.token = torch.zeros(batch, 1, dtype=torch.long, device=device)
@@ -132,7 +141,7 @@ class Decoder:
 
         mark()
         with self._autocast():
-            logits = model.forward_cached(idx, cache)
+            logits = model.forward_cached(idx, cache, self.prefill if graph is not None else None)
         out = [idx, sample_next(logits, temperature, top_k, generator)]
         mark()
         steps = min(max_new_tokens - 1, cache.size - cache.length)  # those within the cache

@@ -439,14 +439,14 @@ class GPT(nn.Module):
         )
         return KVCache(layers, pad)
 
-    def forward_cached(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    def forward_cached(self, idx: torch.Tensor, cache: KVCache, step=None) -> torch.Tensor:
         """idx (B, T): the next T tokens of every row, after the cache's; their logits at the last
-        position (B, vocab). The cache takes them in."""
+        position (B, vocab). The cache takes them in. `step`: cached_step or a compiled copy."""
         T = idx.size(1)
         if cache.length + T > cache.size:
             raise ValueError(f"{cache.length + T} positions do not fit a cache of {cache.size}")
         pos = torch.arange(cache.length, cache.length + T, device=idx.device)
-        logits = self.cached_step(idx, pos, cache.layers, cache.pad)
+        logits = (step or self.cached_step)(idx, pos, cache.layers, cache.pad)
         cache.length += T
         return logits
 

@@ -17,7 +17,9 @@ with top-k 50 (every path draws the same number: no early stop). For each shape:
 tokens/s is batch x new tokens over the generation's wall time (prompt read included). Each line
 also holds the cache's measured bytes per token beside gpt2/model.py's analytic figure.
 --capacity finds, per attention, the largest batch whose cache (context = the block size) and one
-decode step fit in the GPU's memory, by trying.
+decode step fit in the GPU's memory, by trying; then it times the compiled decoder serving half
+that batch (a cache of the full context, --serve-prompt-token prompts, the rest of the memory left
+to the prompt read and the sampling): what a smaller cache buys in tokens/s.
 """
 
 import argparse
@@ -100,8 +102,11 @@ def capacity(model: GPT, limit: int = 1 << 16) -> int:
     return lo
 
 
-def time_shape(args, model: GPT, hf, idx: torch.Tensor, base: dict, paths: set, emit) -> None:
-    """Every path's figures for one prompt x batch."""
+def time_shape(
+    args, model: GPT, hf, idx: torch.Tensor, base: dict, paths: set, emit, size: int | None = None
+) -> None:
+    """Every path's figures for one prompt x batch (the compiled decoder's cache: `size` positions,
+    default the prompt and the new tokens)."""
     batch, new = idx.size(0), args.new
     tokens = batch * new
     for path in ("full", "cache"):
@@ -111,7 +116,8 @@ def time_shape(args, model: GPT, hf, idx: torch.Tensor, base: dict, paths: set, 
             )
             emit({**base, "path": path, "tokens_per_sec": tokens / seconds, "seconds": seconds})
     if "compiled" in paths:
-        decoder = Decoder(model, batch, idx.size(1) + new, dtype=torch.bfloat16, compile=True)
+        size = size or idx.size(1) + new
+        decoder = Decoder(model, batch, size, dtype=torch.bfloat16, compile=True)
         started = time.perf_counter()
         decoder.generate(idx, new, 1.0, TOP_K)  # compiles (and records the graph)
         compile_seconds = time.perf_counter() - started
@@ -163,7 +169,13 @@ def bench_model(args, name: str, attention: str, paths: set, emit) -> None:
         torch.cuda.empty_cache()
     if args.capacity:
         context = model.config.block_size
-        emit({"model": name, "attention": attention, "context": context, "max_batch": capacity(model)})
+        most = capacity(model)
+        emit({"model": name, "attention": attention, "context": context, "max_batch": most})
+        batch = max(1, most // 2 // 8 * 8)
+        idx = torch.randint(0, GPT2_VOCAB_SIZE, (batch, args.serve_prompt), device="cuda")
+        base = {"model": name, "attention": attention, "prompt": args.serve_prompt, "batch": batch}
+        base |= {"new": args.new, "serving": f"half of the {most} rows that fit a {context}-token cache"}
+        time_shape(args, model, None, idx, base, {"compiled"}, emit, size=context)
 
 
 @torch.no_grad()
@@ -176,15 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--new", type=int, default=128, help="tokens generated")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--paths", default="full,cache,compiled,hf", help="which paths to time")
-    p.add_argument("--capacity", action="store_true")
+    p.add_argument("--capacity", action="store_true", help="the largest batch that fits, and serving half")
+    p.add_argument("--serve-prompt", type=int, default=16, help="--capacity's prompt tokens")
     p.add_argument("--out", help="append JSON lines here")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("error: bench_decode needs a CUDA GPU", file=sys.stderr)
         return 2
     paths = set(args.paths.split(","))
-    # One compiled step per model and shape: more than Dynamo's default of 8 recompilations.
-    torch._dynamo.config.cache_size_limit = 256
 
     def emit(record: dict) -> None:
         print(json.dumps(record), flush=True)

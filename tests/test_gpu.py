@@ -173,6 +173,8 @@ def test_the_compiled_decoder_generates_what_the_eager_path_does(kind):
     assert torch.equal(model.generate(idx, 30, temperature=0.0), want)
     for _ in range(2):  # the second call replays the recorded graph
         assert torch.equal(decoder.generate(idx, 30, temperature=0.0), want)
+    short = idx[:, :4]  # another prompt length: the same compiled prompt read (dynamic shapes)
+    assert torch.equal(decoder.generate(short, 12, 0.0), model.generate(short, 12, 0.0, cache=False))
     torch.manual_seed(5)  # sampled: the graph draws from the default generator as eager calls do
     want = model.generate(idx, 30, temperature=1.0, top_k=50)
     for _ in range(2):
