@@ -89,8 +89,8 @@ def make_probe(
     usable memory. The gradients are dropped and the random generators restored, so
     training starts as it would have without the probe; ranks agree on the answer.
     """
-    from lib.train.distributed import any_rank, no_sync
-    from lib.train.runtime import autocast, rng_state, set_rng_state
+    from lib.runtime.device import autocast, rng_state, set_rng_state
+    from lib.runtime.distributed import any_rank, no_sync
 
     params = list(model.parameters())
     n = sum(p.numel() for p in params)

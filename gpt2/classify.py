@@ -47,9 +47,9 @@ from lib.config.settings import Settings, load_settings
 from lib.errors import Refusal
 from lib.io import atomic_write
 from lib.measure.summary import FINISHED, RunSummary
+from lib.runtime.device import amp_dtype, resolve_device
 from lib.study.report import PLAN_FILE, model_sets
 from lib.train.checkpoint import CHECKPOINT_FILE
-from lib.train.runtime import amp_dtype, resolve_device
 
 log = logging.getLogger("classify")
 CLASSIFY_DIR = "classify"

@@ -32,8 +32,8 @@ from gpt2.model import GPT, GPTConfig
 from lib.config.settings import Settings
 from lib.errors import OutOfMemory
 from lib.pruning import STATE_BYTES_PER_WEIGHT
+from lib.runtime.distributed import Dist
 from lib.train.checkpoint import CHECKPOINT_FILE
-from lib.train.distributed import Dist
 
 log = logging.getLogger(__name__)
 

@@ -42,14 +42,14 @@ from lib.measure.gpu_monitor import GPU_FILE, GPUMonitor, plot_gpu
 from lib.measure.records import plot_losses, setup_logging, start_records
 from lib.measure.summary import FINISHED, RunSummary, summary_status
 from lib.measure.tracking import start_tracker
-from lib.train import distributed
+from lib.runtime import distributed
+from lib.runtime.device import amp_dtype, compile_model, configure, use_expandable_segments
+from lib.runtime.distributed import Dist, check_world, world_warning, wrap_ddp
 from lib.train.checkpoint import CheckpointError
 from lib.train.data import DataError, TokenData
-from lib.train.distributed import Dist, check_world, world_warning, wrap_ddp
 from lib.train.loop import Trainer, planned_iters
 from lib.train.run import Run
 from lib.train.run_dir import choose_run_dir, prepare_run_dir, release_run_dirs, resumed_settings
-from lib.train.runtime import amp_dtype, compile_model, configure, use_expandable_segments
 from lib.train.stop import STOP, StopRequested
 
 log = logging.getLogger("train")
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             args.resume = str(run_dir)
         if s.training.batch_mode == "auto":
             refuse_manual_values(overrides)
-        check_world(s, dist)
+        check_world(s.training.gradient_accumulation, dist)
         device = distributed.start(dist, s.runtime.device)
     except Refusal as e:
         print(f"error: {e}", file=sys.stderr)
@@ -177,7 +177,7 @@ def set_up(
     resume_state: dict | None,
 ) -> Run:
     """Model, data, optimizer, pruner and trainer for the run, restored when resuming; or a Refusal."""
-    if (warning := world_warning(s, dist)) is not None:
+    if (warning := world_warning(s.runtime.nproc_per_node, dist)) is not None:
         log.warning("warning: %s", warning)
     configure(device, s.runtime.tf32, s.runtime.seed, s.runtime.attention_backend)
     if dist.is_main:

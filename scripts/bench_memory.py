@@ -25,9 +25,9 @@ from gpt2.model import GPT, SIZES, GPTConfig
 from lib.adamwprune.build import build_optimizer
 from lib.config.settings import Settings
 from lib.io import atomic_write_json
+from lib.runtime.device import resolve_device, use_expandable_segments
 from lib.train.data import TokenData
 from lib.train.loop import Trainer
-from lib.train.runtime import resolve_device, use_expandable_segments
 from scripts.bench_train import synthetic_data
 
 STEPS = 3

@@ -44,9 +44,7 @@ from lib.convert.fp8 import convert_to_fp8
 from lib.io import atomic_write_json
 from lib.measure.gpu_monitor import GPU_FILE, GPUMonitor, nvml_sampler
 from lib.measure.metrics import peak_flops
-from lib.train.data import META_FILE, TOKEN_DTYPE, TokenData
-from lib.train.loop import Trainer
-from lib.train.runtime import (
+from lib.runtime.device import (
     autocast,
     compilations,
     compile_model,
@@ -55,6 +53,8 @@ from lib.train.runtime import (
     synchronize,
     use_expandable_segments,
 )
+from lib.train.data import META_FILE, TOKEN_DTYPE, TokenData
+from lib.train.loop import Trainer
 
 # This project's configurations: settings overrides on top of the common shape.
 PROJECT = {

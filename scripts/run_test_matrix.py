@@ -36,12 +36,12 @@ from lib.adamwprune import optimizer_label
 from lib.classify.corpus import class_folders, require_corpus
 from lib.config.cli import cli_flag, set_flag
 from lib.config.settings import Settings, load_settings, settle
+from lib.config.sweep import load_sweep
 from lib.errors import Refusal
 from lib.io import atomic_write_json, atomic_write_text
 from lib.study.matrix import PlannedRun, expand
 from lib.study.report import FAILURE_FILE, PLAN_FILE, model_sets, run_status, write_report
 from lib.study.slurm import SlurmError, submit
-from lib.study.sweep import load_sweep
 from scripts.launch import ROOT, in_place_env, train_command
 
 RESULTS_PREFIX = "test_matrix_results_"
@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slurm", action="store_true", help="submit as a Slurm job array plus a report job")
     p.add_argument("--task", type=int, metavar="I", help="run plan entry I only (a Slurm array task)")
     p.add_argument(
-        "--sweep", metavar="FILE", help="also sweep the values in this TOML file (lib/study/sweep.py)"
+        "--sweep", metavar="FILE", help="also sweep the values in this TOML file (lib/config/sweep.py)"
     )
     p.add_argument(
         "--classify-data",

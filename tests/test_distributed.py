@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from lib.runtime.distributed import Dist, check_replicas
 from lib.train.checkpoint import load_checkpoint
-from lib.train.distributed import Dist, check_replicas
 from tests.conftest import ROOT, TINY_RUN, make_config
 
 
@@ -108,7 +108,7 @@ REPLICA_SCRIPT = """
 import sys
 import torch
 sys.path.insert(0, sys.argv[1])
-from lib.train.distributed import Dist, ReplicasDiverged, check_replicas, start, stop
+from lib.runtime.distributed import Dist, ReplicasDiverged, check_replicas, start, stop
 dist = Dist.from_env()
 start(dist, "cpu")
 w = torch.ones(4, 4)

@@ -84,17 +84,63 @@ def test_the_library_has_no_import_cycle():
 
 
 def test_an_import_cycle_is_caught(monkeypatch):
-    """The cycle test's own check: the old settings -> matrix -> sweep -> settings circle fails it."""
+    """The cycle test's own check: the matrix's settings importing the settings tree fails it."""
     real = _library_graph()
     looped = {k: set(v) for k, v in real.items()}
-    looped["lib.config.settings"].add("lib.study.matrix")
+    looped["lib.study.settings"].add("lib.config.settings")
     monkeypatch.setitem(globals(), "_library_graph", lambda: looped)
     try:
         test_the_library_has_no_import_cycle()
     except AssertionError as e:
-        assert "lib.study.matrix" in str(e) and "lib.config.settings" in str(e)
+        assert "lib.study.settings" in str(e) and "lib.config.settings" in str(e)
     else:
         raise AssertionError("a cycle went unnoticed")
+
+
+# lib's folders, bottom floor first (docs/architecture.md). A folder imports only folders on the
+# floors below its own, and lib's own modules (errors.py, fields.py, io.py) import no folder.
+FLOORS = (
+    ("runtime",),
+    ("optim", "pruning", "convert", "measure"),
+    ("adamwprune",),
+    ("study",),
+    ("classify",),
+    ("config",),
+    ("train",),
+)
+
+
+def _folder_arrows(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
+    """(from folder, to folder) for every import between two of lib's folders ('' = lib's own
+    modules)."""
+
+    def folder(module: str) -> str:
+        parts = module.split(".")
+        return parts[1] if len(parts) > 2 or (ROOT / "lib" / parts[1]).is_dir() else ""
+
+    return {(folder(a), folder(b)) for a, targets in graph.items() for b in targets if folder(a) != folder(b)}
+
+
+def _arrows_up(arrows: set[tuple[str, str]]) -> list[str]:
+    floor = {name: i + 1 for i, names in enumerate(FLOORS) for name in names} | {"": 0}
+    return sorted(f"lib/{a} -> lib/{b}" for a, b in arrows if floor[b] >= floor[a])
+
+
+def test_every_folder_of_the_library_has_a_floor():
+    folders = {p.name for p in (ROOT / "lib").iterdir() if (p / "__init__.py").is_file()}
+    assert folders == {name for names in FLOORS for name in names}
+
+
+def test_the_library_s_folders_are_layers():
+    """No import between folders points up, or sideways within a floor."""
+    assert _arrows_up(_folder_arrows(_library_graph())) == []
+
+
+def test_an_arrow_up_between_folders_is_caught(monkeypatch):
+    """The layer test's own check: measure importing train (as it once did) fails it."""
+    looped = {k: set(v) for k, v in _library_graph().items()}
+    looped["lib.measure.inference"].add("lib.train.loop")
+    assert _arrows_up(_folder_arrows(looped)) == ["lib/measure -> lib/train"]
 
 
 def test_the_settings_load_without_torch(tmp_path):
@@ -107,7 +153,7 @@ def test_the_settings_load_without_torch(tmp_path):
         "from lib.config.settings import Settings, load_settings\n"
         "from lib.config.cli import add_override_flags\n"
         "from lib.study.matrix import expand\n"
-        "from lib.study.sweep import load_sweep\n"
+        "from lib.config.sweep import load_sweep\n"
         "expand(Settings().replace({'matrix.enabled': True, 'matrix.multiple_optimizers': True}))\n"
         "print(sorted(m for m in ('torch', 'numpy', 'tiktoken') if m in sys.modules))\n"
     )

@@ -400,7 +400,7 @@ def test_a_run_name_with_a_control_character_is_refused(name):
 
 def test_files_that_are_not_utf8_are_refused_without_a_traceback(tmp_path):
     from lib.config.kconfig import DefconfigError, apply_config, load_kconfig
-    from lib.study.sweep import load_sweep
+    from lib.config.sweep import load_sweep
 
     from .conftest import ROOT
 

@@ -5,8 +5,9 @@ import json
 import pytest
 
 from lib.config.settings import Settings, SettingsError
+from lib.config.sweep import load_sweep, parse_sweep
 from lib.study.matrix import expand
-from lib.study.sweep import label, load_sweep, parse_sweep
+from lib.study.sweep import label
 from scripts import run_test_matrix
 
 from .conftest import ROOT, TINY_RUN, make_config

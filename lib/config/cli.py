@@ -27,7 +27,7 @@ from lib.config.settings import (
 )
 from lib.optim import OPTIMIZERS
 from lib.pruning import METHODS
-from lib.train.options import ATTENTION_BACKENDS, COMPILE_MODES, FP8_LAYERS, FP8_RECIPES
+from lib.runtime.options import ATTENTION_BACKENDS, COMPILE_MODES, FP8_LAYERS, FP8_RECIPES
 
 
 def add_override_flags(parser: argparse.ArgumentParser) -> None:

@@ -24,8 +24,8 @@ from lib.measure.settings import DownstreamSettings, InferenceSettings, MonitorS
 from lib.measure.tracking import TrackingSettings
 from lib.optim import OptimizerSettings
 from lib.pruning import PAIRINGS, PruningSettings
+from lib.runtime.options import ATTENTION_BACKENDS, COMPILE_MODES, FP8_LAYERS, FP8_RECIPES
 from lib.study.settings import MatrixSettings
-from lib.train.options import ATTENTION_BACKENDS, COMPILE_MODES, FP8_LAYERS, FP8_RECIPES
 
 MODEL_NAMES = ("gpt2-tiny", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 DATASETS = ("shakespeare", "linuxdoc", "finewebedu", "openwebtext", "tinystories", "custom", "classify")

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from lib.errors import Refusal
-from lib.train.options import FP8_LAYERS
+from lib.runtime.options import FP8_LAYERS
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from lib.errors import Refusal
 from lib.measure.settings import DownstreamSettings
-from lib.train.runtime import autocast
+from lib.runtime.device import autocast
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from lib.train.runtime import autocast, synchronize
+from lib.runtime.device import autocast, synchronize
 
 
 def percentile(values: list[float], q: float) -> float:

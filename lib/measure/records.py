@@ -15,7 +15,7 @@ import torch
 
 from lib.io import atomic_write_json
 from lib.measure.metrics import read_metrics
-from lib.train.distributed import Dist
+from lib.runtime.distributed import Dist
 
 log = logging.getLogger("train")
 PACKAGES = ("torch", "numpy", "tiktoken", "kconfiglib", "datasets", "tqdm", "matplotlib")

@@ -26,11 +26,11 @@ from tqdm import tqdm
 from lib.config.settings import RESUMABLE, Settings, upgrade_settings_dict
 from lib.measure.metrics import MetricsWriter, model_sparsity, peak_flops, peak_memory_bytes
 from lib.pruning.pruner import Pruner
+from lib.runtime.device import autocast, compilations, overflow_flag, rng_state, set_rng_state, synchronize
+from lib.runtime.distributed import Dist, all_reduce, any_rank, check_replicas, gather, no_sync
 from lib.train.checkpoint import BEST_FILE, CHECKPOINT_FILE, CheckpointError, save_checkpoint
 from lib.train.data import TokenData
-from lib.train.distributed import Dist, all_reduce, any_rank, check_replicas, gather, no_sync
 from lib.train.lr_schedule import lr_at
-from lib.train.runtime import autocast, compilations, overflow_flag, rng_state, set_rng_state, synchronize
 from lib.train.stop import STOP
 
 log = logging.getLogger("train")

@@ -13,8 +13,8 @@ from lib.config.settings import Settings
 from lib.measure.after_training import after_training
 from lib.measure.metrics import bookkeeping, peak_memory_bytes
 from lib.measure.summary import FINISHED, RunSummary
+from lib.runtime.distributed import Dist
 from lib.train.data import TokenData
-from lib.train.distributed import Dist
 from lib.train.loop import Trainer
 from lib.train.stop import STOP, StopRequested
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from lib.errors import Refusal
-from lib.train.options import ATTENTION_BACKENDS, SDPA_KERNELS
+from lib.runtime.options import ATTENTION_BACKENDS, SDPA_KERNELS
 
 AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as tdist
 
-from lib.config.settings import Settings, SettingsError
 from lib.errors import Refusal
-from lib.train.runtime import resolve_device
+from lib.fields import SettingsError
+from lib.runtime.device import resolve_device
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,8 @@ class Dist:
         return cls(rank=rank, local_rank=local, world_size=world)
 
 
-def check_world(s: Settings, dist: Dist) -> None:
-    """The step's micro-batches must share out evenly over the ranks."""
-    accumulation = s.training.gradient_accumulation
+def check_world(accumulation: int, dist: Dist) -> None:
+    """The step's micro-batches (GPT2_GRADIENT_ACCUMULATION) must share out evenly over the ranks."""
     if accumulation % dist.world_size:
         raise SettingsError(
             f"GPT2_GRADIENT_ACCUMULATION={accumulation} does not divide over {dist.world_size} processes: "
@@ -65,9 +64,8 @@ def check_world(s: Settings, dist: Dist) -> None:
         )
 
 
-def world_warning(s: Settings, dist: Dist) -> str | None:
-    """A run started with fewer or more processes than GPT2_NPROC_PER_NODE asks for."""
-    want = s.runtime.nproc_per_node
+def world_warning(want: int, dist: Dist) -> str | None:
+    """A run started with fewer or more processes than GPT2_NPROC_PER_NODE (`want`) asks for."""
     if want == dist.world_size:
         return None
     return (
