@@ -148,10 +148,13 @@ def check_overflowed_step_changes_nothing(trainer: Trainer) -> None:
 
 
 def test_a_non_finite_gradient_norm_never_enters_spams_statistics():
-    from lib.optim.spam import AdamWSPAM, SpamConfig
+    from lib.optim import OptimizerSettings
+    from lib.optim.spam import AdamWSPAM
 
     p = torch.nn.Parameter(torch.zeros(3))
-    opt = AdamWSPAM([p], spam=SpamConfig(clip=False, spike_threshold=2.0), lr=0.1, foreach=True)
+    opt = AdamWSPAM(
+        [p], settings=OptimizerSettings(spam_clip=False, spam_spike_threshold=2.0), lr=0.1, foreach=True
+    )
     for i in range(12):
         p.grad = torch.ones(3)
         opt.observe_grad_norm(torch.tensor(1.0 + 0.01 * (-1) ** i))

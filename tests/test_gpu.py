@@ -14,7 +14,8 @@ import torch
 
 from gpt2 import train
 from lib.measure.metrics import read_metrics
-from lib.optim.spam import AdamWSPAM, SpamConfig
+from lib.optim import OptimizerSettings
+from lib.optim.spam import AdamWSPAM
 from lib.pruning.pruner import foreach_mask_gradients_, lowest_k_mask, mask_gradients_
 
 from .conftest import make_config
@@ -56,12 +57,18 @@ def run(config, out, *flags) -> dict:
 
 def test_compiled_spam_step_matches_the_eager_step_on_the_gpu():
     """Spikes, clipping past the grace period, a reset and its warm-up, in 30 steps."""
-    cfg = SpamConfig(theta=5.0, clip_grace_steps=3, spike_threshold=0.5, reset_interval=9, warmup_steps=4)
+    cfg = OptimizerSettings(
+        spam_theta=5.0,
+        spam_clip_grace_steps=3,
+        spam_spike_threshold=0.5,
+        spam_interval=9,
+        spam_warmup_steps=4,
+    )
     nets, opts = [], []
     for compiled in (True, False):
         torch.manual_seed(0)
         net = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 8)).to(CUDA)
-        opts.append(AdamWSPAM(net.parameters(), spam=cfg, compile=compiled, lr=1e-2, fused=True))
+        opts.append(AdamWSPAM(net.parameters(), settings=cfg, compile=compiled, lr=1e-2, fused=True))
         nets.append(net)
     assert opts[0].one_pass and not opts[1].one_pass
     torch.manual_seed(1)

@@ -6,9 +6,11 @@ import torch
 from lib.adamwprune import AdamWPruneSettings
 from lib.adamwprune.build import build_optimizer
 from lib.optim import OPTIMIZERS, OptimizerSettings
-from lib.optim.spam import AdamWSPAM, SpamConfig, reset_warmup_scale, spike_clip_
+from lib.optim.spam import AdamWSPAM, reset_warmup_scale, spike_clip_
 
-OFF = SpamConfig(clip=False, spike_threshold=0.0, periodic_reset=False, warmup=False)
+OFF = OptimizerSettings(
+    spam_clip=False, spam_spike_threshold=0.0, spam_periodic_reset=False, spam_warmup=False
+)
 
 
 def tiny_net() -> torch.nn.Module:
@@ -30,7 +32,7 @@ def test_spam_with_every_feature_off_equals_adamw():
     a, b = tiny_net(), tiny_net()
     kw = dict(lr=1e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, foreach=True)
     train(a, torch.optim.AdamW(a.parameters(), **kw))
-    train(b, AdamWSPAM(b.parameters(), spam=OFF, **kw))
+    train(b, AdamWSPAM(b.parameters(), settings=OFF, **kw))
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb)
 
@@ -42,9 +44,11 @@ def test_spike_clip_bounds_entries_and_spares_unset_ones():
     torch.testing.assert_close(g[0], torch.tensor([2.0, 1.0, -2.0, 3.0, -0.2]))
 
 
-def one_param_spam(spam: SpamConfig, lr=0.1):
+def one_param_spam(spam: OptimizerSettings, lr=0.1):
     p = torch.nn.Parameter(torch.zeros(3))
-    return p, AdamWSPAM([p], spam=spam, lr=lr, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0, foreach=True)
+    return p, AdamWSPAM(
+        [p], settings=spam, lr=lr, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0, foreach=True
+    )
 
 
 def step_with(p, opt, grad, norm=None):
@@ -55,7 +59,9 @@ def step_with(p, opt, grad, norm=None):
 
 
 def test_gradient_norm_spike_softly_resets_the_moments_and_is_counted():
-    p, opt = one_param_spam(SpamConfig(clip=False, spike_threshold=2.0, periodic_reset=False))
+    p, opt = one_param_spam(
+        OptimizerSettings(spam_clip=False, spam_spike_threshold=2.0, spam_periodic_reset=False)
+    )
     g = torch.tensor([1.0, -1.0, 0.5])
     for i in range(12):  # a quiet history: norms 1.0 +- 0.01
         step_with(p, opt, g, norm=1.0 + 0.01 * (-1) ** i)
@@ -70,7 +76,9 @@ def test_gradient_norm_spike_softly_resets_the_moments_and_is_counted():
 
 
 def test_no_spike_verdict_before_ten_steps():
-    p, opt = one_param_spam(SpamConfig(clip=False, spike_threshold=2.0, periodic_reset=False))
+    p, opt = one_param_spam(
+        OptimizerSettings(spam_clip=False, spam_spike_threshold=2.0, spam_periodic_reset=False)
+    )
     for norm in (1.0, 1.0, 100.0):
         step_with(p, opt, torch.ones(3), norm=norm)
     assert opt.log_stats()["spam_spikes"] == 0
@@ -79,13 +87,13 @@ def test_no_spike_verdict_before_ten_steps():
 @pytest.mark.parametrize("restart", [False, True])
 def test_periodic_reset_zeroes_moments_and_restarts_bias_correction_only_if_asked(restart):
     p, opt = one_param_spam(
-        SpamConfig(
-            clip=False,
-            spike_threshold=0.0,
-            periodic_reset=True,
-            reset_interval=3,
-            reset_bias_correction=restart,
-            warmup=False,
+        OptimizerSettings(
+            spam_clip=False,
+            spam_spike_threshold=0.0,
+            spam_periodic_reset=True,
+            spam_interval=3,
+            spam_reset_bias_correction=restart,
+            spam_warmup=False,
         )
     )
     for _ in range(3):
@@ -100,10 +108,14 @@ def test_periodic_reset_zeroes_moments_and_restarts_bias_correction_only_if_aske
 
 def test_warmup_after_reset_scales_the_update_not_the_decay_and_restores_lr():
     p = torch.nn.Parameter(torch.full((3,), 2.0))
-    cfg = SpamConfig(
-        clip=False, spike_threshold=0.0, reset_interval=2, reset_bias_correction=True, warmup_steps=4
+    cfg = OptimizerSettings(
+        spam_clip=False,
+        spam_spike_threshold=0.0,
+        spam_interval=2,
+        spam_reset_bias_correction=True,
+        spam_warmup_steps=4,
     )
-    opt = AdamWSPAM([p], spam=cfg, lr=0.1, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.5, foreach=True)
+    opt = AdamWSPAM([p], settings=cfg, lr=0.1, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.5, foreach=True)
     for _ in range(2):
         step_with(p, opt, torch.ones(3))
     before = p.detach().clone()
@@ -125,8 +137,10 @@ def test_warmup_scale_is_a_half_cosine_from_the_start_factor():
 def test_clipping_waits_for_the_grace_period_at_the_start_and_after_each_reset(one_pass):
     """With theta tiny every entry past the grace period is clipped; within it none is."""
     p = torch.nn.Parameter(torch.zeros(3))
-    cfg = SpamConfig(theta=1e-6, clip_grace_steps=3, spike_threshold=0.0, reset_interval=6, warmup=False)
-    opt = AdamWSPAM([p], spam=cfg, one_pass=one_pass, lr=0.1, weight_decay=0.0, foreach=True)
+    cfg = OptimizerSettings(
+        spam_theta=1e-6, spam_clip_grace_steps=3, spam_spike_threshold=0.0, spam_interval=6, spam_warmup=False
+    )
+    opt = AdamWSPAM([p], settings=cfg, one_pass=one_pass, lr=0.1, weight_decay=0.0, foreach=True)
     clipped = []
     for step in range(1, 13):
         m = opt.state[p]["exp_avg"].clone() if opt.state.get(p) else torch.zeros(3)
@@ -140,12 +154,14 @@ def test_clipping_waits_for_the_grace_period_at_the_start_and_after_each_reset(o
 
 
 def test_spam_state_survives_a_checkpoint():
-    p, opt = one_param_spam(SpamConfig(clip=True, spike_threshold=2.0, periodic_reset=True, reset_interval=5))
+    p, opt = one_param_spam(
+        OptimizerSettings(spam_clip=True, spam_spike_threshold=2.0, spam_periodic_reset=True, spam_interval=5)
+    )
     for i in range(7):
         step_with(p, opt, torch.full((3,), 1.0 + i), norm=1.0 + i)
     state = opt.state_dict()
     p2, opt2 = one_param_spam(
-        SpamConfig(clip=True, spike_threshold=2.0, periodic_reset=True, reset_interval=5)
+        OptimizerSettings(spam_clip=True, spam_spike_threshold=2.0, spam_periodic_reset=True, spam_interval=5)
     )
     opt2.load_state_dict(state)
     assert torch.equal(opt2.norm_stats, opt.norm_stats)
@@ -167,7 +183,7 @@ def test_one_pass_spam_step_equals_the_pre_step_then_adamw():
 
     Spikes, clipped entries and a periodic reset with its warm-up all happen in 25 steps.
     """
-    cfg = SpamConfig(theta=5.0, spike_threshold=0.5, reset_interval=7, warmup_steps=3)
+    cfg = OptimizerSettings(spam_theta=5.0, spam_spike_threshold=0.5, spam_interval=7, spam_warmup_steps=3)
     models, optimizers = [], []
     for one_pass in (True, False):
         model = tiny_net()
@@ -175,7 +191,7 @@ def test_one_pass_spam_step_equals_the_pre_step_then_adamw():
             {"params": [p for p in model.parameters() if p.dim() >= 2], "weight_decay": 0.1},
             {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0},
         ]
-        opt = AdamWSPAM(groups, spam=cfg, one_pass=one_pass, lr=1e-2, betas=(0.9, 0.95), foreach=True)
+        opt = AdamWSPAM(groups, settings=cfg, one_pass=one_pass, lr=1e-2, betas=(0.9, 0.95), foreach=True)
         models.append(model)
         optimizers.append(opt)
     torch.manual_seed(2)
@@ -201,8 +217,12 @@ def test_one_pass_spam_step_equals_the_pre_step_then_adamw():
 @pytest.mark.parametrize("one_pass", [False, True])
 def test_the_clipped_entries_are_counted_on_the_steps_asked_for(one_pass):
     p = torch.nn.Parameter(torch.zeros(5))
-    spam = SpamConfig(theta=4.0, clip_grace_steps=0, spike_threshold=0.0, periodic_reset=False)
-    opt = AdamWSPAM([p], spam=spam, lr=0.1, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0, one_pass=one_pass)
+    spam = OptimizerSettings(
+        spam_theta=4.0, spam_clip_grace_steps=0, spam_spike_threshold=0.0, spam_periodic_reset=False
+    )
+    opt = AdamWSPAM(
+        [p], settings=spam, lr=0.1, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0, one_pass=one_pass
+    )
     opt.count_clipped_every = 2  # as the trainer sets it to its logging interval
     step_with(p, opt, torch.ones(5))  # v = 0 before it: nothing is clipped; after it v = 0.01
     assert "spam_clipped" not in opt.log_stats()  # step 1 was not counted: no stale figure either
@@ -211,6 +231,6 @@ def test_the_clipped_entries_are_counted_on_the_steps_asked_for(one_pass):
     before = p.detach().clone()
     step_with(p, opt, torch.tensor([0.1, -0.5, 0.3, 0.0, 0.2]))
     assert "spam_clipped" not in opt.log_stats() and not torch.equal(p, before)
-    off = AdamWSPAM([p], spam=SpamConfig(clip=False), lr=0.1, one_pass=one_pass)
+    off = AdamWSPAM([p], settings=OptimizerSettings(spam_clip=False), lr=0.1, one_pass=one_pass)
     step_with(p, off, torch.ones(5))
     assert "spam_clipped" not in off.log_stats()  # no clip, no count

@@ -7,23 +7,7 @@ import torch
 import torch.nn as nn
 
 from lib.optim import OPTIMIZERS, OptimizerSettings
-from lib.optim.spam import AdamWSPAM, SpamConfig
-
-
-def spam_config(s: OptimizerSettings) -> SpamConfig:
-    """The SPAM features of `s` as lib/optim/spam.py takes them."""
-    return SpamConfig(
-        clip=s.spam_clip,
-        theta=s.spam_theta,
-        clip_grace_steps=s.spam_clip_grace_steps,
-        spike_threshold=s.spam_spike_threshold,
-        periodic_reset=s.spam_periodic_reset,
-        reset_interval=s.spam_interval,
-        reset_bias_correction=s.spam_reset_bias_correction,
-        warmup=s.spam_warmup,
-        warmup_steps=s.spam_warmup_steps,
-        warmup_start=s.spam_warmup_start,
-    )
+from lib.optim.spam import AdamWSPAM
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -53,7 +37,7 @@ def build_adamwspam(
     groups: list[dict], s: OptimizerSettings, lr: float, compile: bool, fused: bool | None = None
 ) -> torch.optim.Optimizer:
     """AdamW with the SPAM features (lib/optim/spam.py); `compile` fuses its step on CUDA."""
-    return AdamWSPAM(groups, spam=spam_config(s), compile=compile, **_adamw_kwargs(groups, s, lr, fused))
+    return AdamWSPAM(groups, settings=s, compile=compile, **_adamw_kwargs(groups, s, lr, fused))
 
 
 Builder = Callable[..., torch.optim.Optimizer]

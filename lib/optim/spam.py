@@ -14,9 +14,10 @@ schedule does, so they fall on the same iterations whether a step was skipped or
 """
 
 import math
-from dataclasses import dataclass
 
 import torch
+
+from lib.optim import OptimizerSettings
 
 # A spike's soft reset keeps half the first moment and 90% of the second (the seed project's values).
 SPIKE_FIRST_MOMENT_SCALE = 0.5
@@ -24,25 +25,6 @@ SPIKE_SECOND_MOMENT_SCALE = 0.9
 # Gradient-norm statistics: exponential moving mean/variance, ~100-step memory; no verdict before 10 steps.
 NORM_EMA_DECAY = 0.99
 NORM_MIN_HISTORY = 10
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class SpamConfig:
-    """The SPAM features; the Kconfig symbols and their help live in OptimizerSettings / lib/optim/Kconfig."""
-
-    clip: bool = True
-    theta: float = 50.0
-    clip_grace_steps: int = 20
-    """No clipping in the first this many steps of the run and of each reset window (SPAM's code: 20)."""
-    spike_threshold: float = 2.0
-    periodic_reset: bool = True
-    reset_interval: int = 1000
-    reset_bias_correction: bool = False
-    """True: a periodic reset also zeroes Adam's step counts, so bias correction restarts."""
-    warmup: bool = True
-    warmup_steps: int = 100
-    warmup_start: float = 0.01
-    """The update's scale on the first step after a reset (SPAM's code: 0.01); > 0."""
 
 
 def spike_bounds(exp_avg_sqs: list[torch.Tensor], theta: float) -> list[torch.Tensor]:
@@ -185,15 +167,13 @@ class AdamWSPAM(torch.optim.AdamW):
         self,
         params,
         *,
-        spam: SpamConfig,
+        settings: OptimizerSettings,
         compile: bool = True,
         one_pass: bool | None = None,
         **adamw_kwargs,
     ):
         super().__init__(params, **adamw_kwargs)
-        if not 0.0 < spam.warmup_start <= 1.0:
-            raise ValueError(f"SPAM warm-up start factor {spam.warmup_start} is not in (0, 1]")
-        self.spam = spam
+        self.settings = settings  # the spam_* fields; the rest are AdamW's own arguments
         # GradScaler hands every step its overflow flag instead of skipping step() on the host:
         # the step honours it on the device (spam_adamw_), on every device and path alike.
         self._step_supports_amp_scaling = True
@@ -273,7 +253,9 @@ class AdamWSPAM(torch.optim.AdamW):
         mean, sq, count = self.norm_stats[0], self.norm_stats[1], self.norm_stats[2]
         # A floor of 1% of the mean keeps a near-constant history from making every wobble a spike.
         std = (sq - mean * mean).clamp_min(0.0).sqrt().maximum(0.01 * mean)
-        spike = valid & (count >= NORM_MIN_HISTORY) & ((norm - mean) / std > self.spam.spike_threshold)
+        spike = (
+            valid & (count >= NORM_MIN_HISTORY) & ((norm - mean) / std > self.settings.spam_spike_threshold)
+        )
         one = torch.ones((), device=norm.device)
         scales = (
             torch.where(spike, SPIKE_FIRST_MOMENT_SCALE, one),
@@ -293,7 +275,7 @@ class AdamWSPAM(torch.optim.AdamW):
         if exp_avgs:
             torch._foreach_zero_(exp_avgs)
             torch._foreach_zero_(exp_avg_sqs)
-            if self.spam.reset_bias_correction:
+            if self.settings.spam_reset_bias_correction:
                 torch._foreach_zero_(steps)
         self.steps_since_reset = 0
 
@@ -313,10 +295,10 @@ class AdamWSPAM(torch.optim.AdamW):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        s = self.spam
+        s = self.settings
         found_inf, grad_scale = self._amp_inputs()
         self.num_steps += 1
-        if s.periodic_reset and self.num_steps > 1 and (self.num_steps - 1) % s.reset_interval == 0:
+        if s.spam_periodic_reset and self.num_steps > 1 and (self.num_steps - 1) % s.spam_interval == 0:
             self._periodic_reset(*self._states()[1:])
         if found_inf is not None:
             self._init_states()  # even a skipped first step goes through the device-side path
@@ -324,14 +306,16 @@ class AdamWSPAM(torch.optim.AdamW):
         if grad_scale is not None:  # GradScaler.unscale_ was not called: unscale here
             torch._foreach_mul_([p.grad for p in params], grad_scale.double().reciprocal().float())
         scale_m = scale_v = None
-        if params and s.spike_threshold > 0:
+        if params and s.spam_spike_threshold > 0:
             scale_m, scale_v = self._detect_spike(params, found_inf)
-        clipping = s.clip and self.steps_since_reset >= s.clip_grace_steps
-        theta = s.theta if clipping else None
+        clipping = s.spam_clip and self.steps_since_reset >= s.spam_clip_grace_steps
+        theta = s.spam_theta if clipping else None
         update_scale = 1.0
-        if s.warmup and s.periodic_reset and self.num_steps > s.reset_interval:
-            update_scale = reset_warmup_scale(self.steps_since_reset, s.warmup_steps, s.warmup_start)
-        if s.clip and self.num_steps % self.count_clipped_every == 0:
+        if s.spam_warmup and s.spam_periodic_reset and self.num_steps > s.spam_interval:
+            update_scale = reset_warmup_scale(
+                self.steps_since_reset, s.spam_warmup_steps, s.spam_warmup_start
+            )
+        if s.spam_clip and self.num_steps % self.count_clipped_every == 0:
             self.clipped.zero_()
             if theta is not None and params:
                 self.clipped.copy_(count_over([p.grad for p in params], spike_bounds(exp_avg_sqs, theta)))
@@ -391,7 +375,9 @@ class AdamWSPAM(torch.optim.AdamW):
         step (`spam_clipped`, only if that is the step just taken: the logged step under the
         trainer). Reads the device: call only when logging."""
         spikes, clipped = torch.stack([self.norm_stats[3].double(), self.clipped]).tolist()
-        counted = self.spam.clip and self._counted_at == self.num_steps  # never an older step's count
+        counted = (
+            self.settings.spam_clip and self._counted_at == self.num_steps
+        )  # never an older step's count
         return {"spam_spikes": int(spikes), **({"spam_clipped": int(clipped)} if counted else {})}
 
     def state_dict(self) -> dict:
