@@ -7,25 +7,8 @@ import torch
 import torch.nn as nn
 
 from lib.pruning import METHODS, PruningSettings
-from lib.pruning.pruner import MovementPruner, Pruner, prunable_parameters
+from lib.pruning.pruner import MovementPruner, Pruner
 from lib.pruning.scores import ScoreFn, magnitude_score
-
-
-def _schedule(s: PruningSettings, total_iters: int) -> dict:
-    return dict(
-        target=s.target_sparsity,
-        warmup=s.warmup_steps,
-        frequency=s.frequency,
-        ramp_end=s.ramp_end(total_iters),
-        ramp=s.ramp,
-        global_threshold=s.global_threshold,
-    )
-
-
-def _params(model: nn.Module, s: PruningSettings) -> list:
-    return prunable_parameters(
-        model, include_embeddings=s.include_embeddings, include_vectors=s.include_vectors
-    )
 
 
 def build_magnitude(model, optimizer, s: PruningSettings, total_iters: int) -> Pruner:
@@ -33,7 +16,7 @@ def build_magnitude(model, optimizer, s: PruningSettings, total_iters: int) -> P
 
 
 def build_movement(model, optimizer, s: PruningSettings, total_iters: int) -> Pruner:
-    return MovementPruner(_params(model, s), optimizer, **_schedule(s, total_iters))
+    return MovementPruner(model, optimizer, s, total_iters)
 
 
 def build_scored(
@@ -41,7 +24,7 @@ def build_scored(
 ) -> Pruner:
     """A pruner by any score of (weight, exp_avg, exp_avg_sq), on the shared schedule: what
     AdamWPrune's variants use (lib/adamwprune/build.py)."""
-    return Pruner(_params(model, s), score, optimizer, needs_state=needs_state, **_schedule(s, total_iters))
+    return Pruner(model, optimizer, s, total_iters, score, needs_state=needs_state)
 
 
 PRUNERS: dict[str, Callable[..., Pruner | None] | None] = {

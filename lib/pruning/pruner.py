@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn as nn
 
-from lib.pruning import PruningError
+from lib.pruning import PruningError, PruningSettings
 from lib.pruning.schedule import is_update_step, sparsity_at
 from lib.pruning.scores import ScoreFn
 
@@ -57,31 +57,31 @@ def lowest_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class Pruner:
-    """Prunes `params` to `target` sparsity along the schedule, scoring with `score_fn`."""
+    """Prunes the model's prunable weights to `settings.target_sparsity` along the schedule, scoring
+    with `score_fn`."""
 
     def __init__(
         self,
-        params: list[tuple[str, nn.Parameter]],
-        score_fn: ScoreFn,
+        model: nn.Module,
         optimizer: torch.optim.Optimizer,
+        settings: PruningSettings,
+        total_iters: int,
+        score_fn: ScoreFn,
         *,
-        target: float,
-        warmup: int,
-        frequency: int,
-        ramp_end: int,
-        ramp: str,
-        global_threshold: bool,
         needs_state: bool,
     ):
+        ramp_end = settings.ramp_end(total_iters)  # checked against the warm-up and the run first
+        params = prunable_parameters(
+            model, include_embeddings=settings.include_embeddings, include_vectors=settings.include_vectors
+        )
         if not params:
             raise PruningError("no prunable parameters in the model (PRUNING_INCLUDE_* in make menuconfig)")
         self.names = [n for n, _ in params]
         self.weights = [p for _, p in params]
         self.score_fn = score_fn
         self.optimizer = optimizer
-        self.target = target
-        self.warmup, self.frequency, self.ramp_end, self.ramp = warmup, frequency, ramp_end, ramp
-        self.global_threshold = global_threshold
+        self.settings = settings  # target, warm-up, frequency, ramp, threshold
+        self.ramp_end = ramp_end
         self.needs_state = needs_state
         self.num_prunable = sum(w.numel() for w in self.weights)
         self.active = False  # True once a mask update has zeroed weights
@@ -107,9 +107,10 @@ class Pruner:
     @torch.no_grad()
     def after_step(self, step: int) -> None:
         """After optimizer step number `step` (1-based): update the masks when the schedule says so."""
-        if is_update_step(step, warmup=self.warmup, frequency=self.frequency, ramp_end=self.ramp_end):
+        s = self.settings
+        if is_update_step(step, warmup=s.warmup_steps, frequency=s.frequency, ramp_end=self.ramp_end):
             sparsity = sparsity_at(
-                step, target=self.target, warmup=self.warmup, ramp_end=self.ramp_end, ramp=self.ramp
+                step, target=s.target_sparsity, warmup=s.warmup_steps, ramp_end=self.ramp_end, ramp=s.ramp
             )
             self.prune_to(sparsity)
 
@@ -138,7 +139,7 @@ class Pruner:
         scores = [
             s.float().masked_fill(w == 0, -math.inf) for s, w in zip(self.scores(), self.weights, strict=True)
         ]
-        if self.global_threshold:
+        if self.settings.global_threshold:
             flat = torch.cat([s.flatten() for s in scores])
             masks = lowest_k_mask(flat, round(sparsity * flat.numel())).split([s.numel() for s in scores])
         else:
@@ -246,8 +247,8 @@ class MovementPruner(Pruner):
     bytes), accumulated with stochastic rounding (accumulate_movement_).
     """
 
-    def __init__(self, params, optimizer, **kwargs):
-        super().__init__(params, lambda w, m, v: w, optimizer, needs_state=False, **kwargs)
+    def __init__(self, model, optimizer, settings: PruningSettings, total_iters: int):
+        super().__init__(model, optimizer, settings, total_iters, lambda w, m, v: w, needs_state=False)
         self.movement = [torch.zeros_like(w, dtype=torch.bfloat16) for w in self.weights]
         # On CUDA the scores and the gradient mask in one kernel per tensor.
         self._step = torch.compile(movement_step_, dynamic=False) if self.on_cuda else None
