@@ -169,7 +169,7 @@ def main() -> None:
         pruner = build_pruner(
             model,
             opt,
-            PruningSettings(method=method, warmup_steps=0),
+            PruningSettings(method=method, pruning_warmup=0),
             AdamWPruneSettings(variant=variant),
             total_iters=100,
         )

@@ -280,7 +280,7 @@ def settings_for(name: str, args) -> Settings:
         "optimizer.name": "adamw",  # the settings' default is adamwspam; names say which runs
         # Pruning mid-ramp: masks live from the start, one mask update in every timed window
         # (five times the default rate of one per 100 steps: an upper bound on the cost).
-        "pruning.warmup_steps": 0,
+        "pruning.pruning_warmup": 0,
         "pruning.frequency": args.prune_every or args.steps,
     }
     return Settings().replace({**base, **PROJECT[name]})

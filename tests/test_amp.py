@@ -52,7 +52,7 @@ def fp16_trainer(
         model=ModelSettings(block_size=32),
         data=DataSettings(data_dir=str(data_dir)),
         training=TrainingSettings(
-            batch_size=4, max_iters=20, warmup_steps=2, eval_samples=1, log_interval=5, grad_clip=1.0
+            batch_size=4, max_iters=20, lr_warmup_steps=2, eval_samples=1, log_interval=5, grad_clip=1.0
         ),
         optimizer=OptimizerSettings(
             name=optimizer,
@@ -64,7 +64,7 @@ def fp16_trainer(
         pruning=PruningSettings(
             method=method,
             target_sparsity=0.5,
-            warmup_steps=2,
+            pruning_warmup=2,
             frequency=2,
             ramp_end_step=14,
         ),

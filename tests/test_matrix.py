@@ -82,7 +82,7 @@ def test_two_adamwprune_bases_never_share_a_run_name(kconf, tmp_path):
         "gpt2_adamwprune-spam_bitter2_state_50",
         "gpt2_adamwspam_magnitude_50",
     ]
-    assert (s.pruning.warmup_steps, s.pruning.frequency, s.pruning.ramp_end_step, s.pruning.ramp) == (
+    assert (s.pruning.pruning_warmup, s.pruning.frequency, s.pruning.ramp_end_step, s.pruning.ramp) == (
         100,
         50,
         10000,

@@ -85,7 +85,7 @@ def test_l4_keeps_adamwprune_on_spam_and_says_momentum_pruning_is_not_built(kcon
         0,
         0.001,
     )
-    assert (s.pruning.warmup_steps, s.pruning.frequency) == (1000, 50)
+    assert (s.pruning.pruning_warmup, s.pruning.frequency) == (1000, 50)
     assert any("AMSGrad" in n for n in m.notes)
 
 
@@ -122,7 +122,7 @@ def test_the_bitter_lesson_study_migrates_to_what_our_defconfig_of_that_name_run
             "gpt2_adamwspam_magnitude_50",
         ]
     )
-    for field in ("warmup_steps", "frequency", "ramp_end_step"):
+    for field in ("pruning_warmup", "frequency", "ramp_end_step"):
         assert getattr(s.pruning, field) == getattr(ours.pruning, field)
     for field in ("spam_clip_grace_steps", "spam_warmup_start", "beta2"):
         assert getattr(s.optimizer, field) == getattr(ours.optimizer, field), field

@@ -68,7 +68,7 @@ def test_a_state_score_without_moments_is_refused_not_fed_zeros():
 
     model = tiny_model()
     opt = build_optimizer(model, OptimizerSettings(name="adamwprune"), AdamWPruneSettings(), lr=1e-2)
-    s = PruningSettings(method="state", target_sparsity=0.5, warmup_steps=0, frequency=1, ramp_end_step=4)
+    s = PruningSettings(method="state", target_sparsity=0.5, pruning_warmup=0, frequency=1, ramp_end_step=4)
     pruner = build_pruner(model, opt, s, AdamWPruneSettings(), total_iters=10)  # bitter0, the default
     with pytest.raises(PruningError, match="reads Adam's moments.*transformer.h.0.attn.c_attn.weight"):
         pruner.prune_to(0.5)  # before any optimizer step: no exp_avg / exp_avg_sq yet
@@ -83,7 +83,7 @@ def test_the_memory_models_pruning_state_is_what_each_pruner_keeps(method):
 
     model = tiny_model()
     opt = build_optimizer(model, OptimizerSettings(name=PAIRINGS[method][0]), AdamWPruneSettings(), lr=1e-2)
-    s = PruningSettings(method=method, target_sparsity=0.5, warmup_steps=0, frequency=1, ramp_end_step=4)
+    s = PruningSettings(method=method, target_sparsity=0.5, pruning_warmup=0, frequency=1, ramp_end_step=4)
     pruner = build_pruner(model, opt, s, AdamWPruneSettings(variant="bitter1"), total_iters=10)
     assert pruner.state_bytes() == STATE_BYTES_PER_WEIGHT.get(method, 0) * pruner.num_prunable
 
@@ -128,7 +128,7 @@ def test_pruned_weights_stay_zero_under_weight_decay(optimizer, method, variant,
     s = PruningSettings(
         method=method,
         target_sparsity=0.6,
-        warmup_steps=2,
+        pruning_warmup=2,
         frequency=2,
         ramp_end_step=8,
         global_threshold=global_threshold,

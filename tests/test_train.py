@@ -793,7 +793,7 @@ def test_sigterm_during_an_evaluation_abandons_it_and_stops_within_seconds(tiny_
 
 
 def test_a_warmup_longer_than_the_run_is_warned_about(tiny_config, tmp_path, caplog):
-    assert run(tiny_config, tmp_path / "run", "--max-iters", "2", "--warmup-steps", "100000") == 0
+    assert run(tiny_config, tmp_path / "run", "--max-iters", "2", "--lr-warmup-steps", "100000") == 0
     assert "GPT2_WARMUP_STEPS (100000) is not below the run's 2 steps" in caplog.text
     caplog.clear()
     assert run(tiny_config, tmp_path / "ok", "--max-iters", "6", "--warmup-steps", "2") == 0

@@ -38,13 +38,16 @@ def add_override_flags(parser: argparse.ArgumentParser) -> None:
             if flag is None:
                 continue
             dest = f"{section}.{f.name}"
+            aliases = f.metadata.get("aliases", ())  # older names of the flag
             help_ = f"overrides CONFIG_{f.metadata['kconfig']}"
             if f.type in (bool, "bool"):
-                parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, help=help_)
+                parser.add_argument(
+                    flag, *aliases, dest=dest, action=argparse.BooleanOptionalAction, help=help_
+                )
             else:
                 typ: Callable = {"int": int, "float": float, "str": str}.get(f.type, f.type)
                 choices = _FLAG_CHOICES.get(dest)
-                parser.add_argument(flag, dest=dest, type=typ, choices=choices, help=help_)
+                parser.add_argument(flag, *aliases, dest=dest, type=typ, choices=choices, help=help_)
     parser.add_argument(
         "--dtype",
         dest="runtime.dtype",

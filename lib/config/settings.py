@@ -158,7 +158,10 @@ class TrainingSettings:
     max_time_seconds: int = field(default=0, metadata=kc("GPT2_MAX_TIME", "--max-time", resumable=True))
     """Training-time budget in seconds, as the seed project's GPT2_MAX_TIME; 0: none."""
     learning_rate: float = field(default=6e-4, metadata=kc("LEARNING_RATE", "--learning-rate"))
-    warmup_steps: int = field(default=2000, metadata=kc("GPT2_WARMUP_STEPS", "--warmup-steps"))
+    lr_warmup_steps: int = field(
+        default=2000, metadata=kc("GPT2_WARMUP_STEPS", "--lr-warmup-steps", aliases=("--warmup-steps",))
+    )
+    """Steps of the learning rate's linear warm-up (lib/train/lr_schedule.py)."""
     decay_lr: bool = field(default=True, metadata=kc("GPT2_DECAY_LR"))
     min_lr: float = field(default=6e-5, metadata=kc("GPT2_MIN_LR", "--min-lr"))
     grad_clip: float = field(default=1.0, metadata=kc("GPT2_GRAD_CLIP"))
@@ -191,7 +194,7 @@ class TrainingSettings:
         )
         check(self, "max_time_seconds", self.max_time_seconds >= 0, "0 (no limit) or a number of seconds")
         check(self, "learning_rate", 0.0 < self.learning_rate < 1.0, "a number in (0, 1)")
-        check(self, "warmup_steps", self.warmup_steps >= 0, "0 or more")
+        check(self, "lr_warmup_steps", self.lr_warmup_steps >= 0, "0 or more")
         check(
             self,
             "min_lr",
@@ -380,12 +383,16 @@ def _convert(value: Any, typ: Any, where: str) -> Any:
 
 def field_path(name: str) -> str | None:
     """The dotted settings path of a Kconfig symbol (LEARNING_RATE or CONFIG_LEARNING_RATE) or of a
-    path itself (training.learning_rate), or None when neither names a settings field."""
+    path itself (training.learning_rate, or an older version's path, MOVED_FIELDS), or None when
+    neither names a settings field."""
     symbol = name.removeprefix("CONFIG_")
     for section, cls in _SECTIONS.items():
         for f in fields(cls):
             if f.metadata["kconfig"] == symbol or f"{section}.{f.name}" == name:
                 return f"{section}.{f.name}"
+    section, _, old = name.partition(".")
+    if (moved := MOVED_FIELDS.get((section, old))) is not None:  # a path of an older version
+        return ".".join(moved)
     return None
 
 
@@ -514,6 +521,8 @@ MOVED_FIELDS = {
     ("pruning", "adamwprune_variant"): ("adamwprune", "variant"),
     ("pruning", "bitter2_scaling"): ("adamwprune", "bitter2_scaling"),
     ("optimizer", "adamwprune_base"): ("adamwprune", "base"),
+    ("training", "warmup_steps"): ("training", "lr_warmup_steps"),
+    ("pruning", "warmup_steps"): ("pruning", "pruning_warmup"),
 }
 
 

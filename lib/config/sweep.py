@@ -52,7 +52,7 @@ RANGE_KEYS = {"start", "stop", "num", "log"}
 
 
 def _flatten(table: dict, prefix: str = "") -> list[tuple[str, Any]]:
-    """(key, spec) pairs; TOML reads a bare training.warmup_steps = ... as nested tables."""
+    """(key, spec) pairs; TOML reads a bare training.lr_warmup_steps = ... as nested tables."""
     out = []
     for key, spec in table.items():
         if isinstance(spec, dict) and not set(spec) <= RANGE_KEYS:

@@ -43,7 +43,8 @@ class PruningSettings:
     """One of METHODS."""
     target_sparsity: float = field(default=0.5, metadata=kc("TARGET_SPARSITY", "--target-sparsity"))
     """Fraction of prunable weights that are zero at the end of the ramp."""
-    warmup_steps: int = field(default=1000, metadata=kc("PRUNING_WARMUP", "--pruning-warmup"))
+    pruning_warmup: int = field(default=1000, metadata=kc("PRUNING_WARMUP", "--pruning-warmup"))
+    """Steps of dense training before the first mask update."""
     frequency: int = field(default=100, metadata=kc("PRUNING_FREQUENCY"))
     ramp_end_step: int = field(default=0, metadata=kc("PRUNING_RAMP_END"))
     """Step at which the target is reached; 0 = 75% of the run."""
@@ -55,7 +56,7 @@ class PruningSettings:
     def __post_init__(self) -> None:
         check(self, "method", self.method in METHODS, f"one of {', '.join(METHODS)}")
         check(self, "target_sparsity", 0.0 < self.target_sparsity < 1.0, "a number in (0, 1)")
-        check(self, "warmup_steps", self.warmup_steps >= 0, "0 or more")
+        check(self, "pruning_warmup", self.pruning_warmup >= 0, "0 or more")
         check(self, "frequency", self.frequency >= 1, "1 or more")
         check(self, "ramp_end_step", self.ramp_end_step >= 0, "0 (75% of the run) or a step")
         check(self, "ramp", self.ramp in RAMPS, f"one of {', '.join(RAMPS)}")
@@ -63,10 +64,10 @@ class PruningSettings:
     def ramp_end(self, total_iters: int) -> int:
         """The step at which the target is reached, checked against warm-up and run length."""
         end = self.ramp_end_step or round(RAMP_END_AUTO_FRACTION * total_iters)
-        if not self.warmup_steps < end <= total_iters:
+        if not self.pruning_warmup < end <= total_iters:
             raise PruningError(
                 f"pruning ramp ends at step {end}, which must lie after PRUNING_WARMUP = "
-                f"{self.warmup_steps} and within the run's {total_iters} steps; lower PRUNING_WARMUP "
+                f"{self.pruning_warmup} and within the run's {total_iters} steps; lower PRUNING_WARMUP "
                 "(--pruning-warmup), set PRUNING_RAMP_END, or train longer"
             )
         return end

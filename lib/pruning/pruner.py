@@ -108,9 +108,9 @@ class Pruner:
     def after_step(self, step: int) -> None:
         """After optimizer step number `step` (1-based): update the masks when the schedule says so."""
         s = self.settings
-        if is_update_step(step, warmup=s.warmup_steps, frequency=s.frequency, ramp_end=self.ramp_end):
+        if is_update_step(step, warmup=s.pruning_warmup, frequency=s.frequency, ramp_end=self.ramp_end):
             sparsity = sparsity_at(
-                step, target=s.target_sparsity, warmup=s.warmup_steps, ramp_end=self.ramp_end, ramp=s.ramp
+                step, target=s.target_sparsity, warmup=s.pruning_warmup, ramp_end=self.ramp_end, ramp=s.ramp
             )
             self.prune_to(sparsity)
 

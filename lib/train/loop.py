@@ -130,21 +130,14 @@ class Trainer:
         # fp16 steps GradScaler skipped for an overflow, counted on the device (logged, never synced per step)
         self.skipped_steps = torch.zeros((), device=device)
         self.total_iters = planned_iters(settings, data.num_tokens("train"))
-        if settings.training.warmup_steps >= self.total_iters > 0:
+        if settings.training.lr_warmup_steps >= self.total_iters > 0:
             log.warning(
                 "GPT2_WARMUP_STEPS (%d) is not below the run's %d steps: the learning rate never reaches "
-                "LEARNING_RATE (%g); it ends at %.3g. Lower --warmup-steps if that is not meant.",
-                settings.training.warmup_steps,
+                "LEARNING_RATE (%g); it ends at %.3g. Lower --lr-warmup-steps if that is not meant.",
+                settings.training.lr_warmup_steps,
                 self.total_iters,
                 settings.training.learning_rate,
-                lr_at(
-                    self.total_iters - 1,
-                    peak=settings.training.learning_rate,
-                    min_lr=settings.training.min_lr,
-                    warmup_steps=settings.training.warmup_steps,
-                    total_steps=self.total_iters,
-                    decay=settings.training.decay_lr,
-                ),
+                lr_at(self.total_iters - 1, settings.training, self.total_iters),
             )
         t = settings.training
         self.tokens_per_iter = t.batch_size * t.gradient_accumulation * settings.model.block_size
@@ -334,17 +327,6 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------
 
-    def _lr(self, step: int) -> float:
-        t = self.s.training
-        return lr_at(
-            step,
-            peak=t.learning_rate,
-            min_lr=t.min_lr,
-            warmup_steps=t.warmup_steps,
-            total_steps=self.total_iters,
-            decay=t.decay_lr,
-        )
-
     def _step(self, lr: float) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One optimizer step over GPT2_GRADIENT_ACCUMULATION micro-batches; returns device tensors.
 
@@ -419,7 +401,7 @@ class Trainer:
                 disable=None if self.dist.is_main else True,
             )
             while st.iter_num < self.total_iters:
-                lr = self._lr(st.iter_num)
+                lr = lr_at(st.iter_num, self.s.training, self.total_iters)
                 loss_sum, grad_norm = self._step(lr)
                 self._loss_acc += loss_sum
                 st.iter_num += 1

@@ -2,21 +2,22 @@
 
 import math
 
+from lib.config.settings import TrainingSettings
 
-def lr_at(
-    step: int, *, peak: float, min_lr: float, warmup_steps: int, total_steps: int, decay: bool
-) -> float:
-    """Learning rate for optimizer step `step` (0-based).
 
-    Warm-up rises linearly to `peak` over `warmup_steps`; then, with `decay`, a
-    half cosine falls from `peak` to `min_lr` at `total_steps` (Loshchilov &
-    Hutter, SGDR, 2017), and stays there.
+def lr_at(step: int, training: TrainingSettings, total_steps: int) -> float:
+    """Learning rate for optimizer step `step` (0-based) of a `total_steps` run.
+
+    Warm-up rises linearly to `learning_rate` over `lr_warmup_steps`; then, with `decay_lr`, a
+    half cosine falls from `learning_rate` to `min_lr` at `total_steps` (Loshchilov & Hutter,
+    SGDR, 2017), and stays there.
     """
-    if step < warmup_steps:
-        return peak * (step + 1) / (warmup_steps + 1)
-    if not decay:
-        return peak
+    learning_rate, min_lr, lr_warmup_steps = training.learning_rate, training.min_lr, training.lr_warmup_steps
+    if step < lr_warmup_steps:
+        return learning_rate * (step + 1) / (lr_warmup_steps + 1)
+    if not training.decay_lr:
+        return learning_rate
     if step >= total_steps:
         return min_lr
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (peak - min_lr)
+    progress = (step - lr_warmup_steps) / max(1, total_steps - lr_warmup_steps)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (learning_rate - min_lr)
