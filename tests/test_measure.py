@@ -99,3 +99,47 @@ def test_a_run_with_latency_records_it_in_its_summary(tiny_config, tmp_path):
     }
     assert decode_latency(summary["inference"]) > 0 and summary["gpu"] is None  # a CPU run
     assert "inference latency" in (out / "output.log").read_text()
+
+
+def test_the_meter_times_intervals_without_evaluations_and_resumes_its_own_state(monkeypatch):
+    """Log intervals exclude the paused evaluation's time and compilations, the first interval and
+    any that compiled never measure the speed, and a stop counts the unlogged steps as training."""
+    import lib.measure.meter as meter_module
+    from lib.measure.meter import IntervalMeter
+
+    clock, compiled = [0.0], [0]
+    monkeypatch.setattr(meter_module.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(meter_module, "compilations", lambda: compiled[0])
+    meter = IntervalMeter(torch.device("cpu"))
+    meter.start()
+
+    def steps(n, seconds):
+        for _ in range(n):
+            meter.step()
+            clock[0] += seconds
+
+    steps(3, 1.0)
+    assert meter.close() == (3.0, 3, True)  # the first interval warms up
+    steps(2, 1.0)
+    meter.pause()
+    clock[0] += 50.0  # an evaluation: neither its time nor its compilations are the interval's
+    compiled[0] += 4
+    meter.resume()
+    steps(1, 1.0)
+    assert meter.close() == (3.0, 3, False)
+    steps(3, 2.0)
+    compiled[0] += 1  # a recompilation inside the interval
+    assert meter.close() == (6.0, 3, True)
+    assert meter.throughput() == (3.0, 3) and meter.train_seconds == 12.0
+    steps(2, 1.0)
+    meter.pause(stopping=True)  # a stop: the two unlogged steps still count
+    assert meter.train_seconds == 14.0
+
+    again = IntervalMeter(torch.device("cpu"))
+    again.load_state_dict(meter.state_dict())  # the checkpoint's flat keys
+    assert again.state_dict() == meter.state_dict()
+    again.start()
+    steps_before = again.interval_steps
+    assert steps_before == 2 and again.interval_seconds == 2.0  # the stopped interval goes on
+    again.load_state_dict({})  # a checkpoint from before any interval: zeros, not an error
+    assert again.throughput() == (0, 0)

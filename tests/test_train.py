@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import lib.measure.meter
 import lib.train.loop
 from gpt2 import train
 from gpt2.model import GPT
@@ -289,7 +290,7 @@ def test_the_steady_state_speed_leaves_out_every_interval_that_compiled(tiny_con
         compiled[0] += 1  # the evaluation compiles its own graphs, outside the intervals' time
         return real_eval(self)
 
-    monkeypatch.setattr(lib.train.loop, "compilations", lambda: compiled[0])
+    monkeypatch.setattr(lib.measure.meter, "compilations", lambda: compiled[0])
     monkeypatch.setattr(Trainer, "_step", step)
     monkeypatch.setattr(Trainer, "_record_eval", record_eval)
     out = tmp_path / "run"

@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,9 +24,10 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from lib.config.settings import RESUMABLE, Settings, upgrade_settings_dict
+from lib.measure.meter import IntervalMeter
 from lib.measure.metrics import MetricsWriter, model_sparsity, peak_flops, peak_memory_bytes
 from lib.pruning.pruner import Pruner
-from lib.runtime.device import autocast, compilations, overflow_flag, rng_state, set_rng_state, synchronize
+from lib.runtime.device import autocast, overflow_flag, rng_state, set_rng_state
 from lib.runtime.distributed import Dist, all_reduce, any_rank, check_replicas, gather, no_sync
 from lib.train.checkpoint import BEST_FILE, CHECKPOINT_FILE, CheckpointError, save_checkpoint
 from lib.train.data import TokenData
@@ -76,15 +77,10 @@ class TrainState:
     """Progress that a checkpoint carries besides the model and optimizer."""
 
     iter_num: int = 0
-    train_seconds: float = 0.0
     best_val_loss: float = math.inf
-    # (interval seconds, steps) of each logged interval after the first (which holds compilation).
-    intervals: list = field(default_factory=list)
-    # The logging interval in progress: summed step losses, steps and training seconds since the
-    # last log line (an evaluation can fall inside it; a resume picks it up where it stopped).
+    # The logging interval in progress: its summed step losses (its steps and seconds are the
+    # meter's, lib/measure/meter.py; a resume picks it up where it stopped).
     interval_loss_sum: float = 0.0
-    interval_steps: int = 0
-    interval_seconds: float = 0.0
     # The largest peak device memory of any session of this run (a resume keeps the earlier one).
     peak_memory_bytes: int = 0
     # An evaluation due at iter_num that a stop request cut short: a resume makes it first.
@@ -142,6 +138,7 @@ class Trainer:
         t = settings.training
         self.tokens_per_iter = t.batch_size * t.gradient_accumulation * settings.model.block_size
         self.state = TrainState()
+        self.meter = IntervalMeter(device)  # training time by logging interval
         self.metrics = MetricsWriter(run_dir / "metrics.jsonl") if dist.is_main else None
         self.params = [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapters only
         self.peak = peak_flops(device, amp if device.type == "cuda" else None)
@@ -159,6 +156,7 @@ class Trainer:
         keep_optimizer = self.s.training.final_optimizer or not finished
         return {
             **dataclasses.asdict(self.state),
+            **self.meter.state_dict(),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict() if keep_optimizer else None,
             "scaler": self.scaler.state_dict(),
@@ -236,7 +234,8 @@ class Trainer:
             rng = rng[self.dist.rank] if self.dist.rank < len(rng) else rng[0]
         set_rng_state(self.device, rng)
         saved = {f.name: state[f.name] for f in dataclasses.fields(TrainState) if f.name in state}
-        self.state = TrainState(**{**saved, "intervals": [tuple(i) for i in state["intervals"]]})
+        self.state = TrainState(**saved)
+        self.meter.load_state_dict(state)
         last = self.metrics.truncate_after(self.state.iter_num) if self.metrics is not None else 0
         log.info("resumed at iter %d of %d", self.state.iter_num, self.total_iters)
         if last > self.state.iter_num:  # output.log keeps what the stopped session logged after it
@@ -390,9 +389,9 @@ class Trainer:
                 if st.iter_num > 0:
                     self.save(best=improved)
             self.train_model.train()
-            first_interval = True
             self._loss_acc = torch.full((), st.interval_loss_sum, device=self.device)
-            interval_start, compiled_before = time.perf_counter(), compilations()
+            meter = self.meter
+            meter.start()
             bar = tqdm(
                 total=self.total_iters,
                 initial=st.iter_num,
@@ -405,33 +404,18 @@ class Trainer:
                 loss_sum, grad_norm = self._step(lr)
                 self._loss_acc += loss_sum
                 st.iter_num += 1
-                st.interval_steps += 1
+                meter.step()
                 bar.update(1)
                 last = st.iter_num == self.total_iters
                 log_step = st.iter_num % t.log_interval == 0 or last
                 if log_step:
-                    synchronize(self.device)
-                    seconds = st.interval_seconds + time.perf_counter() - interval_start
-                    st.train_seconds += seconds
-                    steps = st.interval_steps
-                    # The first interval warms up; any that compiled is not the training speed either.
-                    compiled = first_interval or compilations() != compiled_before
+                    seconds, steps, compiled = meter.close()
                     self._log_train(self._loss_acc / steps, grad_norm, lr, seconds, steps, compiled, bar)
-                    if not compiled:
-                        st.intervals.append((seconds, steps))
-                    first_interval = False
                     self._loss_acc.zero_()
-                    st.interval_steps, st.interval_seconds = 0, 0.0
-                    interval_start, compiled_before = time.perf_counter(), compilations()
                 stop = self._should_stop(budget, log_step)
                 due = st.iter_num % t.eval_interval == 0 or last
                 if due or stop:
-                    if st.interval_steps:  # pause the interval's clock; it resumes after the evaluation
-                        synchronize(self.device)
-                        st.interval_seconds += time.perf_counter() - interval_start
-                        if stop:  # the unlogged steps' time still counts as training
-                            st.train_seconds += st.interval_seconds
-                    before_eval = compilations()
+                    meter.pause(stopping=bool(stop))  # the interval's clock resumes after the evaluation
                     if stop is None or stop == "time budget":  # a time budget's stop evaluates there
                         improved = self._record_eval()  # None: a stop request came during it
                     else:  # a stop request (ranks agreed) waits for no evaluation: one due is made on resume
@@ -439,8 +423,7 @@ class Trainer:
                     if improved is None and STOP.signal is not None:
                         stop = STOP.signal
                     self.save(best=bool(improved))
-                    interval_start = time.perf_counter()
-                    compiled_before += compilations() - before_eval  # the evaluation's are not the interval's
+                    meter.resume()
                 if stop:
                     status = "interrupted" if STOP.signal else "time_budget"
                     log.warning("stopped at iter %d of %d (%s)", st.iter_num, self.total_iters, stop)
@@ -472,7 +455,7 @@ class Trainer:
         on logging steps only (a signal waits up to GPT2_LOG_INTERVAL steps).
         """
         signalled = STOP.signal
-        over_budget = self.state.train_seconds >= budget
+        over_budget = self.meter.train_seconds >= budget
         if self.dist.enabled:
             if not log_step:
                 return None
@@ -545,8 +528,7 @@ class Trainer:
 
     def throughput(self) -> dict:
         """Steady-state speed: the logged intervals after the first in which nothing compiled."""
-        seconds = sum(s for s, _ in self.state.intervals)
-        steps = sum(n for _, n in self.state.intervals)
+        seconds, steps = self.meter.throughput()
         if steps == 0:
             return {"ms_per_iter": None, "tokens_per_sec": None, "mfu": None}
         tok_s = self.tokens_per_iter * steps / seconds

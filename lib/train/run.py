@@ -68,10 +68,11 @@ class Run:
                 else "To train it longer, resume with a larger --max-iters (GPT2_MAX_ITERS)."
             )
             return f"nothing to resume: {self.run_dir} finished at iter {st.iter_num} of {total}; its results stay as they are. {further}"
-        if budget and st.train_seconds >= budget:
+        trained = self.trainer.meter.train_seconds
+        if budget and trained >= budget:
             return (
                 f"nothing to resume: {self.run_dir} has used its time budget (GPT2_MAX_TIME = {budget} s, "
-                f"{st.train_seconds:.0f} s trained, stopped at iter {st.iter_num} of {total}); its results "
+                f"{trained:.0f} s trained, stopped at iter {st.iter_num} of {total}); its results "
                 "stay as they are. To train it longer, resume with a larger --max-time (seconds)."
             )
         return None
@@ -96,7 +97,7 @@ class Run:
             iters=st.iter_num,
             planned_iters=trainer.total_iters,
             tokens=st.iter_num * trainer.tokens_per_iter,
-            train_seconds=st.train_seconds,
+            train_seconds=trainer.meter.train_seconds,
             wall_seconds_this_session=wall_seconds,
             final_train_loss=final.get("train_loss"),
             final_val_loss=final.get("val_loss"),
