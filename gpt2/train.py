@@ -136,11 +136,9 @@ def train(
         log.info(
             "%s finished training without a final summary; evaluating its final weights to write one", run_dir
         )
-        result = run.trainer.evaluate()
-        if result is None:
+        if run.trainer.evaluate_final() is None:
             log.warning("stopped (%s) before the summary; resume again to write it", STOP.signal)
             return EXIT_CODES["interrupted"]
-        run.trainer.last_eval = {"iter": run.trainer.state.iter_num, **result}
         done = "completed" if run.trainer.state.iter_num >= run.trainer.total_iters else "time_budget"
         if dist.is_main:
             summary = run.summarize({"status": done, **run.trainer.throughput()}, None, 0.0)

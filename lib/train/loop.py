@@ -294,6 +294,14 @@ class Trainer:
             return True
         return False
 
+    def evaluate_final(self) -> dict | None:
+        """Evaluate the weights as they are, for the summary of a run that finished training without
+        one, and keep it as the last evaluation; None when a stop request cut it short."""
+        result = self.evaluate()
+        if result is not None:
+            self.last_eval = {"iter": self.state.iter_num, **result}
+        return result
+
     def _record_eval(self) -> bool | None:
         """Evaluate, record, and say whether this is the best validation loss so far; None when a
         stop request cut the evaluation short (nothing recorded; it is due again on resume)."""
