@@ -86,6 +86,15 @@ class TrainState:
     # An evaluation due at iter_num that a stop request cut short: a resume makes it first.
     eval_pending: bool = False
 
+    def state_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        """From a checkpoint's flat keys; one written before a field existed keeps its default."""
+        for f in dataclasses.fields(self):
+            if f.name in state:
+                setattr(self, f.name, state[f.name])
+
 
 class Trainer:
     """One run: the model, its optimizer and data, driven for `total_iters` steps."""
@@ -154,17 +163,27 @@ class Trainer:
         so (GPT2_CHECKPOINT_FINAL_OPTIMIZER=n: it cannot be trained further, only used)."""
         finished = self.state.iter_num >= self.total_iters
         keep_optimizer = self.s.training.final_optimizer or not finished
+        parts = self._parts()
+        if not keep_optimizer:
+            parts["optimizer"] = None
         return {
-            **dataclasses.asdict(self.state),
+            **self.state.state_dict(),  # progress and clock: flat keys, as checkpoints have always had
             **self.meter.state_dict(),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict() if keep_optimizer else None,
-            "scaler": self.scaler.state_dict(),
+            **{name: None if part is None else part.state_dict() for name, part in parts.items()},
             "skipped_steps": int(self.skipped_steps.item()),
-            "data": self.data.state_dict(),
-            "pruner": None if self.pruner is None else self.pruner.state_dict(),
             "rng": gather(self.dist, rng_state(self.device)),  # one per rank
             "settings": self.s.to_dict(),
+        }
+
+    def _parts(self) -> dict:
+        """The checkpoint's parts that save and load themselves (state_dict / load_state_dict), by
+        key; None where the run has none (dense training's pruner)."""
+        return {
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "scaler": self.scaler,
+            "data": self.data,
+            "pruner": self.pruner,
         }
 
     def save(self, best: bool = False) -> None:
@@ -218,23 +237,18 @@ class Trainer:
                 "GPT2_CHECKPOINT_FINAL_OPTIMIZER=n, so its checkpoint keeps the weights but not the "
                 "optimizer's state. Start a new run from its weights (GPT2_INIT_FROM) or train it anew."
             )
-        self.model.load_state_dict(state["model"])
         self.without_optimizer = state["optimizer"] is None  # a finished run kept without it
-        if not self.without_optimizer:
-            self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        for name, part in self._parts().items():
+            if part is not None and not (name == "optimizer" and self.without_optimizer):
+                part.load_state_dict(state[name])
         self.skipped_steps.fill_(state.get("skipped_steps", 0))
-        self.data.load_state_dict(state["data"])
-        if self.pruner is not None:
-            self.pruner.load_state_dict(state["pruner"])
         rng = state["rng"]
         if isinstance(rng, list):  # one state per rank; a new rank count reuses rank 0's
             if len(rng) != self.dist.world_size:
                 log.warning("the checkpoint has %d rank(s) and this run %d", len(rng), self.dist.world_size)
             rng = rng[self.dist.rank] if self.dist.rank < len(rng) else rng[0]
         set_rng_state(self.device, rng)
-        saved = {f.name: state[f.name] for f in dataclasses.fields(TrainState) if f.name in state}
-        self.state = TrainState(**saved)
+        self.state.load_state_dict(state)
         self.meter.load_state_dict(state)
         last = self.metrics.truncate_after(self.state.iter_num) if self.metrics is not None else 0
         log.info("resumed at iter %d of %d", self.state.iter_num, self.total_iters)
