@@ -1,6 +1,7 @@
 """The house's import rules: the library below, GPT-2's own code above it (docs/architecture.md)."""
 
 import ast
+import re
 from pathlib import Path
 
 from .conftest import ROOT
@@ -129,6 +130,17 @@ def _arrows_up(arrows: set[tuple[str, str]]) -> list[str]:
 def test_every_folder_of_the_library_has_a_floor():
     folders = {p.name for p in (ROOT / "lib").iterdir() if (p / "__init__.py").is_file()}
     assert folders == {name for names in FLOORS for name in names}
+
+
+def test_the_architecture_picture_draws_the_floors_as_they_are():
+    """docs/architecture.md's house lists lib's folders top floor first, one floor a line: FLOORS."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    picture = text.split("## The house", 1)[1].split("```")[1]
+    drawn = []
+    for line in picture.splitlines():
+        if (mark := re.match(r"\s*[|`]--- (.*)", line)) and "/" in mark.group(1).split()[0]:
+            drawn.append(tuple(re.findall(r"([a-z]+)/", mark.group(1).split("  ")[0])))
+    assert drawn == list(reversed(FLOORS))
 
 
 def test_the_library_s_folders_are_layers():
