@@ -18,9 +18,9 @@ def kc(
     symbol: str, flag: str | None = None, *, aliases: tuple[str, ...] = (), resumable: bool = False
 ) -> dict:
     """Field metadata: the Kconfig symbol (without CONFIG_), the optional CLI flag (and the older
-    flags it still answers to), and whether a
-    resumed run may change the setting (True only where it changes nothing the run computes:
-    how long it runs, how it reports, what it measures beside training, where records go)."""
+    flags it still answers to), and whether a resumed run may change the setting (True only where
+    it changes nothing the run computes: how long it runs, how it reports, what it measures beside
+    training, where records go)."""
     meta: dict = {"kconfig": symbol, "resumable": resumable}
     if flag is not None:
         meta["flag"] = flag

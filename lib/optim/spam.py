@@ -375,9 +375,8 @@ class AdamWSPAM(torch.optim.AdamW):
         step (`spam_clipped`, only if that is the step just taken: the logged step under the
         trainer). Reads the device: call only when logging."""
         spikes, clipped = torch.stack([self.norm_stats[3].double(), self.clipped]).tolist()
-        counted = (
-            self.settings.spam_clip and self._counted_at == self.num_steps
-        )  # never an older step's count
+        # never an older step's count
+        counted = self.settings.spam_clip and self._counted_at == self.num_steps
         return {"spam_spikes": int(spikes), **({"spam_clipped": int(clipped)} if counted else {})}
 
     def state_dict(self) -> dict:

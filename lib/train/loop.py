@@ -238,8 +238,11 @@ class Trainer:
                 "optimizer's state. Start a new run from its weights (GPT2_INIT_FROM) or train it anew."
             )
         self.without_optimizer = state["optimizer"] is None  # a finished run kept without it
-        for name, part in self._parts().items():
-            if part is not None and not (name == "optimizer" and self.without_optimizer):
+        parts = self._parts()
+        if self.without_optimizer:
+            parts["optimizer"] = None
+        for name, part in parts.items():
+            if part is not None:
                 part.load_state_dict(state[name])
         self.skipped_steps.fill_(state.get("skipped_steps", 0))
         rng = state["rng"]
