@@ -14,8 +14,8 @@ from collections.abc import Callable
 import torch
 
 from gpt2.memory import GIB, estimate, usable_gpu_bytes
-from lib.config.settings import Settings, SettingsError
 from lib.errors import OutOfMemory
+from lib.train.settings import Settings, SettingsError
 
 CPU_MAX_MICRO_BATCH = 16
 # Settings the automatic mode chooses; a user value for them would be overridden, so it is refused.

@@ -43,13 +43,14 @@ from lib.classify.corpus import (
 from lib.classify.report import report_set, write_comparison
 from lib.classify.score import default_stride, log_likelihoods, predictions
 from lib.classify.sources import LabelledDataError
-from lib.config.settings import Settings, load_settings
+from lib.config.load import load_settings
 from lib.errors import Refusal
 from lib.io import atomic_write
 from lib.measure.summary import FINISHED, RunSummary
 from lib.runtime.device import amp_dtype, resolve_device
 from lib.study.report import PLAN_FILE, model_sets
 from lib.train.checkpoint import CHECKPOINT_FILE
+from lib.train.settings import Settings
 
 log = logging.getLogger("classify")
 CLASSIFY_DIR = "classify"

@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 
 from gpt2.model import GPT, GPT2_VOCAB_SIZE, GPTConfig
-from lib.config.settings import Settings
 from lib.convert.lora import apply_lora, merge_lora_state
 from lib.errors import Refusal
 from lib.train.checkpoint import BEST_FILE, CHECKPOINT_FILE, CheckpointError, load_checkpoint
+from lib.train.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -29,11 +29,11 @@ from pathlib import Path
 import torch
 
 from gpt2.model import GPT, GPTConfig
-from lib.config.settings import Settings
 from lib.errors import OutOfMemory
 from lib.pruning import STATE_BYTES_PER_WEIGHT
 from lib.runtime.distributed import Dist
 from lib.train.checkpoint import CHECKPOINT_FILE
+from lib.train.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -388,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    from lib.config.settings import DataSettings, SettingsError, load_settings
+    from lib.config.load import load_settings
+    from lib.train.settings import DataSettings, SettingsError
 
     if not args.dataset and Path(args.config).is_file():
         try:

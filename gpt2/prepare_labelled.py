@@ -48,9 +48,10 @@ from lib.classify.sources import (
 )
 from lib.classify.splits import split_documents
 from lib.config.cli import add_override_flags, overrides_from_args
-from lib.config.settings import Settings, load_settings, read_config_py
+from lib.config.load import load_settings, read_config_py
 from lib.errors import Refusal
 from lib.train.data import files_fingerprint
+from lib.train.settings import Settings
 from lib.train.stop import StopRequested, stop_at_once
 
 log = logging.getLogger("prepare_labelled")

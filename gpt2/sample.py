@@ -7,8 +7,8 @@ import tiktoken
 import torch
 
 from gpt2.model import GPT, GPT2_VOCAB_SIZE
-from lib.config.settings import Settings
 from lib.io import atomic_write_text
+from lib.train.settings import Settings
 
 log = logging.getLogger(__name__)
 

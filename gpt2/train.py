@@ -33,7 +33,7 @@ from gpt2.model import attention_sizes
 from gpt2.sample import write_sample
 from lib.adamwprune.build import build_optimizer, build_pruner
 from lib.config.cli import add_override_flags, overrides_from_args
-from lib.config.settings import Settings, load_settings, read_config_py, settle
+from lib.config.load import load_settings, read_config_py
 from lib.convert.fp8 import convert_to_fp8
 from lib.convert.lora import apply_lora
 from lib.errors import Refusal, out_of_memory
@@ -50,6 +50,7 @@ from lib.train.data import DataError, TokenData
 from lib.train.loop import Trainer, planned_iters
 from lib.train.run import Run
 from lib.train.run_dir import choose_run_dir, prepare_run_dir, release_run_dirs, resumed_settings
+from lib.train.settings import Settings, settle
 from lib.train.stop import STOP, StopRequested
 
 log = logging.getLogger("train")

@@ -23,11 +23,11 @@ import torch
 from gpt2.memory import GIB, estimate, largest_batch
 from gpt2.model import GPT, SIZES, GPTConfig
 from lib.adamwprune.build import build_optimizer
-from lib.config.settings import Settings
 from lib.io import atomic_write_json
 from lib.runtime.device import resolve_device, use_expandable_segments
 from lib.train.data import TokenData
 from lib.train.loop import Trainer
+from lib.train.settings import Settings
 from scripts.bench_train import synthetic_data
 
 STEPS = 3

@@ -39,7 +39,6 @@ import torch.nn.functional as F
 
 from gpt2.model import GPT, SIZES, GPTConfig
 from lib.adamwprune.build import build_optimizer, build_pruner
-from lib.config.settings import Settings
 from lib.convert.fp8 import convert_to_fp8
 from lib.io import atomic_write_json
 from lib.measure.gpu_monitor import GPU_FILE, GPUMonitor, nvml_sampler
@@ -55,6 +54,7 @@ from lib.runtime.device import (
 )
 from lib.train.data import META_FILE, TOKEN_DTYPE, TokenData
 from lib.train.loop import Trainer
+from lib.train.settings import Settings
 
 # This project's configurations: settings overrides on top of the common shape.
 PROJECT = {

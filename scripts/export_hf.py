@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from gpt2.hf import export_hf, linear_sparsity, model_from_run
-from lib.config.settings import SettingsError
 from lib.train.checkpoint import CheckpointError
+from lib.train.settings import SettingsError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from lib.config.kconfig import DefconfigError, apply_config, config_values, load_kconfig, write_outputs
-from lib.config.settings import SettingsError, settings_from_config
+from lib.config.load import settings_from_config
+from lib.train.settings import SettingsError
 
 
 def _describe(path: Path) -> str:

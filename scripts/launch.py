@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 from lib.config.cli import cli_flag
-from lib.config.settings import SettingsError, load_settings
+from lib.config.load import load_settings
+from lib.train.settings import SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = "gpt2.train"  # run in place, as a module of the repository (the working directory)

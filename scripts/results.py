@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 
 from lib.classify.report import comparison_tables, saved_reports
-from lib.config.settings import load_settings
+from lib.config.load import load_settings
 from lib.study.report import (
     PAIRED_COLUMNS,
     PLAN_FILE,

@@ -35,13 +35,14 @@ from tqdm import tqdm
 from lib.adamwprune import optimizer_label
 from lib.classify.corpus import class_folders, require_corpus
 from lib.config.cli import cli_flag, set_flag
-from lib.config.settings import Settings, load_settings, settle
+from lib.config.load import load_settings
 from lib.config.sweep import load_sweep
 from lib.errors import Refusal
 from lib.io import atomic_write_json, atomic_write_text
 from lib.study.matrix import PlannedRun, expand
 from lib.study.report import FAILURE_FILE, PLAN_FILE, model_sets, run_status, write_report
 from lib.study.slurm import SlurmError, submit
+from lib.train.settings import Settings, settle
 from scripts.launch import ROOT, in_place_env, train_command
 
 RESULTS_PREFIX = "test_matrix_results_"

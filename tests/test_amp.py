@@ -22,12 +22,13 @@ import torch
 from gpt2.model import GPT, GPTConfig
 from lib.adamwprune import AdamWPruneSettings
 from lib.adamwprune.build import build_optimizer, build_pruner
-from lib.config.settings import DataSettings, ModelSettings, RuntimeSettings, Settings, TrainingSettings
 from lib.optim import OptimizerSettings
 from lib.optim.spam import spam_adamw_
 from lib.pruning import PruningSettings
+from lib.runtime.settings import RuntimeSettings
 from lib.train.data import TokenData
 from lib.train.loop import Trainer
+from lib.train.settings import DataSettings, ModelSettings, Settings, TrainingSettings
 
 INJECT_AT = 7  # a step that is neither a mask update nor a SPAM reset
 CASES = {

@@ -8,7 +8,7 @@ import torch
 from gpt2 import batch
 from gpt2.batch import candidates, choose_batch, refuse_manual_values
 from lib.config.kconfig import DefconfigError
-from lib.config.settings import Settings, SettingsError
+from lib.train.settings import Settings, SettingsError
 
 from .conftest import make_config
 

@@ -324,7 +324,7 @@ def test_two_real_sources_are_told_apart_and_a_stopped_study_resumes(tmp_path, k
 
     # a class model gone, and a corpus changed under the models: clear refusals
     from gpt2.classify import report_results
-    from lib.config.settings import load_settings
+    from lib.config.load import load_settings
 
     s = load_settings(config)
     run = next(results.glob("*_class-shakespeare"))

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from gpt2.model import GPT, GPTConfig
-from lib.config.settings import SettingsError
 from lib.measure.downstream import make_adapter, run_lm_eval
 from lib.measure.settings import DownstreamSettings
+from lib.train.settings import SettingsError
 
 ROWS = [
     {"context": "To be, or not to", "choices": [" be", " cheese"], "label": 0},

@@ -14,7 +14,8 @@ from lib.config.kconfig import (
     render_config_py,
     write_outputs,
 )
-from lib.config.settings import _SECTIONS, read_config_py, settings_from_config
+from lib.config.load import read_config_py, settings_from_config
+from lib.train.settings import SECTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFCONFIGS = sorted(p.name for p in (ROOT / "defconfigs").iterdir() if not p.name.endswith(".sweep.toml"))
@@ -223,7 +224,7 @@ def test_every_option_has_help_text(kconf):
 def test_every_setting_has_its_symbol_and_every_option_its_setting(kconf):
     """One Kconfig symbol <-> one settings field, and defaults that agree."""
     field_symbols = {
-        f.metadata["kconfig"]: (section, f) for section, cls in _SECTIONS.items() for f in fields(cls)
+        f.metadata["kconfig"]: (section, f) for section, cls in SECTIONS.items() for f in fields(cls)
     }
     defined = {s.name for s in kconf.unique_defined_syms}
     assert set(field_symbols) - defined == set()

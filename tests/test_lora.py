@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from gpt2.model import GPT, GPTConfig
-from lib.config.settings import Settings, SettingsError
 from lib.convert.lora import apply_lora, merge_lora_state
 from lib.convert.settings import LoraSettings
+from lib.train.settings import Settings, SettingsError
 
 pytest.importorskip("peft")
 

@@ -5,10 +5,10 @@ import json
 import pytest
 
 from lib.adamwprune import identity_of, run_identity
-from lib.config.settings import Settings
 from lib.errors import Refusal
 from lib.study.matrix import expand
 from lib.train.run_dir import run_name as train_run_name
+from lib.train.settings import Settings
 from scripts import run_test_matrix
 
 from .conftest import ROOT, TINY_RUN, make_config
@@ -73,7 +73,7 @@ def test_two_adamwprune_bases_never_share_a_run_name(kconf, tmp_path):
     config = make_config(
         tmp_path, (ROOT / "defconfigs" / "gpt2-adamwprune-finewebedu-79000-bitter-lesson").read_text(), kconf
     )
-    from lib.config.settings import load_settings
+    from lib.config.load import load_settings
 
     s = load_settings(config)
     assert sorted(r.name for r in expand(s)[0]) == [
@@ -339,7 +339,7 @@ import argparse
 from lib.adamwprune import variants
 variants.VARIANTS["bitter3"] = variants.Variant(lambda w, m, v: (w * m).abs(), True)
 from lib.config.cli import add_override_flags, overrides_from_args
-from lib.config.settings import Settings
+from lib.train.settings import Settings
 from lib.study.matrix import expand
 p = argparse.ArgumentParser()
 add_override_flags(p)

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from gpt2.model import GPT, GPTConfig
-from lib.config.settings import SettingsError
 from lib.measure.gpu_monitor import GPUMonitor, _nvml_index, plot_gpu, summarize
 from lib.measure.inference import measure_latency, percentile
 from lib.measure.settings import InferenceSettings, MonitorSettings
+from lib.train.settings import SettingsError
 
 
 def test_monitor_samples_in_the_background_and_stops_at_once(tmp_path):

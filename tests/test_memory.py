@@ -9,7 +9,7 @@ import torch
 from gpt2 import memory
 from gpt2.memory import GIB, check_gpu_fits, estimate, fit_advice, largest_batch
 from gpt2.model import GPT, GPTConfig
-from lib.config.settings import Settings
+from lib.train.settings import Settings
 
 XL = Settings().replace(
     {"model.name": "gpt2-xl", "training.batch_size": 32, "training.gradient_accumulation": 4}

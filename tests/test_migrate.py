@@ -3,8 +3,8 @@
 import pytest
 
 from lib.config.kconfig import apply_config, config_values, parse_config_lines
+from lib.config.load import settings_from_config
 from lib.config.migrate import MigrationError, migrate, read_seed_lines
-from lib.config.settings import settings_from_config
 from lib.study.matrix import expand
 from scripts import migrate_defconfig
 

@@ -10,13 +10,13 @@ from gpt2.model import GPT, GPTConfig
 from lib.adamwprune import AdamWPruneSettings
 from lib.adamwprune.build import build_optimizer, build_pruner
 from lib.adamwprune.variants import hybrid_momentum_stability_score
-from lib.config.settings import Settings, SettingsError
 from lib.optim import OptimizerSettings
 from lib.optim.spam import AdamWSPAM
 from lib.pruning import PruningSettings
 from lib.pruning.pruner import PruningError, lowest_k_mask, prunable_parameters
 from lib.pruning.schedule import is_update_step, sparsity_at
 from lib.pruning.scores import magnitude_score
+from lib.train.settings import Settings, SettingsError
 from lib.train.stop import STOP
 
 

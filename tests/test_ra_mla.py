@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from gpt2.model import GPT, GPTConfig, LatentAttention, reciprocal_attention
-from lib.config.settings import Settings, SettingsError
+from lib.train.settings import Settings, SettingsError
 
 from .conftest import ROOT, make_config
 
@@ -76,7 +76,7 @@ def test_settings_map_the_seed_symbols_and_refuse_bad_values():
 
 
 def test_the_defconfig_is_the_vanilla_baseline_plus_ra_mla(kconf, tmp_path):
-    from lib.config.settings import load_settings
+    from lib.config.load import load_settings
 
     vanilla = load_settings(
         make_config(tmp_path, (ROOT / "defconfigs" / "gpt2-vanilla-baseline").read_text(), kconf)

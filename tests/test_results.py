@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from lib.config.settings import upgrade_settings_dict
 from lib.study.report import PLAN_FILE, collect, markdown_table, seed_groups
+from lib.train.settings import upgrade_settings_dict
 from scripts import results
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from gpt2.model import GPT, GPTConfig
-from lib.config.settings import Settings, SettingsError
 from lib.convert.fp8 import convert_to_fp8, fp8_filter, fp8_unavailable
 from lib.errors import Refusal
 from lib.runtime.device import compile_model, select_attention_backend, use_expandable_segments
+from lib.train.settings import Settings, SettingsError
 
 
 @pytest.fixture

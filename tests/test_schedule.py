@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from lib.config.settings import TrainingSettings
 from lib.train.lr_schedule import lr_at
+from lib.train.settings import TrainingSettings
 
 TRAINING = TrainingSettings(learning_rate=0.5, min_lr=0.05, lr_warmup_steps=9, decay_lr=True)
 TOTAL = 109

@@ -6,7 +6,8 @@ import pytest
 
 from lib.config.cli import add_override_flags, overrides_from_args
 from lib.config.kconfig import render_config_py
-from lib.config.settings import Settings, SettingsError, load_settings, settings_from_config
+from lib.config.load import load_settings, settings_from_config
+from lib.train.settings import Settings, SettingsError
 
 
 def parse(*argv: str) -> dict:
@@ -168,13 +169,13 @@ WHOLLY_RESUMABLE_SECTIONS = ("generation", "monitor", "inference", "downstream",
 def test_every_field_is_classified_for_resume():
     from dataclasses import fields
 
-    from lib.config.settings import _SECTIONS, RESUMABLE
+    from lib.train.settings import RESUMABLE, SECTIONS
 
-    for section, cls in _SECTIONS.items():
+    for section, cls in SECTIONS.items():
         for f in fields(cls):
             assert isinstance(f.metadata["resumable"], bool), f"{section}.{f.name}"
     expected = set(RESUMABLE_BY_DESIGN)
-    expected |= {f"{s}.{f.name}" for s in WHOLLY_RESUMABLE_SECTIONS for f in fields(_SECTIONS[s])}
+    expected |= {f"{s}.{f.name}" for s in WHOLLY_RESUMABLE_SECTIONS for f in fields(SECTIONS[s])}
     assert RESUMABLE == expected
     assert "optimizer.spam_theta" not in RESUMABLE and "pruning.target_sparsity" not in RESUMABLE
 
@@ -184,8 +185,8 @@ def test_a_settings_record_from_before_a_field_moved_still_compares_as_today(var
     """AdamWPrune's fields moved twice: its variant and bitter2 scaling from optimizer to pruning,
     then with its base (from optimizer) into their own section. A run saved before either move
     resumes (no conflict), reads back as today's settings, and a real change is still refused."""
-    from lib.config.settings import settings_from_dict
     from lib.train.loop import resume_conflicts
+    from lib.train.settings import settings_from_dict
 
     today = Settings().replace(
         {"optimizer.name": "adamwprune", "pruning.method": "state", "adamwprune.base": "adamwspam"}

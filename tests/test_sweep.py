@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from lib.config.settings import Settings, SettingsError
 from lib.config.sweep import load_sweep, parse_sweep
 from lib.study.matrix import expand
 from lib.study.sweep import label
+from lib.train.settings import Settings, SettingsError
 from scripts import run_test_matrix
 
 from .conftest import ROOT, TINY_RUN, make_config
@@ -139,7 +139,7 @@ def test_a_real_sweep_runs_resumes_and_reports_a_leaderboard(tmp_path, kconf, da
 
 
 def test_the_example_sweep_file_loads_against_its_defconfig(kconf, tmp_path):
-    from lib.config.settings import load_settings
+    from lib.config.load import load_settings
 
     config = make_config(tmp_path, (ROOT / "defconfigs" / "gpt2-tiny-cpu").read_text(), kconf)
     runs, _ = expand(load_settings(config), load_sweep(ROOT / "defconfigs" / "gpt2-tiny-cpu.sweep.toml"))

@@ -42,7 +42,7 @@ class AdamWPruneSettings:
     """How it scores the weights: a key of lib/adamwprune/variants.VARIANTS."""
     bitter2_scaling: str = field(default="iterations", metadata=kc("ADAMWPRUNE_BITTER2_SCALING"))
     """How bitter2 spends what state pruning saves: a key of BITTER2_SCALINGS (applied once, by
-    lib/config/settings.settle)."""
+    lib/train/settings.settle)."""
 
     def __post_init__(self) -> None:
         check(self, "base", self.base in BASES, f"one of {', '.join(BASES)}")
@@ -108,7 +108,7 @@ def run_identity(
 
 
 def identity_of(settings) -> RunIdentity:
-    """The identity of a run's settings (lib/config/settings.Settings)."""
+    """The identity of a run's settings (lib/train/settings.Settings)."""
     p, a = settings.pruning, settings.adamwprune
     return run_identity(settings.optimizer.name, p.method, p.target_sparsity, a.variant, a.base)
 

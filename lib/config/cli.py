@@ -12,27 +12,27 @@ from typing import Any
 
 from lib.adamwprune import BASES, VARIANTS
 from lib.config.kconfig import config_with_lines, kconfig_symbol, out_of_range
-from lib.config.settings import (
-    _SECTIONS,
+from lib.optim import OPTIMIZERS
+from lib.pruning import METHODS
+from lib.runtime.options import ATTENTION_BACKENDS, COMPILE_MODES, FP8_LAYERS, FP8_RECIPES
+from lib.train.settings import (
     DATASETS,
     DTYPES,
     MODEL_NAMES,
+    SECTIONS,
     SettingsError,
-    _field_map,
     field_default,
     field_path,
     setting_path,
     setting_value,
+    settings_field,
     symbol_of,
 )
-from lib.optim import OPTIMIZERS
-from lib.pruning import METHODS
-from lib.runtime.options import ATTENTION_BACKENDS, COMPILE_MODES, FP8_LAYERS, FP8_RECIPES
 
 
 def add_override_flags(parser: argparse.ArgumentParser) -> None:
     """Add one CLI flag per field that names a flag in its metadata, plus --dtype."""
-    for section, cls in _SECTIONS.items():
+    for section, cls in SECTIONS.items():
         for f in fields(cls):
             flag = f.metadata.get("flag")
             if flag is None:
@@ -81,8 +81,7 @@ _FLAG_CHOICES = {
 
 def cli_flag(path: str) -> str:
     """The command-line flag of a dotted settings path ("training.batch_size" -> "--batch-size")."""
-    section, _, name = path.partition(".")
-    flag = _field_map(_SECTIONS[section])[name].metadata.get("flag")
+    flag = settings_field(path).metadata.get("flag")
     if flag is None:
         raise SettingsError(f"setting {path!r} has no command-line flag")
     return flag
@@ -144,8 +143,7 @@ def overrides_from_args(
 
 def cli_flag_or_set(path: str) -> str:
     """How a setting was given on the command line, for messages: its flag, else --set PATH."""
-    section, _, name = path.partition(".")
-    return _field_map(_SECTIONS[section])[name].metadata.get("flag") or f"--set {path}"
+    return settings_field(path).metadata.get("flag") or f"--set {path}"
 
 
 def set_flag(path: str, value: Any) -> list[str]:

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from lib.config.kconfig import out_of_range
-from lib.config.settings import SettingsError, setting_path, setting_value, symbol_of
 from lib.study.sweep import MAX_RUNS, METRICS, SWEEP_SUFFIX, Sweep
+from lib.train.settings import SettingsError, setting_path, setting_value, symbol_of
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -1,1 +1,2 @@
-"""The training loop and what it stands on: evaluation, checkpoint state, runtime, distributed set-up, token data."""
+"""The top floor: the settings tree that composes every component's settings (settings.py), and the
+training loop and what it stands on: evaluation, checkpoint state, run folders, token data."""

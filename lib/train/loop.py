@@ -23,7 +23,6 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from lib.config.settings import RESUMABLE, Settings, upgrade_settings_dict
 from lib.measure.meter import IntervalMeter
 from lib.measure.metrics import MetricsWriter, model_sparsity, peak_flops, peak_memory_bytes
 from lib.pruning.pruner import Pruner
@@ -32,6 +31,7 @@ from lib.runtime.distributed import Dist, all_reduce, any_rank, check_replicas, 
 from lib.train.checkpoint import BEST_FILE, CHECKPOINT_FILE, CheckpointError, save_checkpoint
 from lib.train.data import TokenData
 from lib.train.lr_schedule import lr_at
+from lib.train.settings import RESUMABLE, Settings, upgrade_settings_dict
 from lib.train.stop import STOP
 
 log = logging.getLogger("train")

@@ -2,7 +2,7 @@
 
 import math
 
-from lib.config.settings import TrainingSettings
+from lib.train.settings import TrainingSettings
 
 
 def lr_at(step: int, training: TrainingSettings, total_steps: int) -> float:

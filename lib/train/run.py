@@ -9,13 +9,13 @@ from pathlib import Path
 import torch
 
 from lib.adamwprune import identity_of
-from lib.config.settings import Settings
 from lib.measure.after_training import after_training
 from lib.measure.metrics import bookkeeping, peak_memory_bytes
 from lib.measure.summary import FINISHED, RunSummary
 from lib.runtime.distributed import Dist
 from lib.train.data import TokenData
 from lib.train.loop import Trainer
+from lib.train.settings import Settings
 from lib.train.stop import STOP, StopRequested
 
 log = logging.getLogger("train")

@@ -8,11 +8,11 @@ import tempfile
 from pathlib import Path
 
 from lib.adamwprune import identity_of
-from lib.config.settings import Settings, settings_from_dict, settle
 from lib.measure.records import latest_run_dir, new_run_dir, remember_run_dir
 from lib.runtime.distributed import Dist, broadcast
 from lib.train.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint
 from lib.train.loop import resume_conflicts, settings_changes
+from lib.train.settings import Settings, settings_from_dict, settle
 
 log = logging.getLogger("train")
 LOCK_FILE = ".lock"

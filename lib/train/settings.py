@@ -1,12 +1,17 @@
-"""One typed, validated Settings object per run, read from the generated config.py.
+"""The settings tree: one typed, validated Settings object per run, composed of each component's own
+settings.
 
-Each field names its Kconfig symbol (and CLI flag, if any) in its metadata:
-one symbol <-> one field <-> one place that uses it. Values are checked once,
-in __post_init__; errors name the field, the value seen, what is allowed and
-the symbol or flag that sets it. Nothing else reads config.py.
+Each component declares its settings beside its code (lib/optim, lib/pruning, lib/adamwprune,
+lib/runtime, lib/measure, lib/convert, lib/study, lib/classify); this module declares the
+trainer's own (what it trains on, how long and how fast) and the model's and the sample's (the
+model's code is gpt2/model.py, above lib, which builds its GPTConfig from ModelSettings), and
+composes them all in `Settings`, which the Trainer consumes. Each field names its Kconfig symbol
+(and CLI flag, if any) in its metadata: one symbol <-> one field <-> one place that uses it.
+Values are checked once, in __post_init__; errors name the field, the value seen, what is allowed
+and the symbol or flag that sets it. lib/config/load.py reads config.py into this tree; nothing
+else reads config.py.
 """
 
-import ast
 import dataclasses
 import difflib
 import math
@@ -24,7 +29,7 @@ from lib.measure.settings import DownstreamSettings, InferenceSettings, MonitorS
 from lib.measure.tracking import TrackingSettings
 from lib.optim import OptimizerSettings
 from lib.pruning import PAIRINGS, PruningSettings
-from lib.runtime.options import ATTENTION_BACKENDS, COMPILE_MODES, FP8_LAYERS, FP8_RECIPES
+from lib.runtime.settings import RuntimeSettings
 from lib.study.settings import MatrixSettings
 
 MODEL_NAMES = ("gpt2-tiny", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
@@ -208,69 +213,6 @@ class TrainingSettings:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class RuntimeSettings:
-    """Device, precision, compilation, seed and where records go."""
-
-    device: str = field(default="auto", metadata=kc("DEVICE", "--device"))
-    mixed_precision: bool = field(default=True, metadata=kc("MIXED_PRECISION"))
-    amp_dtype: str = field(default="bfloat16", metadata=kc("GPT2_AMP_DTYPE"))
-    tf32: bool = field(default=True, metadata=kc("GPT2_TF32_ALLOWED"))
-    compile: bool = field(default=True, metadata=kc("GPT2_COMPILE", "--compile", resumable=True))
-    compile_mode: str = field(
-        default="default", metadata=kc("GPT2_COMPILE_MODE", "--compile-mode", resumable=True)
-    )
-    """A key of COMPILE_MODES (torch.compile's mode)."""
-    attention_backend: str = field(
-        default="auto", metadata=kc("GPT2_ATTENTION_BACKEND", "--attention-backend", resumable=True)
-    )
-    """A key of ATTENTION_BACKENDS."""
-    fp8: bool = field(default=False, metadata=kc("GPT2_FP8", "--fp8"))
-    fp8_recipe: str = field(default="tensorwise", metadata=kc("GPT2_FP8_RECIPE", "--fp8-recipe"))
-    """A key of FP8_RECIPES."""
-    fp8_layers: str = field(default="all", metadata=kc("GPT2_FP8_LAYERS", "--fp8-layers"))
-    """A key of FP8_LAYERS."""
-    nproc_per_node: int = field(
-        default=1, metadata=kc("GPT2_NPROC_PER_NODE", "--nproc-per-node", resumable=True)
-    )
-    memory_check: bool = field(
-        default=True, metadata=kc("GPT2_MEMORY_CHECK", "--memory-check", resumable=True)
-    )
-    seed: int = field(default=1337, metadata=kc("SEED", "--seed"))
-    output_dir: str = field(default="runs", metadata=kc("OUTPUT_DIR", resumable=True))
-    run_name: str = field(default="", metadata=kc("GPT2_RUN_NAME", "--run-name", resumable=True))
-
-    def __post_init__(self) -> None:
-        ok = self.device in ("auto", "cpu", "cuda", "mps") or (
-            self.device.startswith("cuda:") and self.device[5:].isdigit()
-        )
-        check(self, "device", ok, "auto, cpu, cuda, cuda:N or mps")
-        check(self, "amp_dtype", self.amp_dtype in ("bfloat16", "float16"), "bfloat16 or float16")
-        check(self, "compile_mode", self.compile_mode in COMPILE_MODES, f"one of {', '.join(COMPILE_MODES)}")
-        check(
-            self,
-            "attention_backend",
-            self.attention_backend in ATTENTION_BACKENDS,
-            f"one of {', '.join(ATTENTION_BACKENDS)}",
-        )
-        check(self, "fp8_recipe", self.fp8_recipe in FP8_RECIPES, f"one of {', '.join(FP8_RECIPES)}")
-        check(self, "fp8_layers", self.fp8_layers in FP8_LAYERS, f"one of {', '.join(FP8_LAYERS)}")
-        check(self, "nproc_per_node", 1 <= self.nproc_per_node <= 64, "1..64")
-        check(self, "seed", 0 <= self.seed < 2**31, "0..2147483647")
-        check(self, "output_dir", self.output_dir != "", "a non-empty path")
-        check(
-            self,
-            "run_name",
-            "/" not in self.run_name and self.run_name not in (".", "..") and self.run_name.isprintable(),
-            "a folder name without '/' or control characters (newline, NUL, ...)",
-        )
-
-    @property
-    def dtype(self) -> str:
-        """The autocast dtype name, or 'float32' without mixed precision."""
-        return self.amp_dtype if self.mixed_precision else "float32"
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
 class Settings:
     """Everything one training run needs, validated."""
 
@@ -339,7 +281,7 @@ class Settings:
         sections: dict[str, dict[str, Any]] = {}
         for path, value in overrides.items():
             section, _, name = path.partition(".")
-            if section not in _SECTIONS or name not in _field_map(_SECTIONS[section]):
+            if section not in SECTIONS or name not in _field_map(SECTIONS[section]):
                 raise SettingsError(f"unknown setting {path!r}")
             sections.setdefault(section, {})[name] = value
         return dataclasses.replace(
@@ -348,13 +290,10 @@ class Settings:
         )
 
 
-_SECTIONS = {f.name: f.default_factory for f in fields(Settings)}
+SECTIONS = {f.name: f.default_factory for f in fields(Settings)}
 # The settings a resumed run may change (each field says so in its metadata: kc(..., resumable=True)).
 RESUMABLE = frozenset(
-    f"{section}.{f.name}"
-    for section, cls in _SECTIONS.items()
-    for f in fields(cls)
-    if f.metadata["resumable"]
+    f"{section}.{f.name}" for section, cls in SECTIONS.items() for f in fields(cls) if f.metadata["resumable"]
 )
 
 
@@ -362,7 +301,14 @@ def _field_map(cls: type) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in fields(cls)}
 
 
-def _convert(value: Any, typ: Any, where: str) -> Any:
+def settings_field(path: str) -> dataclasses.Field:
+    """The dataclass field at a dotted settings path ("training.learning_rate"): its type, default
+    and metadata (Kconfig symbol, CLI flag, resumable)."""
+    section, _, name = path.partition(".")
+    return _field_map(SECTIONS[section])[name]
+
+
+def typed_value(value: Any, typ: Any, where: str) -> Any:
     """Turn a config.py value into the field's type; Kconfig floats arrive as strings."""
     if typ in (float, "float"):
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
@@ -386,7 +332,7 @@ def field_path(name: str) -> str | None:
     path itself (training.learning_rate, or an older version's path, MOVED_FIELDS), or None when
     neither names a settings field."""
     symbol = name.removeprefix("CONFIG_")
-    for section, cls in _SECTIONS.items():
+    for section, cls in SECTIONS.items():
         for f in fields(cls):
             if f.metadata["kconfig"] == symbol or f"{section}.{f.name}" == name:
                 return f"{section}.{f.name}"
@@ -398,14 +344,12 @@ def field_path(name: str) -> str | None:
 
 def field_default(path: str) -> Any:
     """The default of the setting at a dotted path."""
-    section, _, name = path.partition(".")
-    return _field_map(_SECTIONS[section])[name].default
+    return settings_field(path).default
 
 
 def symbol_of(path: str) -> str:
     """The Kconfig symbol of a dotted settings path ("training.learning_rate" -> "LEARNING_RATE")."""
-    section, _, name = path.partition(".")
-    return _field_map(_SECTIONS[section])[name].metadata["kconfig"]
+    return settings_field(path).metadata["kconfig"]
 
 
 def setting_path(name: str) -> str:
@@ -417,8 +361,8 @@ def setting_path(name: str) -> str:
     if (path := field_path(name)) is not None:
         return path
     symbol = name.removeprefix("CONFIG_")
-    known = [f"{s}.{f.name}" for s, c in _SECTIONS.items() for f in fields(c)]
-    known += [f.metadata["kconfig"] for c in _SECTIONS.values() for f in fields(c)]
+    known = [f"{s}.{f.name}" for s, c in SECTIONS.items() for f in fields(c)]
+    known += [f.metadata["kconfig"] for c in SECTIONS.values() for f in fields(c)]
     close = difflib.get_close_matches(symbol, known, n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise SettingsError(f"{name!r} is neither a Kconfig symbol nor a settings path{hint}")
@@ -426,8 +370,7 @@ def setting_path(name: str) -> str:
 
 def setting_value(path: str, value: Any) -> Any:
     """`value` (a TOML/JSON value, or text from the command line) as the field's type."""
-    section, _, name = path.partition(".")
-    f = _field_map(_SECTIONS[section])[name]
+    f = settings_field(path)
     where = f"{path} (CONFIG_{f.metadata['kconfig']})"
     if isinstance(value, str) and f.type in (int, "int", bool, "bool"):
         text = value.strip().lower()
@@ -441,20 +384,7 @@ def setting_value(path: str, value: Any) -> Any:
             raise SettingsError(f"{where} = {value!r} is not an int") from None
     if isinstance(value, (int, float)) and not isinstance(value, bool) and f.type in (float, "float"):
         value = float(value)
-    return _convert(value, f.type, where)
-
-
-def settings_from_config(config: Mapping[str, Any]) -> Settings:
-    """Build Settings from config.py's CONFIG dict; symbols that are absent keep their defaults."""
-    sections = {}
-    for section, cls in _SECTIONS.items():
-        kwargs = {}
-        for f in fields(cls):
-            symbol = f.metadata["kconfig"]
-            if symbol in config:
-                kwargs[f.name] = _convert(config[symbol], f.type, f"CONFIG_{symbol}")
-        sections[section] = cls(**kwargs)
-    return Settings(**sections)
+    return typed_value(value, f.type, where)
 
 
 def settings_from_dict(saved: Mapping[str, Any]) -> Settings:
@@ -465,52 +395,9 @@ def settings_from_dict(saved: Mapping[str, Any]) -> Settings:
     return Settings(
         **{
             section: cls(**{k: v for k, v in values[section].items() if k in _field_map(cls)})
-            for section, cls in _SECTIONS.items()
+            for section, cls in SECTIONS.items()
         }
     )
-
-
-def read_config_py(path: str | Path) -> dict[str, Any]:
-    """Read config.py as data: one `CONFIG = {...}` literal, evaluated by ast.literal_eval."""
-    path = Path(path)
-    if not path.is_file():
-        raise SettingsError(
-            f"{path} does not exist. Generate it with `make defconfig-<name>` "
-            "(see `make list-defconfigs`) or `make menuconfig`, then `make`."
-        )
-    bad = (
-        f"{path} is not a generated config file; regenerate it (make defconfig-<name> or make menuconfig, "
-        "which write config.py)"
-    )
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    except UnicodeDecodeError as e:
-        raise SettingsError(f"{bad} (byte {e.start} is not UTF-8)") from None
-    except SyntaxError as e:
-        raise SettingsError(f"{bad} ({e.msg}, line {e.lineno})") from None
-    body = tree.body
-    if (
-        len(body) != 1
-        or not isinstance(body[0], ast.Assign)
-        or [getattr(t, "id", None) for t in body[0].targets] != ["CONFIG"]
-    ):
-        raise SettingsError(f"{bad} (expected exactly one `CONFIG = {{...}}` assignment)")
-    try:
-        config = ast.literal_eval(body[0].value)
-    except ValueError:
-        raise SettingsError(f"{bad} (CONFIG holds something other than literals)") from None
-    if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
-        raise SettingsError(f"{bad} (CONFIG is not a dict of symbol names)")
-    keys = [k.value for k in body[0].value.keys if isinstance(k, ast.Constant)]
-    if twice := sorted({k for k in keys if keys.count(k) > 1}):
-        raise SettingsError(f"{bad} (it sets {', '.join(twice)} more than once; a dict keeps only the last)")
-    from lib.config.kconfig import kconfig_symbol
-
-    if unknown := sorted(k for k in config if not kconfig_symbol(k)):
-        raise SettingsError(
-            f"{bad} (no Kconfig option is named {', '.join(unknown)}: a typo would be ignored)"
-        )
-    return config
 
 
 # Fields that moved between sections, so a settings.json written before the move (a run to resume,
@@ -534,32 +421,12 @@ def upgrade_settings_dict(saved: Mapping[str, Any]) -> dict[str, dict[str, Any]]
     for (old, name), (new, new_name) in MOVED_FIELDS.items():
         if name in out.get(old, {}):
             out.setdefault(new, {}).setdefault(new_name, out[old].pop(name))
-    for section, cls in _SECTIONS.items():
+    for section, cls in SECTIONS.items():
         values = out.setdefault(section, {})
         for f in fields(cls):
             if f.name not in values and f.default is not dataclasses.MISSING:
                 values[f.name] = f.default
     return out
-
-
-def load_settings(
-    config_py: str | Path = "config.py", overrides: Mapping[str, Any] | None = None
-) -> Settings:
-    """Settings from config.py, then CLI-style dotted-path overrides, validated once."""
-    from lib.config.kconfig import out_of_range
-
-    config = read_config_py(config_py)
-    if bad := out_of_range(config):
-        raise SettingsError(
-            f"{config_py}: "
-            + "; ".join(
-                f"CONFIG_{k} = {config[k]} is out of range (Kconfig allows {r})" for k, r in bad.items()
-            )
-            + ". It was edited by hand or made by another Kconfig: regenerate it (make menuconfig, or make "
-            "defconfig-<name>)"
-        )
-    settings = settings_from_config(config)
-    return settings.replace(overrides) if overrides else settings
 
 
 def settle(
