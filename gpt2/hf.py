@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from gpt2.model import GPT, GPT2_VOCAB_SIZE, GPTConfig
+from gpt2.model import GPT, GPT2_VOCAB_SIZE, SIZES, GPTConfig
 from lib.convert.lora import apply_lora, merge_lora_state
 from lib.errors import Refusal
 from lib.train.checkpoint import BEST_FILE, CHECKPOINT_FILE, CheckpointError, load_checkpoint
@@ -65,7 +65,11 @@ def hf_config(folder: Path) -> GPTConfig:
     c = json.loads((folder / CONFIG_FILE).read_text())
     if c.get("model_type") != "gpt2":
         raise Refusal(f"{folder / CONFIG_FILE} describes a {c.get('model_type')!r} model, not gpt2")
+    shape = (c["n_layer"], c["n_head"], c["n_embd"])
+    # the released size of that shape; a folder of another shape keeps the default name
+    released = [{"name": n} for n, s in SIZES.items() if s == shape]
     return GPTConfig(
+        **(released[0] if released else {}),
         n_layer=c["n_layer"],
         n_head=c["n_head"],
         n_embd=c["n_embd"],
@@ -146,7 +150,7 @@ def export_hf(model: GPT, folder: Path) -> Path:
     """Write `model` as an HF GPT-2 folder (config.json, model.safetensors); padded vocabulary rows dropped."""
     _, save_file = _safetensors()
     c = model.config
-    if c.mla_latent:
+    if c.ra_mla:
         raise Refusal("an RA+MLA model (ENABLE_RA_MLA) has no GPT-2 layout in the HF format")
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {}

@@ -103,7 +103,7 @@ def estimate(
         logits = min(tokens, FUSED_CHUNK_TOKENS) * cfg.vocab_size * FUSED_BYTES_PER_LOGIT
     else:
         logits = tokens * cfg.vocab_size * per_logit
-    if cfg.mla_latent and cfg.ra_alpha > 0:  # explicit T x T scores, mixed, softmax and grads
+    if cfg.ra_mla and cfg.ra_mla_ra_alpha > 0:  # explicit T x T scores, mixed, softmax and grads
         activations += cfg.n_layer * b * cfg.n_head * cfg.block_size**2 * RA_BYTES_PER_SCORE
     if not amp:  # fp32 activations and logits: twice the 16-bit bytes
         activations, logits = 2 * activations, 2 * logits

@@ -8,7 +8,7 @@ Block, GPT.
 """
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn as nn
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from lib.convert.fused_loss import linear_cross_entropy
+from lib.train.settings import ModelSettings
 
 GPT2_VOCAB_SIZE = 50257
 """Tokens of the GPT-2 BPE (tiktoken "gpt2"); token 50256 is <|endoftext|>."""
@@ -31,67 +32,52 @@ SIZES = {
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class GPTConfig:
-    """The network's shape. `vocab_size` may exceed GPT2_VOCAB_SIZE (padding, never sampled)."""
+class GPTConfig(ModelSettings):
+    """The network: what the user chose for it (ModelSettings, lib/train/settings.py: block size,
+    dropout, bias, weight tying, flash attention, activation checkpointing, fused loss, RA+MLA; one
+    field, one name, from the Kconfig symbol to here) and the shape those choices name.
 
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    block_size: int = 1024
+    from_name and from_settings take the shape from SIZES; an HF folder's config (gpt2/hf.py) gives
+    its own, and the shape fields, not `name`, are what the network is. `vocab_size` may exceed
+    GPT2_VOCAB_SIZE (padding, never sampled)."""
+
+    n_layer: int
+    n_head: int
+    n_embd: int
     vocab_size: int = 50304
-    dropout: float = 0.0
-    bias: bool = True
-    weight_tying: bool = True
-    flash_attention: bool = True
-    activation_checkpointing: bool = False  # keep block inputs only; recompute the rest in backward
-    fused_loss: bool = False  # head + cross-entropy chunk by chunk (lib/convert/fused_loss.py)
-    # Multi-head latent attention (MLA) with reciprocal attention (RA); mla_latent 0 = plain attention.
-    mla_latent: int = 0
-    mla_q_latent: bool = True  # queries from their own latent too, up-projected per head
-    mla_v_per_head: bool = True  # each head its own value up-projection (else one shared by all)
-    ra_alpha: float = 0.0  # weight of the reciprocal score inside the window; 0 = pure MLA
-    ra_window: int = 64
 
     def __post_init__(self) -> None:
+        ModelSettings.__post_init__(self)  # slots=True: no zero-argument super()
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_embd={self.n_embd} is not a multiple of n_head={self.n_head}")
         if self.vocab_size < GPT2_VOCAB_SIZE:
             raise ValueError(f"vocab_size={self.vocab_size} < GPT-2's {GPT2_VOCAB_SIZE} tokens")
-        if not 0.0 <= self.ra_alpha <= 1.0:
-            raise ValueError(f"ra_alpha={self.ra_alpha} is outside [0, 1]")
+
+    @property
+    def latent(self) -> int:
+        """MLA's latent width (RA_MLA_LATENT_DIM), 0 for plain attention."""
+        return self.ra_mla_latent_dim if self.ra_mla else 0
 
     def kv_cache_values_per_token(self) -> int:
         """Values a generation cache keeps per token: keys and values, or MLA's shared latent."""
-        return self.n_layer * (self.mla_latent if self.mla_latent else 2 * self.n_embd)
+        return self.n_layer * (self.latent or 2 * self.n_embd)
 
     @classmethod
-    def from_settings(cls, m) -> "GPTConfig":
-        """The config lib/settings.ModelSettings `m` describes (GPT2_MODEL_NAME, the RA+MLA options, ...)."""
-        return cls.from_name(
-            m.name,
-            pad_vocab=m.pad_vocab,
-            block_size=m.block_size,
-            dropout=m.dropout,
-            bias=m.bias,
-            weight_tying=m.weight_tying,
-            flash_attention=m.flash_attention,
-            activation_checkpointing=m.activation_checkpointing,
-            fused_loss=m.fused_loss,
-            mla_latent=m.ra_mla_latent_dim if m.ra_mla else 0,
-            mla_q_latent=m.ra_mla_per_head_q_latent,
-            mla_v_per_head=m.ra_mla_per_head_v_up,
-            ra_alpha=m.ra_mla_ra_alpha,
-            ra_window=m.ra_mla_ra_window,
-        )
+    def from_settings(cls, m: ModelSettings) -> "GPTConfig":
+        """The network `m` (a run's Settings.model) describes: its fields as they are, its shape
+        from its size name (GPT2_MODEL_NAME) and GPT2_PAD_VOCAB."""
+        return cls.from_name(**{f.name: getattr(m, f.name) for f in fields(m)})
 
     @classmethod
-    def from_name(cls, name: str, *, pad_vocab: bool = True, **kwargs) -> "GPTConfig":
-        """The config of a named size; pad_vocab rounds the vocabulary up to a multiple of 64."""
+    def from_name(cls, name: str, **kwargs) -> "GPTConfig":
+        """The config of a named size, other fields as `kwargs` give them; pad_vocab (the default)
+        rounds the vocabulary up to a multiple of 64."""
         if name not in SIZES:
             raise ValueError(f"unknown model size {name!r}; choose one of {', '.join(SIZES)}")
         n_layer, n_head, n_embd = SIZES[name]
-        vocab = 64 * math.ceil(GPT2_VOCAB_SIZE / 64) if pad_vocab else GPT2_VOCAB_SIZE
-        return cls(n_layer=n_layer, n_head=n_head, n_embd=n_embd, vocab_size=vocab, **kwargs)
+        pad = kwargs.get("pad_vocab", True)
+        vocab = 64 * math.ceil(GPT2_VOCAB_SIZE / 64) if pad else GPT2_VOCAB_SIZE
+        return cls(name=name, n_layer=n_layer, n_head=n_head, n_embd=n_embd, vocab_size=vocab, **kwargs)
 
 
 @dataclass
@@ -201,22 +187,26 @@ def reciprocal_attention(
 class LatentAttention(nn.Module):
     """Multi-head latent attention: keys and values come from one low-rank latent of the input.
 
-    A cache for generation needs only the mla_latent values per token and layer
-    instead of 2 x n_embd. With ra_alpha > 0 the scores near the diagonal are mixed
+    A cache for generation needs only the latent's RA_MLA_LATENT_DIM values per token and layer
+    instead of 2 x n_embd. With ra_mla_ra_alpha > 0 the scores near the diagonal are mixed
     with their reciprocals (reciprocal_attention), which needs the explicit T x T
-    scores; ra_alpha = 0 is plain MLA through the fused kernels.
+    scores; ra_mla_ra_alpha = 0 is plain MLA through the fused kernels.
     """
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        C, L = config.n_embd, config.mla_latent
+        C, L = config.n_embd, config.latent
         self.n_head, self.head_dim = config.n_head, C // config.n_head
-        self.dropout, self.alpha, self.window = config.dropout, config.ra_alpha, config.ra_window
+        self.dropout, self.alpha, self.window = (
+            config.dropout,
+            config.ra_mla_ra_alpha,
+            config.ra_mla_ra_window,
+        )
         self.kv_down = nn.Linear(C, L, bias=config.bias)
         self.k_up = nn.Linear(L, C, bias=config.bias)
-        self.v_per_head = config.mla_v_per_head
+        self.v_per_head = config.ra_mla_per_head_v_up
         self.v_up = nn.Linear(L, C if self.v_per_head else self.head_dim, bias=config.bias)
-        if config.mla_q_latent:
+        if config.ra_mla_per_head_q_latent:
             self.q_down = nn.Linear(C, L, bias=config.bias)
             self.q_up = nn.Linear(L, C, bias=config.bias)
         else:
@@ -260,7 +250,7 @@ class LatentAttention(nn.Module):
         self, x: torch.Tensor, cache: dict, pos: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
         """x (B, T, C): the tokens at positions `pos`. Attention is computed in the latent space
-        (the up-projections absorbed into the queries and outputs), so a step reads mla_latent
+        (the up-projections absorbed into the queries and outputs), so a step reads the latent's
         values a cached token, not the 2 x n_embd of its keys and values."""
         B, T, C = x.shape
         H, D, L = self.n_head, self.head_dim, self.kv_down.out_features
@@ -330,7 +320,7 @@ class Block(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = LatentAttention(config) if config.mla_latent else CausalSelfAttention(config)
+        self.attn = LatentAttention(config) if config.ra_mla else CausalSelfAttention(config)
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
@@ -523,11 +513,11 @@ def sample_next(
 
 def attention_sizes(config: GPTConfig) -> dict:
     """Parameters and generation-cache bytes per token (16-bit) of this shape and of the dense GPT-2's."""
-    dense = replace(config, mla_latent=0)
+    dense = replace(config, ra_mla=False)
     with torch.device("meta"):
         params, dense_params = GPT(config).num_params(), GPT(dense).num_params()
     return {
-        "kind": "ra_mla" if config.mla_latent else "dense",
+        "kind": "ra_mla" if config.ra_mla else "dense",
         "params": params,
         "dense_params": dense_params,
         "kv_cache_bytes_per_token": 2 * config.kv_cache_values_per_token(),

@@ -41,7 +41,7 @@ TOP_K = 50
 
 def build(model: str, attention: str, latent: int) -> GPT:
     torch.manual_seed(0)
-    config = GPTConfig.from_name(model, mla_latent=latent if attention == "mla" else 0)
+    config = GPTConfig.from_name(model, ra_mla=attention == "mla", ra_mla_latent_dim=latent)
     return GPT(config).to("cuda", torch.bfloat16).eval()
 
 

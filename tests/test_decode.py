@@ -10,9 +10,15 @@ from gpt2.model import GPT, GPT2_VOCAB_SIZE, GPTConfig
 
 ATTENTIONS = {
     "dense": {},
-    "mla": {"mla_latent": 16},
-    "ra_mla": {"mla_latent": 16, "ra_alpha": 0.5, "ra_window": 4},
-    "ra_mla_shared": {"mla_latent": 16, "ra_alpha": 0.3, "mla_q_latent": False, "mla_v_per_head": False},
+    "mla": {"ra_mla": True, "ra_mla_latent_dim": 16},
+    "ra_mla": {"ra_mla": True, "ra_mla_latent_dim": 16, "ra_mla_ra_alpha": 0.5, "ra_mla_ra_window": 4},
+    "ra_mla_shared": {
+        "ra_mla": True,
+        "ra_mla_latent_dim": 16,
+        "ra_mla_ra_alpha": 0.3,
+        "ra_mla_per_head_q_latent": False,
+        "ra_mla_per_head_v_up": False,
+    },
 }
 
 

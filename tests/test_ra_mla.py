@@ -14,13 +14,15 @@ from .conftest import ROOT, make_config
 
 
 def config(**kw) -> GPTConfig:
-    return GPTConfig.from_name("gpt2-tiny", block_size=32, mla_latent=16, ra_window=8, **kw)
+    return GPTConfig.from_name(
+        "gpt2-tiny", block_size=32, ra_mla=True, ra_mla_latent_dim=16, ra_mla_ra_window=8, **kw
+    )
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
 def test_no_position_sees_the_future_whatever_alpha(alpha):
     torch.manual_seed(0)
-    model = GPT(config(ra_alpha=alpha)).eval()
+    model = GPT(config(ra_mla_ra_alpha=alpha)).eval()
     idx = torch.randint(0, 50257, (1, 32))
     changed = idx.clone()
     changed[0, 20:] = torch.randint(0, 50257, (12,))
@@ -53,22 +55,22 @@ def test_shapes_parameter_counts_and_cache_size():
     per_block = (C * L + L) + (L * C + C) + (L * C + C) + (C * L + L) + (L * C + C) + (C * C + C)
     assert sum(p.numel() for p in attn.parameters()) == per_block
     assert attn(torch.randn(2, 32, C)).shape == (2, 32, C)
-    shared = LatentAttention(dataclasses.replace(c, mla_v_per_head=False, mla_q_latent=False))
+    shared = LatentAttention(
+        dataclasses.replace(c, ra_mla_per_head_v_up=False, ra_mla_per_head_q_latent=False)
+    )
     assert shared.v_up.out_features == D and shared.q_proj.in_features == C
     assert c.kv_cache_values_per_token() == 4 * L
-    assert dataclasses.replace(c, mla_latent=0).kv_cache_values_per_token() == 4 * 2 * C
+    assert dataclasses.replace(c, ra_mla=False).kv_cache_values_per_token() == 4 * 2 * C
 
 
 def test_settings_map_the_seed_symbols_and_refuse_bad_values():
     s = Settings().replace({"model.ra_mla": True, "model.ra_mla_ra_alpha": 0.25})
     c = GPTConfig.from_settings(s.model)
-    assert (c.mla_latent, c.ra_alpha, c.ra_window, c.mla_q_latent, c.mla_v_per_head) == (
-        128,
-        0.25,
-        64,
-        True,
-        True,
-    )
+    assert (c.latent, c.ra_mla_ra_alpha, c.ra_mla_ra_window) == (128, 0.25, 64)
+    assert (c.ra_mla_per_head_q_latent, c.ra_mla_per_head_v_up) == (True, True)
+    # every field of the settings reaches the network as it is, by the same name
+    assert all(getattr(c, f.name) == getattr(s.model, f.name) for f in dataclasses.fields(s.model))
+    assert (c.n_layer, c.n_head, c.n_embd, c.vocab_size) == (4, 4, 128, 50304)
     with pytest.raises(SettingsError, match="CONFIG_RA_MLA_RA_ALPHA"):
         Settings().replace({"model.ra_mla": True, "model.ra_mla_ra_alpha": 1.5})
     with pytest.raises(SettingsError, match="GPT-2 weights have no latent"):
@@ -120,8 +122,8 @@ def test_an_ra_mla_run_prunes_its_new_layers_and_reports_sizes(tiny_config, tmp_
 def test_torch_compile_gives_the_eager_loss_and_gradients():
     """The seeds hit an inductor bug with RA+MLA; here inductor (CPU) compiles it and agrees."""
     torch.manual_seed(0)
-    eager = GPT(config(ra_alpha=0.5))
-    model = GPT(config(ra_alpha=0.5))
+    eager = GPT(config(ra_mla_ra_alpha=0.5))
+    model = GPT(config(ra_mla_ra_alpha=0.5))
     model.load_state_dict(eager.state_dict())
     idx = torch.randint(0, 50257, (2, 32))
     compiled_loss = torch.compile(model)(idx, idx)[1]
