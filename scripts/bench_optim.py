@@ -92,7 +92,7 @@ def check_one_pass(model: torch.nn.Module, device: torch.device) -> None:
         torch.manual_seed(1)
         m = copy.deepcopy(model)
         spam = OptimizerSettings(name="adamwspam", spam_spike_threshold=0.5)
-        opt = build_optimizer(m, spam, AdamWPruneSettings(), lr=1e-3, compile=one_pass)
+        opt = build_optimizer(m, spam, AdamWPruneSettings(), learning_rate=1e-3, compile=one_pass)
         opt.one_pass = one_pass
         for step in range(6):
             for p in m.parameters():
@@ -134,7 +134,7 @@ def main() -> None:
     grad_norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
     for label in ("adamw", "adamwspam", "adamwspam (pre-step + fused)", "adamwprune"):
         name = label.split()[0]
-        opt = build_optimizer(model, OptimizerSettings(name=name), AdamWPruneSettings(), lr=1e-4)
+        opt = build_optimizer(model, OptimizerSettings(name=name), AdamWPruneSettings(), learning_rate=1e-4)
         if "pre-step" in label:
             opt.one_pass = False  # the compiled pre-step, then torch's fused AdamW kernel
 
@@ -162,7 +162,9 @@ def main() -> None:
         ("movement", "adamw", "bitter0"),
         ("state", "adamwprune", "bitter0"),
     ):
-        opt = build_optimizer(model, OptimizerSettings(name=optimizer), AdamWPruneSettings(), lr=1e-4)
+        opt = build_optimizer(
+            model, OptimizerSettings(name=optimizer), AdamWPruneSettings(), learning_rate=1e-4
+        )
         for p, g in zip(model.parameters(), grads, strict=True):
             p.grad = g
         opt.step()

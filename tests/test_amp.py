@@ -76,9 +76,9 @@ def fp16_trainer(
     torch.manual_seed(0)
     model = GPT(GPTConfig.from_settings(s.model)).to(dev)
     if dev.type == "cuda":
-        opt = build_optimizer(model, s.optimizer, s.adamwprune, lr=1e-3, compile=True)
+        opt = build_optimizer(model, s.optimizer, s.adamwprune, learning_rate=1e-3, compile=True)
     else:
-        opt = build_optimizer(model, s.optimizer, s.adamwprune, lr=1e-3, compile=False, fused=True)
+        opt = build_optimizer(model, s.optimizer, s.adamwprune, learning_rate=1e-3, compile=False, fused=True)
         if step == "compiled":  # the one-pass step as torch.compile builds it (on CUDA by default)
             opt.one_pass = True
             opt._one_pass_step = torch.compile(spam_adamw_, dynamic=False)

@@ -171,7 +171,7 @@ def test_spam_state_survives_a_checkpoint():
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_every_optimizer_builds_and_decays_only_matrices(name):
     model = tiny_net()
-    opt = build_optimizer(model, OptimizerSettings(name=name), AdamWPruneSettings(), lr=1e-3)
+    opt = build_optimizer(model, OptimizerSettings(name=name), AdamWPruneSettings(), learning_rate=1e-3)
     decay, no_decay = opt.param_groups
     assert decay["weight_decay"] == 0.1 and all(p.dim() >= 2 for p in decay["params"])
     assert no_decay["weight_decay"] == 0.0 and all(p.dim() == 1 for p in no_decay["params"])

@@ -3,7 +3,7 @@
 lib/pruning's shared schedule); every other optimizer and method is built by lib/optim and
 lib/pruning as they are.
 
-    optimizer = build_optimizer(model, s.optimizer, s.adamwprune, lr, compile=True)
+    optimizer = build_optimizer(model, s.optimizer, s.adamwprune, learning_rate, compile=True)
     pruner = build_pruner(model, optimizer, s.pruning, s.adamwprune, total_iters)  # None: dense
 """
 
@@ -25,7 +25,7 @@ def build_optimizer(
     model: nn.Module,
     s: OptimizerSettings,
     adamwprune: AdamWPruneSettings,
-    lr: float,
+    learning_rate: float,
     compile: bool = True,
     fused: bool | None = None,
 ) -> torch.optim.Optimizer:
@@ -33,7 +33,7 @@ def build_optimizer(
     settings; the others are lib/optim's (see lib/optim/build.build_optimizer for compile, fused)."""
     if s.name == optim.ADAMWPRUNE:
         s = dataclasses.replace(s, name=adamwprune.base)
-    return optim.build_optimizer(model, s, lr, compile, fused)
+    return optim.build_optimizer(model, s, learning_rate, compile, fused)
 
 
 def build_pruner(

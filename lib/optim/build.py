@@ -19,25 +19,27 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def _adamw_kwargs(groups: list[dict], s: OptimizerSettings, lr: float, fused: bool | None) -> dict:
+def _adamw_kwargs(groups: list[dict], s: OptimizerSettings, learning_rate: float, fused: bool | None) -> dict:
     """AdamW's arguments: fused into one kernel when every parameter is on a CUDA device (or if asked)."""
     if fused is None:
         fused = all(p.is_cuda for g in groups for p in g["params"])
-    return dict(lr=lr, betas=(s.beta1, s.beta2), eps=s.eps, fused=fused, foreach=None if fused else True)
+    return dict(
+        lr=learning_rate, betas=(s.beta1, s.beta2), eps=s.eps, fused=fused, foreach=None if fused else True
+    )
 
 
 def build_adamw(
-    groups: list[dict], s: OptimizerSettings, lr: float, compile: bool, fused: bool | None = None
+    groups: list[dict], s: OptimizerSettings, learning_rate: float, compile: bool, fused: bool | None = None
 ) -> torch.optim.Optimizer:
     """torch.optim.AdamW."""
-    return torch.optim.AdamW(groups, **_adamw_kwargs(groups, s, lr, fused))
+    return torch.optim.AdamW(groups, **_adamw_kwargs(groups, s, learning_rate, fused))
 
 
 def build_adamwspam(
-    groups: list[dict], s: OptimizerSettings, lr: float, compile: bool, fused: bool | None = None
+    groups: list[dict], s: OptimizerSettings, learning_rate: float, compile: bool, fused: bool | None = None
 ) -> torch.optim.Optimizer:
     """AdamW with the SPAM features (lib/optim/spam.py); `compile` fuses its step on CUDA."""
-    return AdamWSPAM(groups, settings=s, compile=compile, **_adamw_kwargs(groups, s, lr, fused))
+    return AdamWSPAM(groups, settings=s, compile=compile, **_adamw_kwargs(groups, s, learning_rate, fused))
 
 
 Builder = Callable[..., torch.optim.Optimizer]
@@ -50,7 +52,11 @@ ADAMWPRUNE = "adamwprune"  # built on one of BUILDERS by lib/adamwprune/build.py
 
 
 def build_optimizer(
-    model: nn.Module, s: OptimizerSettings, lr: float, compile: bool = True, fused: bool | None = None
+    model: nn.Module,
+    s: OptimizerSettings,
+    learning_rate: float,
+    compile: bool = True,
+    fused: bool | None = None,
 ) -> torch.optim.Optimizer:
     """The optimizer named by `s.name` over `model`'s parameters; compile=False keeps it eager.
 
@@ -59,7 +65,7 @@ def build_optimizer(
     """
     if s.name not in BUILDERS:
         raise ValueError(f"{s.name!r} is built on its base optimizer: lib/adamwprune/build.py")
-    return BUILDERS[s.name](param_groups(model, s.weight_decay), s, lr, compile, fused)
+    return BUILDERS[s.name](param_groups(model, s.weight_decay), s, learning_rate, compile, fused)
 
 
 if (*BUILDERS, ADAMWPRUNE) != OPTIMIZERS:

@@ -30,7 +30,7 @@ from lib.runtime.device import autocast, overflow_flag, rng_state, set_rng_state
 from lib.runtime.distributed import Dist, all_reduce, any_rank, check_replicas, gather, no_sync
 from lib.train.checkpoint import BEST_FILE, CHECKPOINT_FILE, CheckpointError, save_checkpoint
 from lib.train.data import TokenData
-from lib.train.lr_schedule import lr_at
+from lib.train.lr_schedule import learning_rate_at
 from lib.train.settings import RESUMABLE, Settings, upgrade_settings_dict
 from lib.train.stop import STOP
 
@@ -142,7 +142,7 @@ class Trainer:
                 settings.training.lr_warmup_steps,
                 self.total_iters,
                 settings.training.learning_rate,
-                lr_at(self.total_iters - 1, settings.training, self.total_iters),
+                learning_rate_at(self.total_iters - 1, settings.training, self.total_iters),
             )
         t = settings.training
         self.tokens_per_iter = t.batch_size * t.gradient_accumulation * settings.model.block_size
@@ -351,7 +351,7 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------
 
-    def _step(self, lr: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _step(self, learning_rate: float) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One optimizer step over GPT2_GRADIENT_ACCUMULATION micro-batches; returns device tensors.
 
         The micro-batches are shared out over the ranks; gradients are all-reduced
@@ -359,7 +359,7 @@ class Trainer:
         """
         t, d = self.s.training, self.dist
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = learning_rate
         loss_sum = torch.zeros((), device=self.device)
         batches = self.data.step_batches(
             t.gradient_accumulation, t.batch_size, self.s.model.block_size, self.device, d.rank, d.world_size
@@ -425,8 +425,8 @@ class Trainer:
                 disable=None if self.dist.is_main else True,
             )
             while st.iter_num < self.total_iters:
-                lr = lr_at(st.iter_num, self.s.training, self.total_iters)
-                loss_sum, grad_norm = self._step(lr)
+                learning_rate = learning_rate_at(st.iter_num, self.s.training, self.total_iters)
+                loss_sum, grad_norm = self._step(learning_rate)
                 self._loss_acc += loss_sum
                 st.iter_num += 1
                 meter.step()
@@ -435,7 +435,9 @@ class Trainer:
                 log_step = st.iter_num % t.log_interval == 0 or last
                 if log_step:
                     seconds, steps, compiled = meter.close()
-                    self._log_train(self._loss_acc / steps, grad_norm, lr, seconds, steps, compiled, bar)
+                    self._log_train(
+                        self._loss_acc / steps, grad_norm, learning_rate, seconds, steps, compiled, bar
+                    )
                     self._loss_acc.zero_()
                 stop = self._should_stop(budget, log_step)
                 due = st.iter_num % t.eval_interval == 0 or last
@@ -493,7 +495,7 @@ class Trainer:
             return signalled
         return "time budget" if over_budget else None
 
-    def _log_train(self, loss_t, grad_norm, lr, seconds, steps, compiled, bar) -> None:
+    def _log_train(self, loss_t, grad_norm, learning_rate, seconds, steps, compiled, bar) -> None:
         loss = all_reduce(self.dist, loss_t.float(), "avg").item()
         if not math.isfinite(loss):
             raise TrainingDiverged(f"training loss is {loss} at iter {self.state.iter_num}")
@@ -508,7 +510,7 @@ class Trainer:
             "kind": "train",
             "iter": self.state.iter_num,
             "loss": loss,
-            "lr": lr,
+            "lr": learning_rate,
             "grad_norm": None if grad_norm is None else grad_norm.item(),
             "ms_per_iter": ms_per_iter,
             "tokens_per_sec": tok_s,
@@ -526,7 +528,7 @@ class Trainer:
             "iter %d | loss %.4f | lr %.2e | %.1f ms/iter%s | %s tok/s%s | mem %.2f GiB",
             self.state.iter_num,
             loss,
-            lr,
+            learning_rate,
             ms_per_iter,
             " (compiling)" if compiled else "",
             f"{tok_s:,.0f}",

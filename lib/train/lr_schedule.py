@@ -5,7 +5,7 @@ import math
 from lib.train.settings import TrainingSettings
 
 
-def lr_at(step: int, training: TrainingSettings, total_steps: int) -> float:
+def learning_rate_at(step: int, training: TrainingSettings, total_steps: int) -> float:
     """Learning rate for optimizer step `step` (0-based) of a `total_steps` run.
 
     Warm-up rises linearly to `learning_rate` over `lr_warmup_steps`; then, with `decay_lr`, a
