@@ -67,7 +67,9 @@ def test_a_state_score_without_moments_is_refused_not_fed_zeros():
     from lib.pruning.pruner import PruningError
 
     model = tiny_model()
-    opt = build_optimizer(model, OptimizerSettings(name="adamwprune"), AdamWPruneSettings(), lr=1e-2)
+    opt = build_optimizer(
+        model, OptimizerSettings(name="adamwprune"), AdamWPruneSettings(), learning_rate=1e-2
+    )
     s = PruningSettings(method="state", target_sparsity=0.5, pruning_warmup=0, frequency=1, ramp_end_step=4)
     pruner = build_pruner(model, opt, s, AdamWPruneSettings(), total_iters=10)  # bitter0, the default
     with pytest.raises(PruningError, match="reads Adam's moments.*transformer.h.0.attn.c_attn.weight"):
@@ -82,7 +84,9 @@ def test_the_memory_models_pruning_state_is_what_each_pruner_keeps(method):
     from lib.pruning import PAIRINGS, STATE_BYTES_PER_WEIGHT
 
     model = tiny_model()
-    opt = build_optimizer(model, OptimizerSettings(name=PAIRINGS[method][0]), AdamWPruneSettings(), lr=1e-2)
+    opt = build_optimizer(
+        model, OptimizerSettings(name=PAIRINGS[method][0]), AdamWPruneSettings(), learning_rate=1e-2
+    )
     s = PruningSettings(method=method, target_sparsity=0.5, pruning_warmup=0, frequency=1, ramp_end_step=4)
     pruner = build_pruner(model, opt, s, AdamWPruneSettings(variant="bitter1"), total_iters=10)
     assert pruner.state_bytes() == STATE_BYTES_PER_WEIGHT.get(method, 0) * pruner.num_prunable
@@ -91,7 +95,7 @@ def test_the_memory_models_pruning_state_is_what_each_pruner_keeps(method):
 @pytest.mark.parametrize("base, expected", [("adamw", torch.optim.AdamW), ("adamwspam", AdamWSPAM)])
 def test_adamwprune_runs_on_its_base_optimizer(base, expected):
     opt = build_optimizer(
-        tiny_model(), OptimizerSettings(name="adamwprune"), AdamWPruneSettings(base=base), lr=1e-3
+        tiny_model(), OptimizerSettings(name="adamwprune"), AdamWPruneSettings(base=base), learning_rate=1e-3
     )
     assert type(opt) is expected
 
@@ -124,7 +128,9 @@ def test_prunable_set_is_block_linears_unless_asked():
 def test_pruned_weights_stay_zero_under_weight_decay(optimizer, method, variant, global_threshold):
     model = tiny_model()
     adamwprune = AdamWPruneSettings(variant=variant or "bitter0")
-    opt = build_optimizer(model, OptimizerSettings(name=optimizer, weight_decay=0.1), adamwprune, lr=1e-2)
+    opt = build_optimizer(
+        model, OptimizerSettings(name=optimizer, weight_decay=0.1), adamwprune, learning_rate=1e-2
+    )
     s = PruningSettings(
         method=method,
         target_sparsity=0.6,
