@@ -20,11 +20,9 @@ if __name__ == "__main__" and not __package__:  # `python3 gpt2/train.py` or `cd
 import argparse
 import logging
 import sys
-import time
 from pathlib import Path
 
 import torch
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 from gpt2.batch import choose_batch, make_probe, refuse_manual_values, resumed_batch
 from gpt2.hf import build_model
@@ -38,9 +36,7 @@ from lib.convert.fp8 import convert_to_fp8
 from lib.convert.lora import apply_lora
 from lib.errors import Refusal, out_of_memory
 from lib.io import WriteError, atomic_write_json
-from lib.measure.gpu_monitor import GPU_FILE, GPUMonitor, plot_gpu
-from lib.measure.records import plot_losses, setup_logging, start_records
-from lib.measure.summary import FINISHED, RunSummary, summary_status
+from lib.measure.records import setup_logging, start_records
 from lib.measure.tracking import start_tracker
 from lib.runtime import distributed
 from lib.runtime.device import amp_dtype, compile_model, configure, use_expandable_segments
@@ -51,7 +47,7 @@ from lib.train.loop import Trainer, planned_iters
 from lib.train.run import Run
 from lib.train.run_dir import choose_run_dir, prepare_run_dir, release_run_dirs, resumed_settings
 from lib.train.settings import Settings, settle
-from lib.train.stop import STOP, StopRequested
+from lib.train.stop import STOP
 
 log = logging.getLogger("train")
 EXIT_CODES = {"completed": 0, "time_budget": 0, "interrupted": 130, "diverged": 3, "out_of_memory": 2}
@@ -129,41 +125,8 @@ def train(
         return 2
     del resume_state
     if args.resume is not None and (why := run.nothing_to_resume()) is not None:
-        if summary_status(run_dir) in FINISHED:
-            log.info("%s", why)
-            return 0
-        # It stopped between its last checkpoint and a finished summary (a death, or a stop request
-        # during the after-training measurements): evaluate once and write that.
-        log.info(
-            "%s finished training without a final summary; evaluating its final weights to write one", run_dir
-        )
-        if run.trainer.evaluate_final() is None:
-            log.warning("stopped (%s) before the summary; resume again to write it", STOP.signal)
-            return EXIT_CODES["interrupted"]
-        done = "completed" if run.trainer.state.iter_num >= run.trainer.total_iters else "time_budget"
-        if dist.is_main:
-            summary = run.summarize({"status": done, **run.trainer.throughput()}, None, 0.0)
-            finish(run, summary)
-            return EXIT_CODES[summary.status]
-        return 0
-    started = time.time()
-    gpu_file = run_dir / (GPU_FILE if dist.is_main else f"gpu_rank{dist.rank}.jsonl")
-    monitor = GPUMonitor.for_device(gpu_file, device, run.s.monitor).start()
-    try:
-        with logging_redirect_tqdm():
-            outcome = run.trainer.fit()
-    except torch.OutOfMemoryError as e:  # the results so far stay: metrics, the last checkpoint, a summary
-        at = f"on {device} while training, at iter {run.trainer.state.iter_num}"
-        log.error("error: %s", out_of_memory(at, e))
-        outcome = {"status": "out_of_memory", **run.trainer.throughput()}
-    finally:
-        gpu = monitor.stop()
-    if not dist.is_main:
-        return EXIT_CODES[outcome["status"]]
-    summary = run.summarize(outcome, gpu, time.time() - started)
-    plot_gpu(gpu_file, run_dir / "gpu.png", f"{run_dir.name}: GPU")
-    finish(run, summary)
-    return EXIT_CODES[summary.status]
+        return EXIT_CODES[run.conclude(why)]
+    return EXIT_CODES[run.train()]
 
 
 def set_up(
@@ -240,35 +203,25 @@ def set_up(
         "num_params": model.num_params(),
         "attention": attention_sizes(model.config),
     }
+    sample = (lambda out: write_sample(model, s, device, out)) if s.generation.max_tokens > 0 else None
     run = Run(
-        s, run_dir, dist, device, model, optimizer, data, pruner, tracker, trainer, amp, compiled, record
+        s,
+        run_dir,
+        dist,
+        device,
+        model,
+        optimizer,
+        data,
+        pruner,
+        tracker,
+        trainer,
+        amp,
+        compiled,
+        record,
+        sample,
     )
     log.info("%s", run.describe())
     return run
-
-
-def finish(run: Run, summary: RunSummary) -> None:
-    """After the summary: tracker, sparsity per layer, the loss plot, a sample, the closing line."""
-    s, run_dir = run.s, run.run_dir
-    if run.tracker is not None:
-        run.tracker.finish()
-    if run.pruner is not None:
-        atomic_write_json(run_dir / "sparsity.json", run.pruner.sparsity())
-    plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png", f"{run_dir.name} ({s.model.name})")
-    if summary.finished and s.generation.max_tokens > 0:
-        try:
-            with STOP.immediate():  # the results are written; a stop request skips the sample
-                write_sample(run.model, s, run.device, run_dir / "sample.txt")
-        except StopRequested as e:
-            log.warning("%s received: no sample written", e)
-    loss, ppl = summary.final_val_loss, summary.final_val_ppl
-    log.info(
-        "done (%s) | val loss %s | val ppl %s | %s",
-        summary.status,
-        "n/a" if loss is None else f"{loss:.4f}",
-        "n/a" if ppl is None else f"{ppl:.2f}",
-        run_dir,
-    )
 
 
 if __name__ == "__main__":

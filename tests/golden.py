@@ -174,6 +174,7 @@ def run(combination: tuple, data_dir: Path, workdir: Path, extra: tuple[str, ...
     from gpt2 import train
     from lib.config.kconfig import apply_config, load_kconfig, write_outputs
     from lib.measure.metrics import read_metrics
+    from lib.train.run import Run
 
     kconf = load_kconfig(ROOT / "Kconfig")
     defconfig = workdir / "defconfig"
@@ -182,7 +183,7 @@ def run(combination: tuple, data_dir: Path, workdir: Path, extra: tuple[str, ...
     write_outputs(kconf, workdir / ".config", workdir / "config.py")
     out = workdir / key(*combination).replace("/", "_")
     captured = {}
-    real_finish = train.finish
+    real_finish = Run.finish
 
     def finish(run_, summary):  # keep the trained model's final zero pattern
         names = [] if run_.pruner is None else run_.pruner.names
@@ -192,14 +193,14 @@ def run(combination: tuple, data_dir: Path, workdir: Path, extra: tuple[str, ...
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one reduction order whatever the machine's core count
-    train.finish = finish
+    Run.finish = finish
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             code = train.main(
                 ["--config", str(workdir / "config.py"), "--out-dir", str(out), *flags(*combination), *extra]
             )
     finally:
-        train.finish = real_finish
+        Run.finish = real_finish
         torch.set_num_threads(threads)
     if code != 0:
         raise RuntimeError(f"{key(*combination)}: gpt2/train.py exited with {code}; see {out}/output.log")

@@ -1,17 +1,26 @@
-"""One training run as built: its parts, what is left of it to resume, its one-line description and
-its summary.json (lib/measure/summary.RunSummary)."""
+"""One training run as built, from its first step to its last record: its parts, what is left of it
+to resume, its one-line description, the training under the GPU monitor, its summary.json
+(lib/measure/summary.RunSummary) and what follows it. The Trainer (loop.py) takes the steps,
+evaluates and checkpoints; the Run owns what comes around that."""
 
 import logging
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from lib.adamwprune import identity_of
+from lib.errors import out_of_memory
+from lib.io import atomic_write_json
 from lib.measure.after_training import after_training
+from lib.measure.gpu_monitor import GPU_FILE, GPUMonitor, plot_gpu
 from lib.measure.metrics import bookkeeping, peak_memory_bytes
-from lib.measure.summary import FINISHED, RunSummary
+from lib.measure.records import plot_losses
+from lib.measure.summary import FINISHED, RunSummary, summary_status
 from lib.runtime.distributed import Dist
 from lib.train.data import TokenData
 from lib.train.loop import Trainer
@@ -40,6 +49,8 @@ class Run:
     # copied into summary.json: memory_estimate, scaling, batch_sizing, init_from, lora (the set-up's
     # records) and num_params, attention (what the model says about itself)
     record: dict
+    # writes sample.txt from the trained model (gpt2/sample.py, above lib/); None: no sample
+    sample: Callable[[Path], None] | None = None
 
     def describe(self) -> str:
         """The run in one line: model, devices, precision, batch, steps and data."""
@@ -76,6 +87,52 @@ class Run:
                 "stay as they are. To train it longer, resume with a larger --max-time (seconds)."
             )
         return None
+
+    def train(self) -> str:
+        """Train under the GPU monitor, then, on rank 0, write the summary and finish; the run's
+        status. Running out of memory ends the run with its results so far: metrics, the last
+        checkpoint and a summary."""
+        started, dist = time.time(), self.dist
+        gpu_file = self.run_dir / (GPU_FILE if dist.is_main else f"gpu_rank{dist.rank}.jsonl")
+        monitor = GPUMonitor.for_device(gpu_file, self.device, self.s.monitor).start()
+        try:
+            with logging_redirect_tqdm():
+                outcome = self.trainer.fit()
+        except torch.OutOfMemoryError as e:
+            at = f"on {self.device} while training, at iter {self.trainer.state.iter_num}"
+            log.error("error: %s", out_of_memory(at, e))
+            outcome = {"status": "out_of_memory", **self.trainer.throughput()}
+        finally:
+            gpu = monitor.stop()
+        if not dist.is_main:
+            return outcome["status"]
+        summary = self.summarize(outcome, gpu, time.time() - started)
+        plot_gpu(gpu_file, self.run_dir / "gpu.png", f"{self.run_dir.name}: GPU")
+        self.finish(summary)
+        return summary.status
+
+    def conclude(self, why: str) -> str:
+        """A resumed run with no step left (`why`, from nothing_to_resume): its results stay as they
+        are; or, if it stopped between its last checkpoint and a finished summary (a death, or a stop
+        request during the after-training measurements), one evaluation of its final weights and
+        the summary from it. The run's status."""
+        if (status := summary_status(self.run_dir)) in FINISHED:
+            log.info("%s", why)
+            return status
+        log.info(
+            "%s finished training without a final summary; evaluating its final weights to write one",
+            self.run_dir,
+        )
+        trainer = self.trainer
+        if trainer.evaluate_final() is None:
+            log.warning("stopped (%s) before the summary; resume again to write it", STOP.signal)
+            return "interrupted"
+        done = "completed" if trainer.state.iter_num >= trainer.total_iters else "time_budget"
+        if not self.dist.is_main:
+            return done
+        summary = self.summarize({"status": done, **trainer.throughput()}, None, 0.0)
+        self.finish(summary)
+        return summary.status
 
     def summarize(self, outcome: dict, gpu: dict | None, wall_seconds: float) -> RunSummary:
         """Write summary.json: the outcome, the final metrics, the costs and the set-up of the run."""
@@ -127,3 +184,26 @@ class Run:
         )
         summary.write(self.run_dir / "summary.json")
         return summary
+
+    def finish(self, summary: RunSummary) -> None:
+        """After the summary: the tracker, sparsity per layer, the loss plot, a sample, the closing line."""
+        s, run_dir = self.s, self.run_dir
+        if self.tracker is not None:
+            self.tracker.finish()
+        if self.pruner is not None:
+            atomic_write_json(run_dir / "sparsity.json", self.pruner.sparsity())
+        plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png", f"{run_dir.name} ({s.model.name})")
+        if summary.finished and self.sample is not None:
+            try:
+                with STOP.immediate():  # the results are written; a stop request skips the sample
+                    self.sample(run_dir / "sample.txt")
+            except StopRequested as e:
+                log.warning("%s received: no sample written", e)
+        loss, ppl = summary.final_val_loss, summary.final_val_ppl
+        log.info(
+            "done (%s) | val loss %s | val ppl %s | %s",
+            summary.status,
+            "n/a" if loss is None else f"{loss:.4f}",
+            "n/a" if ppl is None else f"{ppl:.2f}",
+            run_dir,
+        )
