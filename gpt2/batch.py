@@ -9,6 +9,7 @@ memory. Everything depends only on the settings and the GPU, so the choice is
 the same on every rank and every time.
 """
 
+import logging
 from collections.abc import Callable
 
 import torch
@@ -16,6 +17,8 @@ import torch
 from gpt2.memory import GIB, estimate, usable_gpu_bytes
 from lib.errors import OutOfMemory
 from lib.train.settings import Settings, SettingsError
+
+log = logging.getLogger("train")
 
 CPU_MAX_MICRO_BATCH = 16
 # Settings the automatic mode chooses; a user value for them would be overridden, so it is refused.
@@ -74,6 +77,10 @@ def choose_batch(
                 "use activation checkpointing (--activation-checkpointing) or a smaller model"
             )
     record.update(batch_size=chosen, gradient_accumulation=target // chosen)
+    log.info(
+        "batch sizing: GPT2_TARGET_BATCH %d = micro-batch %d x accumulation %d (%s)",
+        *(target, chosen, target // chosen, record["rule"]),
+    )
     return s.replace(
         {"training.batch_size": chosen, "training.gradient_accumulation": target // chosen}
     ), record

@@ -172,15 +172,6 @@ def set_up(
         probe = make_probe(train_model, model, device, amp, s.model.block_size, dist)
         s, sizing = choose_batch(s, device, dist.world_size, probe)
         memory = preflight(s, device, dist, resumed_dir)
-        log.info(
-            "batch sizing: GPT2_TARGET_BATCH %d = micro-batch %d x accumulation %d (%s)",
-            *(
-                s.training.target_batch,
-                s.training.batch_size,
-                s.training.gradient_accumulation,
-                sizing["rule"],
-            ),
-        )
     pruner = build_pruner(
         model, optimizer, s.pruning, s.adamwprune, planned_iters(s, data.num_tokens("train"))
     )
@@ -204,22 +195,7 @@ def set_up(
         "attention": attention_sizes(model.config),
     }
     sample = (lambda out: write_sample(model, s, device, out)) if s.generation.max_tokens > 0 else None
-    run = Run(
-        s,
-        run_dir,
-        dist,
-        device,
-        model,
-        optimizer,
-        data,
-        pruner,
-        tracker,
-        trainer,
-        amp,
-        compiled,
-        record,
-        sample,
-    )
+    run = Run(trainer, compiled, record, sample)
     log.info("%s", run.describe())
     return run
 

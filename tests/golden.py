@@ -186,9 +186,9 @@ def run(combination: tuple, data_dir: Path, workdir: Path, extra: tuple[str, ...
     real_finish = Run.finish
 
     def finish(run_, summary):  # keep the trained model's final zero pattern
-        names = [] if run_.pruner is None else run_.pruner.names
-        captured["mask"] = mask_digest(run_.model, names) if names else None
-        captured["mask_sample"] = mask_sample(run_.model, names) if names else None
+        names = [] if run_.trainer.pruner is None else run_.trainer.pruner.names
+        captured["mask"] = mask_digest(run_.trainer.model, names) if names else None
+        captured["mask_sample"] = mask_sample(run_.trainer.model, names) if names else None
         real_finish(run_, summary)
 
     threads = torch.get_num_threads()

@@ -1,2 +1,2 @@
-"""The top floor: the settings tree that composes every component's settings (settings.py), and the
-training loop and what it stands on: evaluation, checkpoint state, run folders, token data."""
+"""The settings tree that composes every component's settings (settings.py), and the training loop
+and what it stands on: evaluation, checkpoint state, run folders, token data."""
