@@ -1,0 +1,1 @@
+"""GPT-2 itself: the network, its memory model, batch sizing, HF weights in and out, decoding and sampling, the data's preparation, the training entry point (wiring) and the generative classifier's preparation and labelling."""

@@ -4,6 +4,8 @@ import ast
 import re
 from pathlib import Path
 
+from lib import FLOORS  # bottom floor first
+
 from .conftest import ROOT
 
 
@@ -100,15 +102,6 @@ def test_an_import_cycle_is_caught(monkeypatch):
 
 # lib's folders, bottom floor first (docs/architecture.md). A folder imports only folders on the
 # floors below its own, and lib's own modules (errors.py, fields.py, io.py) import no folder.
-FLOORS = (
-    ("runtime",),
-    ("optim", "pruning", "convert", "measure"),
-    ("adamwprune",),
-    ("study",),
-    ("classify",),
-    ("train",),
-    ("config",),
-)
 
 
 def _folder_arrows(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
@@ -132,15 +125,18 @@ def test_every_folder_of_the_library_has_a_floor():
     assert folders == {name for names in FLOORS for name in names}
 
 
-def test_the_architecture_picture_draws_the_floors_as_they_are():
-    """docs/architecture.md's house lists lib's folders top floor first, one floor a line: FLOORS."""
+def test_the_architecture_picture_is_drawn_from_the_code(monkeypatch):
+    """docs/architecture.md's house is scripts/architecture.py's picture of FLOORS, each folder's
+    docstring and modules; a floor moved in the code changes the picture (so --check fails)."""
+    import lib
+    from scripts import architecture
+
+    assert architecture.main(["--check"]) == 0
     text = (ROOT / "docs" / "architecture.md").read_text()
-    picture = text.split("## The house", 1)[1].split("```")[1]
-    drawn = []
-    for line in picture.splitlines():
-        if (mark := re.match(r"\s*[|`]--- (.*)", line)) and "/" in mark.group(1).split()[0]:
-            drawn.append(tuple(re.findall(r"([a-z]+)/", mark.group(1).split("  ")[0])))
-    assert drawn == list(reversed(FLOORS))
+    drawn = [re.match(r"\s*\|--- (\S+)/", line) for line in architecture.picture().splitlines()]
+    assert [m.group(1) for m in drawn if m] == [floor[0] for floor in reversed(FLOORS)]
+    monkeypatch.setattr(lib, "FLOORS", (FLOORS[1], FLOORS[0], *FLOORS[2:]))
+    assert architecture.with_picture(text) != text
 
 
 def test_the_library_s_folders_are_layers():

@@ -1,10 +1,10 @@
-"""Optimizers: their settings and names (this module, plain data: no torch) and their builders
-(lib/optim/build.py, a registry from the Kconfig choice name to a builder).
+"""Optimizers: AdamW and AdamWSPAM, their settings and names (plain data, no torch) and their
+builders (build.py, a registry from the Kconfig choice name to a builder; spam.py).
 
 Every builder takes the model's parameter groups (decayed matrices, undecayed vectors) and the
 OptimizerSettings, so runs that differ only in the optimizer differ in nothing else. AdamWPrune
-is its base optimizer (AdamW or AdamWSPAM, ADAMWPRUNE_BASES) whose states score the weights for
-state pruning (its variants, and how bitter2 scales the run, are pruning settings: lib/pruning).
+is its base optimizer (AdamW or AdamWSPAM) whose states score the weights for state pruning; its
+base, its variants and how bitter2 scales the run are lib/adamwprune's.
 """
 
 from dataclasses import dataclass, field
