@@ -150,14 +150,18 @@ def spam_adamw_(
     torch._foreach_addcdiv_(params, exp_avgs, denom)
 
 
-def reset_warmup_scale(steps_since_reset: int, warmup_steps: int, start: float = 0.01) -> float:
-    """The Adam update's scale after a periodic reset: a half cosine from `start` to 1 over warmup_steps.
+def reset_warmup_scale(
+    steps_since_reset: int, spam_warmup_steps: int, spam_warmup_start: float = 0.01
+) -> float:
+    """The Adam update's scale after a periodic reset: a half cosine from SPAM_WARMUP_START_FACTOR to 1 over
+    SPAM_WARMUP_STEPS.
 
-    As SPAM's code (CosineDecay(0.99, T)): step 0 of the window (the reset step) gets `start`.
+    As SPAM's code (CosineDecay(0.99, T)): step 0 of the window (the reset step) gets the start factor.
     """
-    if steps_since_reset >= warmup_steps:
+    if steps_since_reset >= spam_warmup_steps:
         return 1.0
-    return start + (1.0 - start) * 0.5 * (1.0 - math.cos(math.pi * steps_since_reset / warmup_steps))
+    rise = 0.5 * (1.0 - math.cos(math.pi * steps_since_reset / spam_warmup_steps))  # 0 -> 1
+    return spam_warmup_start + (1.0 - spam_warmup_start) * rise
 
 
 class AdamWSPAM(torch.optim.AdamW):
