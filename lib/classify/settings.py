@@ -28,16 +28,21 @@ class ClassifySettings:
     """file: the CSV/TSV/JSONL file or the folder of class folders; fortunes, linuxdoc: a local copy
     (the Debian package, a kernel tarball or a folder; empty: downloaded); imdb/agnews: unused."""
     text_column: str = field(default="text", metadata=kc("CLASSIFY_TEXT_COLUMN"))
+    """The column (or JSON key) holding each document's text."""
     label_column: str = field(default="label", metadata=kc("CLASSIFY_LABEL_COLUMN"))
+    """The column (or JSON key) holding each document's class."""
     classes: str = field(default="", metadata=kc("CLASSIFY_CLASSES", "--classify-classes"))
     """Comma-separated class names to keep, in this order; empty: every class of the source."""
     max_docs_per_class: int = field(default=0, metadata=kc("CLASSIFY_MAX_DOCS_PER_CLASS"))
     """At most this many documents per class, drawn with the split seed before splitting; 0: all."""
     val_fraction: float = field(default=0.1, metadata=kc("CLASSIFY_VAL_FRACTION"))
+    """Whole documents per class held out for each class model's validation loss."""
     test_fraction: float = field(default=0.2, metadata=kc("CLASSIFY_TEST_FRACTION"))
+    """Whole documents per class never trained on; the accuracy is measured on them."""
     keep_test_split: bool = field(default=True, metadata=kc("CLASSIFY_KEEP_TEST_SPLIT"))
     """A source's own test split (IMDB's, AG News's, a folder's test/) stays the test split."""
     split_seed: int = field(default=1234, metadata=kc("CLASSIFY_SPLIT_SEED"))
+    """Seeds the document splits, independently of the training seed."""
     # Scoring: read after training, so a resumed class model may change them.
     length_normalised: bool = field(
         default=False, metadata=kc("CLASSIFY_LENGTH_NORMALISED", "--length-normalised", resumable=True)

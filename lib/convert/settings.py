@@ -10,9 +10,13 @@ class LoraSettings:
     """Low-rank adapters on the chosen Linear layers; the rest of the model frozen."""
 
     enabled: bool = field(default=False, metadata=kc("GPT2_LORA", "--lora"))
+    """Fine-tune with LoRA adapters (peft): the targeted Linear weights stay frozen."""
     rank: int = field(default=8, metadata=kc("GPT2_LORA_RANK", "--lora-rank"))
+    """The inner dimension of each low-rank update."""
     alpha: int = field(default=16, metadata=kc("GPT2_LORA_ALPHA"))
+    """The update's scale is alpha / rank."""
     dropout: float = field(default=0.05, metadata=kc("GPT2_LORA_DROPOUT"))
+    """Dropout on the adapters' input, in [0, 1)."""
     targets: str = field(default="c_attn,c_proj,c_fc", metadata=kc("GPT2_LORA_TARGETS"))
     """Comma-separated Linear names (c_proj matches both attention's and the MLP's)."""
 

@@ -18,8 +18,11 @@ class TrackingSettings:
     """Where (if anywhere) runs are tracked besides their own folder."""
 
     tracker: str = field(default="none", metadata=kc("TRACKER", resumable=True))
+    """none, or the experiment tracker runs are logged to (its Kconfig choice)."""
     project: str = field(default="gpt2-prune", metadata=kc("TRACKER_PROJECT", resumable=True))
+    """The tracker's project the runs are logged under."""
     offline: bool = field(default=True, metadata=kc("TRACKER_OFFLINE", resumable=True))
+    """Write tracker runs locally (no account, no network)."""
     group: str = field(default="", metadata=kc("TRACKER_GROUP", "--tracker-group", resumable=True))
     """Runs that belong together (the test matrix sets its results folder's name)."""
 

@@ -23,10 +23,15 @@ class OptimizerSettings:
     name: str = field(default="adamwspam", metadata=kc("OPTIMIZER", "--optimizer"))
     """A key of OPTIMIZERS."""
     beta1: float = field(default=0.9, metadata=kc("ADAMW_BETA1"))
+    """Adam's first-moment decay, in [0, 1)."""
     beta2: float = field(default=0.95, metadata=kc("ADAMW_BETA2"))
+    """Adam's second-moment decay, in [0, 1); GPT-2 uses 0.95."""
     eps: float = field(default=1e-8, metadata=kc("ADAMW_EPSILON"))
+    """Added to sqrt(v) in Adam's denominator."""
     weight_decay: float = field(default=0.1, metadata=kc("ADAMW_WEIGHT_DECAY", "--weight-decay"))
+    """Decoupled weight decay of the >= 2-D weights only (never biases or LayerNorm)."""
     spam_clip: bool = field(default=True, metadata=kc("SPAM_ENABLE_CLIP"))
+    """SPAM's per-entry clipping of gradients against SPAM_THETA times Adam's second moment."""
     spam_theta: float = field(default=50.0, metadata=kc("SPAM_THETA"))
     """An entry is clipped when g^2 > theta * v: the seeds' 50; the SPAM paper and code use 5000."""
     spam_clip_grace_steps: int = field(default=20, metadata=kc("SPAM_CLIP_GRACE_STEPS"))
@@ -34,11 +39,15 @@ class OptimizerSettings:
     spam_spike_threshold: float = field(default=2.0, metadata=kc("SPAM_SPIKE_THRESHOLD"))
     """z-score of the gradient norm above which a step is a spike; 0 turns detection off."""
     spam_periodic_reset: bool = field(default=True, metadata=kc("SPAM_PERIODIC_RESET"))
+    """Zero both Adam moments every spam_interval optimizer steps."""
     spam_interval: int = field(default=1000, metadata=kc("SPAM_INTERVAL"))
+    """Optimizer steps between SPAM's periodic resets of the moments."""
     spam_reset_bias_correction: bool = field(default=False, metadata=kc("SPAM_RESET_BIAS_CORRECTION"))
     """A periodic reset also zeroes Adam's step counts (bias correction restarts); SPAM's code keeps them."""
     spam_warmup: bool = field(default=True, metadata=kc("SPAM_WARMUP"))
+    """Ramp Adam's update back up (a half cosine) after each periodic reset."""
     spam_warmup_steps: int = field(default=100, metadata=kc("SPAM_WARMUP_STEPS"))
+    """Optimizer steps of that ramp (SPAM's warm-up, not the learning rate's)."""
     spam_warmup_start: float = field(default=0.01, metadata=kc("SPAM_WARMUP_START_FACTOR"))
     """The update's scale on the first step after a reset, rising to 1 along a half cosine."""
 

@@ -46,12 +46,17 @@ class PruningSettings:
     pruning_warmup: int = field(default=1000, metadata=kc("PRUNING_WARMUP", "--pruning-warmup"))
     """Steps of dense training before the first mask update."""
     frequency: int = field(default=100, metadata=kc("PRUNING_FREQUENCY"))
+    """Optimizer steps between mask updates during the ramp."""
     ramp_end_step: int = field(default=0, metadata=kc("PRUNING_RAMP_END"))
     """Step at which the target is reached; 0 = 75% of the run."""
     ramp: str = field(default="cubic", metadata=kc("PRUNING_RAMP"))
+    """How the target sparsity is approached: a key of lib/pruning/schedule.py's RAMPS."""
     global_threshold: bool = field(default=True, metadata=kc("PRUNING_GLOBAL"))
+    """Rank all prunable weights together (layers end at different sparsities), else each layer to the target."""
     include_embeddings: bool = field(default=False, metadata=kc("PRUNING_INCLUDE_EMBEDDINGS"))
+    """Prune the token embedding too (tied to the output head)."""
     include_vectors: bool = field(default=False, metadata=kc("PRUNING_INCLUDE_VECTORS"))
+    """Prune 1-D parameters too (biases, LayerNorm gains); for experiments only."""
 
     def __post_init__(self) -> None:
         check(self, "method", self.method in METHODS, f"one of {', '.join(METHODS)}")

@@ -14,10 +14,15 @@ class RuntimeSettings:
     """Device, precision, compilation, seed and where records go."""
 
     device: str = field(default="auto", metadata=kc("DEVICE", "--device"))
+    """auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."""
     mixed_precision: bool = field(default=True, metadata=kc("MIXED_PRECISION"))
+    """Matrix multiplies in amp_dtype with fp32 master weights (GPUs; a CPU stays fp32)."""
     amp_dtype: str = field(default="bfloat16", metadata=kc("GPT2_AMP_DTYPE"))
+    """bfloat16, or float16 (which turns on a gradient scaler)."""
     tf32: bool = field(default=True, metadata=kc("GPT2_TF32_ALLOWED"))
+    """Let fp32 matrix multiplies use TF32 tensor cores (NVIDIA Ampere and newer)."""
     compile: bool = field(default=True, metadata=kc("GPT2_COMPILE", "--compile", resumable=True))
+    """torch.compile the model (and AdamWSPAM's step) on CUDA; ignored on CPU and MPS."""
     compile_mode: str = field(
         default="default", metadata=kc("GPT2_COMPILE_MODE", "--compile-mode", resumable=True)
     )
@@ -27,6 +32,7 @@ class RuntimeSettings:
     )
     """A key of ATTENTION_BACKENDS."""
     fp8: bool = field(default=False, metadata=kc("GPT2_FP8", "--fp8"))
+    """Linear layers' matrix multiplies in float8 through torchao (fp8_recipe, fp8_layers)."""
     fp8_recipe: str = field(default="tensorwise", metadata=kc("GPT2_FP8_RECIPE", "--fp8-recipe"))
     """A key of FP8_RECIPES."""
     fp8_layers: str = field(default="all", metadata=kc("GPT2_FP8_LAYERS", "--fp8-layers"))
@@ -34,12 +40,17 @@ class RuntimeSettings:
     nproc_per_node: int = field(
         default=1, metadata=kc("GPT2_NPROC_PER_NODE", "--nproc-per-node", resumable=True)
     )
+    """Processes (one per GPU) one run spans on this host; more than 1 runs under torchrun (DDP)."""
     memory_check: bool = field(
         default=True, metadata=kc("GPT2_MEMORY_CHECK", "--memory-check", resumable=True)
     )
+    """Refuse, before it starts, a run whose estimated peak GPU memory does not fit (gpt2/memory.py)."""
     seed: int = field(default=1337, metadata=kc("SEED", "--seed"))
+    """Seeds initialisation and batch sampling; runs compared with each other share it."""
     output_dir: str = field(default="runs", metadata=kc("OUTPUT_DIR", resumable=True))
+    """Runs are written to <output_dir>/<run name>/."""
     run_name: str = field(default="", metadata=kc("GPT2_RUN_NAME", "--run-name", resumable=True))
+    """The run folder's name; empty: the matrix's name for it plus a time stamp."""
 
     def __post_init__(self) -> None:
         ok = self.device in ("auto", "cpu", "cuda", "mps") or (

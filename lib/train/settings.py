@@ -51,22 +51,34 @@ class ModelSettings:
     init_from: str = field(default="", metadata=kc("GPT2_INIT_FROM", "--init-from"))
     """An HF GPT-2 folder or hub name to start from (gpt2/hf.py); empty: random initialisation."""
     dropout: float = field(default=0.0, metadata=kc("GPT2_DROPOUT"))
+    """Dropout on attention weights, residual branches and embeddings, in [0, 1)."""
     bias: bool = field(default=True, metadata=kc("GPT2_BIAS"))
+    """Biases in every Linear layer and LayerNorm, as GPT-2 has them."""
     weight_tying: bool = field(default=True, metadata=kc("GPT2_WEIGHT_TYING"))
+    """One matrix for the token embedding and the output head."""
     flash_attention: bool = field(default=True, metadata=kc("GPT2_FLASH_ATTENTION"))
+    """PyTorch's fused attention kernels; N takes the explicit softmax(QK^T)V path."""
     pad_vocab: bool = field(default=True, metadata=kc("GPT2_PAD_VOCAB"))
+    """Pad the vocabulary from 50257 to 50304 rows (never sampled) for faster matrix multiplies."""
     activation_checkpointing: bool = field(
         default=False,
         metadata=kc("GPT2_ACTIVATION_CHECKPOINTING", "--activation-checkpointing", resumable=True),
     )
+    """Keep each block's input only and recompute the rest in backward."""
     fused_loss: bool = field(default=False, metadata=kc("GPT2_FUSED_LOSS", "--fused-loss", resumable=True))
+    """The output head and loss chunk by chunk, so the full logits never exist."""
     ra_mla: bool = field(default=False, metadata=kc("ENABLE_RA_MLA", "--ra-mla"))
     """Multi-head latent attention with reciprocal attention (gpt2/model.py: LatentAttention)."""
     ra_mla_latent_dim: int = field(default=128, metadata=kc("RA_MLA_LATENT_DIM"))
+    """Width of RA+MLA's shared key/value latent (and the query latent): what a cache keeps."""
     ra_mla_ra_alpha: float = field(default=0.0, metadata=kc("RA_MLA_RA_ALPHA", "--ra-alpha"))
+    """Weight of the reciprocal score inside the window, in [0, 1]; 0 is pure MLA."""
     ra_mla_ra_window: int = field(default=64, metadata=kc("RA_MLA_RA_WINDOW"))
+    """Pairs at most this far apart mix their scores with their reciprocals."""
     ra_mla_per_head_q_latent: bool = field(default=True, metadata=kc("RA_MLA_PER_HEAD_Q_LATENT"))
+    """Queries through a latent of their own, up-projected per head (else full rank)."""
     ra_mla_per_head_v_up: bool = field(default=True, metadata=kc("RA_MLA_PER_HEAD_V_UP"))
+    """Each head its own value up-projection (else one shared by all heads)."""
 
     def __post_init__(self) -> None:
         check(self, "name", self.name in MODEL_NAMES, f"one of {', '.join(MODEL_NAMES)}")
@@ -89,9 +101,13 @@ class GenerationSettings:
     """The sample printed after training."""
 
     max_tokens: int = field(default=100, metadata=kc("GPT2_GENERATION_MAX_TOKENS", resumable=True))
+    """Tokens sampled from the final model into sample.txt; 0: no sample."""
     temperature: float = field(default=0.8, metadata=kc("GPT2_GENERATION_TEMPERATURE", resumable=True))
+    """Divides the logits before sampling, in (0, 10]."""
     top_k: int = field(default=200, metadata=kc("GPT2_GENERATION_TOP_K", resumable=True))
+    """Sample among the k most likely tokens; 0: among all."""
     prompt: str = field(default="", metadata=kc("GPT2_GENERATION_PROMPT", resumable=True))
+    """Text the sample starts from; empty: the end-of-text token."""
 
     def __post_init__(self) -> None:
         check(self, "max_tokens", 0 <= self.max_tokens <= 4096, "0..4096")
@@ -110,7 +126,9 @@ class DataSettings:
     max_tokens_millions: int = field(default=1000, metadata=kc("GPT2_DATASET_MAX_TOKENS"))
     """Token cap for streamed corpora, in millions."""
     val_fraction: float = field(default=0.1, metadata=kc("GPT2_VAL_FRACTION"))
+    """The last part of the token stream that becomes val.bin, in (0, 0.5]."""
     data_dir: str = field(default="data", metadata=kc("DATA_DIR", "--data-dir", resumable=True))
+    """Token files live in <data_dir>/<dataset>/ (train.bin, val.bin, meta.json)."""
     classify_label: str = field(default="", metadata=kc("CLASSIFY_LABEL", "--classify-label"))
     """With dataset classify: the class (its folder name) whose training documents the run learns."""
 
@@ -157,27 +175,35 @@ class TrainingSettings:
     gradient_accumulation: int = field(
         default=1, metadata=kc("GPT2_GRADIENT_ACCUMULATION", "--gradient-accumulation")
     )
+    """Micro-batches whose gradients are summed per optimizer step (shared out over the processes)."""
     max_iters: int = field(default=10000, metadata=kc("GPT2_MAX_ITERS", "--max-iters", resumable=True))
     """Optimizer steps; 0 leaves the length to num_epochs."""
     num_epochs: int = field(default=0, metadata=kc("NUM_EPOCHS", "--num-epochs", resumable=True))
+    """Run length in passes over the training tokens; with max_iters too, the first reached ends it."""
     max_time_seconds: int = field(default=0, metadata=kc("GPT2_MAX_TIME", "--max-time", resumable=True))
     """Training-time budget in seconds, as the seed project's GPT2_MAX_TIME; 0: none."""
     learning_rate: float = field(default=6e-4, metadata=kc("LEARNING_RATE", "--learning-rate"))
+    """The peak learning rate, reached at the end of the warm-up."""
     lr_warmup_steps: int = field(
         default=2000, metadata=kc("GPT2_WARMUP_STEPS", "--lr-warmup-steps", aliases=("--warmup-steps",))
     )
     """Steps of the learning rate's linear warm-up (lib/train/lr_schedule.py)."""
     decay_lr: bool = field(default=True, metadata=kc("GPT2_DECAY_LR"))
+    """Decay the learning rate along a cosine to min_lr after the warm-up."""
     min_lr: float = field(default=6e-5, metadata=kc("GPT2_MIN_LR", "--min-lr"))
+    """The learning rate's floor at the end of the decay."""
     grad_clip: float = field(default=1.0, metadata=kc("GPT2_GRAD_CLIP"))
     """Global gradient-norm bound; 0 turns clipping off."""
     eval_interval: int = field(
         default=500, metadata=kc("GPT2_EVAL_INTERVAL", "--eval-interval", resumable=True)
     )
+    """Optimizer steps between evaluations (and checkpoints)."""
     eval_samples: int = field(default=200, metadata=kc("GPT2_EVAL_SAMPLES", "--eval-samples"))
     """Micro-batches averaged per loss estimate."""
     log_interval: int = field(default=10, metadata=kc("GPT2_LOG_INTERVAL", "--log-interval", resumable=True))
+    """Optimizer steps between logged steps (each one synchronises the device)."""
     save_checkpoint: bool = field(default=True, metadata=kc("GPT2_SAVE_CHECKPOINT", resumable=True))
+    """Write ckpt.pt at each evaluation and at the end, and best.pt, so a run can resume."""
     final_optimizer: bool = field(
         default=True, metadata=kc("GPT2_CHECKPOINT_FINAL_OPTIMIZER", resumable=True)
     )
