@@ -66,10 +66,9 @@ def hf_config(folder: Path) -> GPTConfig:
     if c.get("model_type") != "gpt2":
         raise Refusal(f"{folder / CONFIG_FILE} describes a {c.get('model_type')!r} model, not gpt2")
     shape = (c["n_layer"], c["n_head"], c["n_embd"])
-    # the released size of that shape; a folder of another shape keeps the default name
-    released = [{"name": n} for n, s in SIZES.items() if s == shape]
+    released = next((n for n, s in SIZES.items() if s == shape), None)  # else the default name stays
     return GPTConfig(
-        **(released[0] if released else {}),
+        **({"name": released} if released else {}),
         n_layer=c["n_layer"],
         n_head=c["n_head"],
         n_embd=c["n_embd"],

@@ -20,6 +20,7 @@ from lib.train.settings import ModelSettings
 
 GPT2_VOCAB_SIZE = 50257
 """Tokens of the GPT-2 BPE (tiktoken "gpt2"); token 50256 is <|endoftext|>."""
+DEFAULT_MODEL = ModelSettings()
 
 SIZES = {
     # name: (n_layer, n_head, n_embd)
@@ -75,7 +76,7 @@ class GPTConfig(ModelSettings):
         if name not in SIZES:
             raise ValueError(f"unknown model size {name!r}; choose one of {', '.join(SIZES)}")
         n_layer, n_head, n_embd = SIZES[name]
-        pad = kwargs.get("pad_vocab", True)
+        pad = kwargs.get("pad_vocab", DEFAULT_MODEL.pad_vocab)
         vocab = 64 * math.ceil(GPT2_VOCAB_SIZE / 64) if pad else GPT2_VOCAB_SIZE
         return cls(name=name, n_layer=n_layer, n_head=n_head, n_embd=n_embd, vocab_size=vocab, **kwargs)
 
@@ -197,11 +198,8 @@ class LatentAttention(nn.Module):
         super().__init__()
         C, L = config.n_embd, config.latent
         self.n_head, self.head_dim = config.n_head, C // config.n_head
-        self.dropout, self.alpha, self.window = (
-            config.dropout,
-            config.ra_mla_ra_alpha,
-            config.ra_mla_ra_window,
-        )
+        self.dropout = config.dropout
+        self.alpha, self.window = config.ra_mla_ra_alpha, config.ra_mla_ra_window
         self.kv_down = nn.Linear(C, L, bias=config.bias)
         self.k_up = nn.Linear(L, C, bias=config.bias)
         self.v_per_head = config.ra_mla_per_head_v_up

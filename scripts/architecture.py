@@ -35,14 +35,10 @@ def modules(package: Path) -> str:
 
 
 def block(head: str, text: str, rail: str) -> list[str]:
-    """`head` then `text` wrapped beside it; continuation lines start with `rail`."""
-    pad = rail.ljust(INDENT)
-    width = max(WIDTH - INDENT, 40)
-    lines = textwrap.wrap(text, width) or [""]
-    first = head.ljust(INDENT - 1) + " " if len(head) < INDENT else head + " "
-    out = [(first + lines[0]).rstrip()]
-    rest = textwrap.wrap(" ".join(lines[1:]), width)
-    return out + [(pad + line).rstrip() for line in rest]
+    """`head` then `text` wrapped beside it from column INDENT; continuation lines start with `rail`."""
+    lines = textwrap.wrap(text, WIDTH - INDENT) or [""]
+    first = head.ljust(INDENT - 1) + " " + lines[0]
+    return [first.rstrip()] + [(rail.ljust(INDENT) + line).rstrip() for line in lines[1:]]
 
 
 def picture() -> str:
